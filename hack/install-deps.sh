@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install what tuxio needs on a Debian 12 host: the apt packages and the Python environment.
+# Idempotent and quick when everything is there. Fails loudly when something cannot be had.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(lxc busybox-static debootstrap uidmap iproute2 python3-venv python3-dev ca-certificates)
+PYTHON=${PYTHON:-/usr/bin/python3}
+VENV=${VENV:-.venv}
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: run as root (LXC containers and the agent need it)" >&2
+  exit 1
+fi
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+for tool in lxc-start lxc-attach lxc-ls busybox debootstrap newuidmap; do
+  command -v "$tool" >/dev/null || { echo "install-deps: $tool is still missing" >&2; exit 1; }
+done
+
+stamp="$VENV/.installed"
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -e '.[dev]'
+  touch "$stamp"
+fi

@@ -1,0 +1,192 @@
+"""The HTTP edge: routes, bearer-token authentication, and errors mapped to status codes.
+
+No `from __future__ import annotations` here: FastAPI reads these annotations at run time.
+"""
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from . import __version__
+from .errors import (
+    AgentError,
+    ContainerNotFound,
+    ContainerNotRunning,
+    HostPrerequisiteMissing,
+    InvalidSpec,
+    SpecConflict,
+    UnknownTemplate,
+)
+from .models import (
+    NAME_PATTERN,
+    ContainerList,
+    ContainerSpec,
+    ContainerStatus,
+    ErrorBody,
+    ExecRequest,
+    ExecResult,
+    HostInfo,
+)
+from .service import ContainerService
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+_STATUS: dict[type[AgentError], int] = {
+    InvalidSpec: 422,
+    UnknownTemplate: 422,
+    SpecConflict: 409,
+    ContainerNotRunning: 409,
+    ContainerNotFound: 404,
+    HostPrerequisiteMissing: 503,
+}
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422, 500)
+}
+
+ContainerName = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=63,
+        pattern=NAME_PATTERN,
+        description="Container name: a DNS-1123 label of at most 63 characters.",
+    ),
+]
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+def _error(status: int, reason: str, message: str, details: Any = None) -> JSONResponse:
+    body = ErrorBody(reason=reason, message=message, details=details)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(
+        body.model_dump(mode="json", by_alias=True, exclude_none=True), status, headers=headers
+    )
+
+
+def _parse_selector(labels: list[str]) -> dict[str, str]:
+    selector: dict[str, str] = {}
+    for item in labels:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidSpec(f"label selector {item!r} is not of the form key=value")
+        selector[key] = value
+    return selector
+
+
+def create_app(
+    service: ContainerService, token: bytes, burst_poll_seconds: float = 0.25
+) -> FastAPI:
+    """The agent's ASGI app over `service`; every /v1 route needs `token`."""
+    bearer = HTTPBearer(auto_error=False)
+
+    def require_token(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        # Constant-time comparison: the answer must not leak how much of a guess was right.
+        given = credentials.credentials.encode() if credentials else b""
+        if not hmac.compare_digest(given, token):
+            raise _Unauthorized
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.recover()
+        watcher = asyncio.create_task(service.watch_bursts(burst_poll_seconds))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    app = FastAPI(
+        title="tuxio node agent",
+        version=__version__,
+        description="Converges unprivileged LXC containers on one host to a desired spec.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(_Unauthorized)
+    async def unauthorized(_: Request, __: Exception) -> JSONResponse:
+        return _error(401, "Unauthorized", "a valid 'Authorization: Bearer <token>' is required")
+
+    @app.exception_handler(AgentError)
+    async def agent_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AgentError)
+        status = _STATUS.get(type(exc), 500)
+        if status >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        return _error(status, exc.reason, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        if any(e["type"] == "json_invalid" for e in errors):
+            return _error(400, "MalformedJSON", "the request body is not valid JSON", errors)
+        summary = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in errors
+        )
+        return _error(422, "InvalidRequest", summary, errors)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: answers without authentication."""
+        return {"status": "ok"}
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses=_ERRORS)
+
+    @v1.get("/host", tags=["host"])
+    async def get_host() -> HostInfo:
+        """What the host offers and how busy it is."""
+        return await service.host_info()
+
+    @v1.put("/containers/{name}", tags=["containers"])
+    async def put_container(name: ContainerName, spec: ContainerSpec) -> ContainerStatus:
+        """Converge the container to `spec` and answer with what is observed afterwards."""
+        return await service.put(name, spec)
+
+    @v1.get("/containers/{name}", tags=["containers"])
+    async def get_container(name: ContainerName) -> ContainerStatus:
+        """The observed state of one container."""
+        return await service.get(name)
+
+    @v1.get("/containers", tags=["containers"])
+    async def list_containers(
+        label: Annotated[
+            list[str],
+            Query(description="Filter: key=value; repeat for several (all must match)."),
+        ] = [],  # noqa: B006 - FastAPI copies query defaults per request
+    ) -> ContainerList:
+        """The observed state of every container, optionally filtered by labels."""
+        return ContainerList(items=await service.find(_parse_selector(label)))
+
+    @v1.delete("/containers/{name}", tags=["containers"])
+    async def delete_container(name: ContainerName) -> dict[str, Any]:
+        """Stop and destroy; deleting a container that does not exist succeeds."""
+        existed = await service.delete(name)
+        return {"name": name, "deleted": existed}
+
+    @v1.post("/containers/{name}/exec", tags=["containers"])
+    async def exec_in_container(name: ContainerName, request: ExecRequest) -> ExecResult:
+        """Run an argv inside the container (never through a host shell)."""
+        return await service.exec(name, request)
+
+    app.include_router(v1)
+    return app

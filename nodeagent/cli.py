@@ -1,0 +1,236 @@
+"""`tuxio-agent`: serve the API, build templates, make development credentials."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import shutil
+import sys
+from pathlib import Path
+
+from . import __version__
+from .cgroups import detect_driver
+from .errors import AgentError, HostPrerequisiteMissing
+from .host import apparmor_enabled, ensure_subordinate_ids, host_cpus
+from .lxc import Lxc
+from .records import read_record
+from .service import ContainerService
+from .settings import AgentSettings
+from .templates import BUILDERS, TemplateStore
+
+__all__ = ["build_service", "main"]
+
+log = logging.getLogger("tuxio.nodeagent")
+
+_LXC_TOOLS = ("lxc-start", "lxc-stop", "lxc-info", "lxc-ls", "lxc-attach", "lxc-destroy")
+
+
+def build_service(settings: AgentSettings) -> ContainerService:
+    """The container service for these settings, after checking the host can run it."""
+    missing = [tool for tool in _LXC_TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise HostPrerequisiteMissing(
+            f"missing LXC tools: {', '.join(missing)} (apt-get install lxc)"
+        )
+    if os.geteuid() != 0:
+        raise HostPrerequisiteMissing("tuxio-agent manages LXC containers and must run as root")
+    ensure_subordinate_ids(settings.idmap_base, settings.idmap_size)
+    settings.lxcpath.mkdir(parents=True, exist_ok=True)
+    return ContainerService(
+        lxc=Lxc(settings.lxcpath),
+        cgroups=detect_driver(),
+        templates=_templates(settings),
+        cpus=host_cpus(settings.reserved_cpus),
+        idmap_base=settings.idmap_base,
+        idmap_size=settings.idmap_size,
+        apparmor=apparmor_enabled(),
+        stop_timeout=settings.stop_timeout_seconds,
+    )
+
+
+def _templates(settings: AgentSettings) -> TemplateStore:
+    return TemplateStore(settings.templates_dir, settings.idmap_base, settings.idmap_size)
+
+
+def _serve(settings: AgentSettings) -> int:
+    import uvicorn
+
+    from .api import create_app
+
+    try:
+        token = settings.token_file.read_bytes().strip()
+    except OSError as exc:
+        raise HostPrerequisiteMissing(
+            f"cannot read the token file {settings.token_file}: {exc.strerror} "
+            "(make one with 'tuxio-agent token generate')"
+        ) from exc
+    if len(token) < 16:
+        raise HostPrerequisiteMissing(
+            f"the token in {settings.token_file} is shorter than 16 bytes"
+        )
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise HostPrerequisiteMissing("TLS needs both a certificate and a key")
+    service = build_service(settings)
+    app = create_app(service, token, settings.burst_poll_seconds)
+    config = uvicorn.Config(
+        app,
+        host=settings.listen,
+        port=settings.port,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        access_log=settings.access_log,
+        log_level=settings.log_level.lower(),
+        # The default loop: uvloop spawns subprocesses with fork(), 3x slower than
+        # asyncio's vfork path, and the lxc tools are on every hot path.
+        loop="asyncio",
+        http="httptools",
+        timeout_graceful_shutdown=5,
+    )
+    scheme = "https" if settings.tls_cert else "http"
+    log.info(
+        "tuxio-agent %s serving %s://%s:%d, LXC path %s",
+        __version__,
+        scheme,
+        settings.listen,
+        settings.port,
+        settings.lxcpath,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _template_build(settings: AgentSettings, name: str, options: dict[str, str]) -> int:
+    store = _templates(settings)
+    template = store.build(name, **options)
+    in_use: set[Path] = set()
+    if settings.lxcpath.is_dir():
+        for entry in settings.lxcpath.iterdir():
+            record = read_record(entry) if entry.is_dir() else None
+            if record is not None:
+                in_use.add(record.template_rootfs)
+    for pruned in store.prune(in_use):
+        log.info("pruned unused template version %s", pruned)
+    print(
+        json.dumps(
+            {
+                "name": template.name,
+                "rootfs": str(template.rootfs),
+                "sizeBytes": template.size_bytes,
+            }
+        )
+    )
+    return 0
+
+
+def _template_list(settings: AgentSettings) -> int:
+    for template in _templates(settings).all():
+        print(
+            f"{template.name}\t{template.built_at.isoformat()}\t{template.size_bytes}\t{template.rootfs}"
+        )
+    return 0
+
+
+def _token_generate(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(32) + "\n")
+    print(path)
+    return 0
+
+
+def _tls_generate(cert: Path, key: Path, hosts: list[str], days: int) -> int:
+    from .tls import make_self_signed
+
+    make_self_signed(cert, key, hosts, days)
+    print(json.dumps({"cert": str(cert), "key": str(key), "hosts": hosts}))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tuxio-agent", description=__doc__)
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("--data-dir", type=Path, help="overrides TUXIO_AGENT_DATA_DIR")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the HTTP API")
+    serve.add_argument("--listen")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--token-file", type=Path)
+    serve.add_argument("--tls-cert", type=Path)
+    serve.add_argument("--tls-key", type=Path)
+    serve.add_argument("--reserved-cpus", type=int)
+    serve.add_argument("--access-log", action="store_true", default=None)
+
+    template = commands.add_parser("template", help="build and list templates")
+    template_commands = template.add_subparsers(dest="template_command", required=True)
+    build = template_commands.add_parser("build", help="build a template")
+    build.add_argument("name", choices=sorted(BUILDERS))
+    build.add_argument("--suite", help="Debian suite (debian only)")
+    build.add_argument("--mirror", help="Debian mirror URL (debian only)")
+    template_commands.add_parser("list", help="list the templates present")
+
+    token = commands.add_parser("token", help="bearer tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    generate = token_commands.add_parser("generate", help="write a new random token (0600)")
+    generate.add_argument("--out", type=Path, default=Path("/etc/tuxio/agent-token"))
+
+    tls = commands.add_parser("tls", help="TLS for development")
+    tls_commands = tls.add_subparsers(dest="tls_command", required=True)
+    self_signed = tls_commands.add_parser("generate", help="make a self-signed certificate")
+    self_signed.add_argument("--cert", type=Path, required=True)
+    self_signed.add_argument("--key", type=Path, required=True)
+    self_signed.add_argument(
+        "--host",
+        action="append",
+        default=None,
+        help="DNS name or IP address (repeat); default localhost, 127.0.0.1",
+    )
+    self_signed.add_argument("--days", type=int, default=365)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides = {
+        key: value
+        for key, value in {
+            "data_dir": args.data_dir,
+            "listen": getattr(args, "listen", None),
+            "port": getattr(args, "port", None),
+            "token_file": getattr(args, "token_file", None),
+            "tls_cert": getattr(args, "tls_cert", None),
+            "tls_key": getattr(args, "tls_key", None),
+            "reserved_cpus": getattr(args, "reserved_cpus", None),
+            "access_log": getattr(args, "access_log", None),
+        }.items()
+        if value is not None
+    }
+    settings = AgentSettings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "serve":
+            return _serve(settings)
+        if args.command == "template" and args.template_command == "build":
+            options = {k: v for k, v in (("suite", args.suite), ("mirror", args.mirror)) if v}
+            return _template_build(settings, args.name, options)
+        if args.command == "template":
+            return _template_list(settings)
+        if args.command == "token":
+            return _token_generate(args.out)
+        return _tls_generate(
+            args.cert, args.key, args.host or ["localhost", "127.0.0.1"], args.days
+        )
+    except AgentError as exc:
+        print(f"tuxio-agent: {exc.reason}: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,630 @@
+"""Convergence: bring a container to its spec step by step, acting on what LXC reports.
+
+Each PUT reads the container's record and LXC's view, then does only the steps that are
+missing: clone, write config, start or stop, apply limits live, and finally reads everything
+back from LXC, the cgroup files and /proc to verify and answer. A second identical PUT finds
+nothing to do and writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import shutil
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import cast, get_args
+
+from . import __version__
+from .cgroups import CgroupDriver, CgroupFiles, CgroupLimits, CgroupReading, ControllerMissing
+from .cpuset import allocate_cpuset, core_load, format_cpuset, parse_cpuset
+from .errors import (
+    ContainerNotFound,
+    ContainerNotRunning,
+    InvalidSpec,
+    LimitsNotInForce,
+    LxcCommandFailed,
+    SpecConflict,
+)
+from .host import HostCpus, meminfo
+from .lxc import Lxc, LxcInfo
+from .models import (
+    BurstStatus,
+    ContainerSpec,
+    ContainerState,
+    ContainerStatus,
+    CpuInfo,
+    ExecRequest,
+    ExecResult,
+    HostInfo,
+    MemoryInfo,
+    ObservedLimits,
+    TemplateInfo,
+    Usage,
+)
+from .records import (
+    ContainerRecord,
+    read_record,
+    render_config,
+    spec_hash,
+    write_atomically,
+    write_record,
+)
+from .templates import Template, TemplateStore
+
+__all__ = ["ContainerService", "NameLocks"]
+
+log = logging.getLogger(__name__)
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class NameLocks:
+    """One asyncio lock per container name: same name serialised, different names parallel."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: Counter[str] = Counter()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, name: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        self._users[name] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[name] -= 1
+            if not self._users[name]:
+                del self._users[name]
+                del self._locks[name]
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+@dataclass(frozen=True)
+class _Observed:
+    info: LxcInfo
+    files: CgroupFiles | None
+    reading: CgroupReading | None
+    rlimits: dict[str, int | None]
+    started_at: datetime | None
+
+
+class ContainerService:
+    """The containers of one host."""
+
+    def __init__(
+        self,
+        *,
+        lxc: Lxc,
+        cgroups: CgroupDriver,
+        templates: TemplateStore,
+        cpus: HostCpus,
+        idmap_base: int,
+        idmap_size: int,
+        apparmor: bool,
+        stop_timeout: int = 5,
+    ) -> None:
+        self.lxc = lxc
+        self.cgroups = cgroups
+        self.templates = templates
+        self.cpus = cpus
+        self.idmap_base = idmap_base
+        self.idmap_size = idmap_size
+        self.apparmor = apparmor
+        self.stop_timeout = stop_timeout
+        self.locks = NameLocks()
+        # A cache of the records on disk, rebuilt from them at start-up.
+        self.records: dict[str, ContainerRecord] = {}
+        # Containers still on all shared cores, with the PID of their init.
+        self._bursting: dict[str, int] = {}
+
+    # ----- start-up ---------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Rediscover every container from its record and LXC, and resume bursts."""
+        self.lxc.lxcpath.mkdir(parents=True, exist_ok=True)
+        for entry in sorted(self.lxc.lxcpath.iterdir()):
+            record = read_record(entry) if entry.is_dir() else None
+            if record is not None:
+                self.records[record.name] = record
+        infos = await self.lxc.list_all() if self.records else {}
+        for name, record in self.records.items():
+            info = infos.get(name)
+            if (
+                info
+                and info.state == "running"
+                and info.pid
+                and record.spec.limits.burst_cpu_seconds
+            ):
+                self._bursting[name] = info.pid
+        log.info(
+            "recovered %d containers (%d running, %d bursting)",
+            len(self.records),
+            sum(1 for i in infos.values() if i.state == "running"),
+            len(self._bursting),
+        )
+
+    # ----- the API ----------------------------------------------------------------------
+
+    async def put(self, name: str, spec: ContainerSpec) -> ContainerStatus:
+        template = self.templates.get(spec.template)
+        if spec.limits.cpus > len(self.cpus.shared):
+            raise InvalidSpec(
+                f"limits.cpus is {spec.limits.cpus} but this host shares only "
+                f"{len(self.cpus.shared)} cores ({format_cpuset(self.cpus.shared)}) with containers"
+            )
+        async with self.locks.hold(name):
+            return await self._converge(name, spec, template)
+
+    async def get(self, name: str) -> ContainerStatus:
+        record = self.records.get(name)
+        if record is None:
+            raise ContainerNotFound(f"no container {name!r} on this host")
+        info = await self.lxc.info(name) or LxcInfo("stopped", None)
+        return self._status(record, await self._observe(name, info))
+
+    async def find(self, selector: Mapping[str, str]) -> list[ContainerStatus]:
+        chosen = [
+            r
+            for r in self.records.values()
+            if all(r.spec.labels.get(k) == v for k, v in selector.items())
+        ]
+        if not chosen:
+            return []
+        infos = await self.lxc.list_all()
+        statuses = []
+        for record in sorted(chosen, key=lambda r: r.name):
+            info = infos.get(record.name, LxcInfo("stopped", None))
+            statuses.append(self._status(record, await self._observe(record.name, info)))
+        return statuses
+
+    async def delete(self, name: str) -> bool:
+        """Stop and destroy; True when there was something to delete."""
+        async with self.locks.hold(name):
+            directory = self.lxc.lxcpath / name
+            self._bursting.pop(name, None)
+            if not directory.exists():
+                self.records.pop(name, None)
+                return False
+            log.info("destroy started: %s", name)
+            try:
+                await self.lxc.destroy(name)
+            except LxcCommandFailed:
+                if await self.lxc.info(name) is not None:
+                    raise
+                # LXC no longer knows it (no config): what is left is only files.
+                shutil.rmtree(directory)
+            self.records.pop(name, None)
+            log.info("destroy finished: %s", name)
+            return True
+
+    async def exec(self, name: str, request: ExecRequest) -> ExecResult:
+        if name not in self.records:
+            raise ContainerNotFound(f"no container {name!r} on this host")
+        info = await self.lxc.info(name)
+        if info is None or info.state != "running":
+            raise ContainerNotRunning(f"container {name!r} is not running")
+        result = await self.lxc.attach(
+            name,
+            request.argv,
+            request.env,
+            None if request.stdin is None else request.stdin.encode(),
+            request.timeout_seconds,
+            request.max_output_bytes,
+        )
+        return ExecResult(
+            exit_code=result.exit_code,
+            stdout=result.stdout.decode(errors="replace"),
+            stderr=result.stderr.decode(errors="replace"),
+            stdout_truncated=result.stdout_truncated,
+            stderr_truncated=result.stderr_truncated,
+            timed_out=result.timed_out,
+            duration_seconds=round(result.duration_seconds, 6),
+        )
+
+    async def host_info(self) -> HostInfo:
+        infos = await self.lxc.list_all() if self.records else {}
+        memory = meminfo()
+        load = os.getloadavg()
+        return HostInfo(
+            version=__version__,
+            cgroup_version=2 if self.cgroups.version == 2 else 1,
+            apparmor=self.apparmor,
+            cpus=CpuInfo(
+                total=len(self.cpus.available),
+                reserved=self.cpus.reserved,
+                shared=self.cpus.shared,
+                allocation={str(core): n for core, n in self._core_load().items()},
+            ),
+            memory=MemoryInfo(
+                total_bytes=memory.get("MemTotal", 0),
+                available_bytes=memory.get("MemAvailable", 0),
+            ),
+            templates=[
+                TemplateInfo(name=t.name, built_at=t.built_at, size_bytes=t.size_bytes, init=t.init)
+                for t in self.templates.all()
+            ],
+            containers=len(self.records),
+            running=sum(1 for n, i in infos.items() if n in self.records and i.state == "running"),
+            load=(round(load[0], 2), round(load[1], 2), round(load[2], 2)),
+        )
+
+    # ----- convergence ------------------------------------------------------------------
+
+    async def _converge(
+        self, name: str, spec: ContainerSpec, template: Template
+    ) -> ContainerStatus:
+        directory = self.lxc.lxcpath / name
+        record = self.records.get(name)
+        info = await self.lxc.info(name) if record is not None else None
+        if record is not None and info is None:
+            # The record survived but LXC lost the container (its config is gone): start over.
+            log.warning("container %s has a record but LXC does not know it; recreating", name)
+            shutil.rmtree(directory)
+            self.records.pop(name, None)
+            record = None
+        if record is None:
+            if directory.exists():
+                raise SpecConflict(f"{directory} exists and is not a container of tuxio-agent")
+            record = self._clone(name, spec, template)
+            info = LxcInfo("stopped", None)
+        elif record.template != spec.template:
+            raise SpecConflict(
+                f"container {name!r} was cloned from template {record.template!r}; the template "
+                "cannot change in place: delete the container and create it again"
+            )
+        elif record.spec.network != spec.network:
+            raise SpecConflict(f"container {name!r}: the network cannot change in place")
+        elif record.spec_hash != spec_hash(spec):
+            record = self._reconfigure(record, spec)
+        assert info is not None
+
+        if spec.state == "running":
+            if info.state != "running":
+                info = await self._start(name)
+            else:
+                assert info.pid is not None
+                self._apply_live(name, record, info.pid)
+        elif info.state != "stopped":
+            log.info("stop started: %s", name)
+            await self.lxc.stop(name, self.stop_timeout)
+            self._bursting.pop(name, None)
+            info = await self.lxc.info(name) or LxcInfo("stopped", None)
+            log.info("stop finished: %s", name)
+
+        observed = await self._observe(name, info)
+        self._verify(record, observed)
+        return self._status(record, observed)
+
+    def _clone(self, name: str, spec: ContainerSpec, template: Template) -> ContainerRecord:
+        """An overlay snapshot of the template, laid out as `lxc-copy -s -B overlay` does.
+
+        Writing the directories and config directly saves lxc-copy's process start on the
+        hot path; LXC mounts the overlay itself at start.
+        """
+        directory = self.lxc.lxcpath / name
+        cpuset = format_cpuset(allocate_cpuset(name, spec.limits.cpus, self._core_load()))
+        record = ContainerRecord(
+            name=name,
+            template=template.name,
+            template_rootfs=template.rootfs,
+            spec=spec,
+            spec_hash=spec_hash(spec),
+            cpuset=cpuset,
+            created_at=datetime.now(UTC),
+        )
+        # Taken before the first await, so concurrent creates see each other's cores.
+        self.records[name] = record
+        log.info("clone started: %s from %s", name, template.rootfs)
+        try:
+            directory.mkdir(mode=0o770)
+            for sub in ("rootfs", "overlay", "overlay/delta"):
+                (directory / sub).mkdir(mode=0o755)
+            for path in (
+                directory,
+                directory / "rootfs",
+                directory / "overlay",
+                directory / "overlay" / "delta",
+            ):
+                os.chown(path, self.idmap_base, self.idmap_base)
+            self._write(directory, record)
+        except BaseException:
+            self.records.pop(name, None)
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        log.info("clone finished: %s on cores %s", name, cpuset)
+        return record
+
+    def _reconfigure(self, record: ContainerRecord, spec: ContainerSpec) -> ContainerRecord:
+        cpuset = record.cpuset
+        if len(parse_cpuset(cpuset)) != spec.limits.cpus:
+            load = self._core_load(exclude=record.name)
+            cpuset = format_cpuset(allocate_cpuset(record.name, spec.limits.cpus, load))
+        updated = ContainerRecord(
+            name=record.name,
+            template=record.template,
+            template_rootfs=record.template_rootfs,
+            spec=spec,
+            spec_hash=spec_hash(spec),
+            cpuset=cpuset,
+            created_at=record.created_at,
+        )
+        self._write(self.lxc.lxcpath / record.name, updated)
+        self.records[record.name] = updated
+        log.info(
+            "reconfigured %s (spec %s -> %s)", record.name, record.spec_hash, updated.spec_hash
+        )
+        return updated
+
+    def _write(self, directory: Path, record: ContainerRecord) -> None:
+        # The container keeps the template version it was cloned from, even once rebuilt.
+        template = self.templates.version_at(record.template, record.template_rootfs)
+        config = render_config(
+            name=record.name,
+            container_dir=directory,
+            template=template,
+            spec=record.spec,
+            cgroup_lines=self.cgroups.config_lines(self._cgroup_limits(record, cpu_seconds=0.0)),
+            idmap_base=self.idmap_base,
+            idmap_size=self.idmap_size,
+            apparmor=self.apparmor,
+        )
+        # The record first: a config without a record would be a container nobody owns.
+        write_record(directory, record)
+        write_atomically(directory / "config", config)
+
+    async def _start(self, name: str) -> LxcInfo:
+        log.info("start started: %s", name)
+        try:
+            await self.lxc.start(name)
+        except LxcCommandFailed as exc:
+            raise LxcCommandFailed(f"{exc.message}\n{self._log_tail(name)}".strip()) from None
+        info = await self.lxc.info(name)
+        if info is None or info.state != "running" or info.pid is None:
+            raise LxcCommandFailed(
+                f"container {name!r} did not reach RUNNING ({info.state if info else 'gone'})\n"
+                f"{self._log_tail(name)}".strip()
+            )
+        record = self.records[name]
+        if record.spec.limits.burst_cpu_seconds > 0:
+            self._bursting[name] = info.pid
+        log.info("start finished: %s (pid %d)", name, info.pid)
+        return info
+
+    def _log_tail(self, name: str, lines: int = 8) -> str:
+        try:
+            text = (self.lxc.lxcpath / name / "lxc.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _apply_live(self, name: str, record: ContainerRecord, pid: int) -> None:
+        """Write only the limits that differ from what is in force; nothing when none do."""
+        files = self.cgroups.files_for(pid, name)
+        reading = self.cgroups.read(files)
+        wanted = self._cgroup_limits(record, reading.cpu_seconds)
+        plan = self.cgroups.live_plan(reading, wanted)
+        for key, value in plan:
+            files.set(key, value)
+        rlimits = _read_rlimits(pid)
+        limits = record.spec.limits
+        rlimit_changes = {
+            resource.RLIMIT_NOFILE: limits.nofile,
+            resource.RLIMIT_NPROC: limits.nproc,
+        }
+        if rlimits.get("nofile") == limits.nofile and rlimits.get("nproc") == limits.nproc:
+            rlimit_changes = {}
+        for member in _procs(files) if rlimit_changes else []:
+            for which, limit in rlimit_changes.items():
+                with contextlib.suppress(ProcessLookupError):
+                    resource.prlimit(member, which, (limit, limit))
+        if plan or rlimit_changes:
+            log.info("limits applied live: %s %s", name, dict(plan))
+        if limits.burst_cpu_seconds > 0 and reading.cpu_seconds < limits.burst_cpu_seconds:
+            self._bursting[name] = pid
+        else:
+            self._bursting.pop(name, None)
+
+    def _cgroup_limits(self, record: ContainerRecord, cpu_seconds: float) -> CgroupLimits:
+        """The cgroup limits a container should have after using `cpu_seconds` of CPU."""
+        limits = record.spec.limits
+        bursting = limits.burst_cpu_seconds > 0 and cpu_seconds < limits.burst_cpu_seconds
+        return CgroupLimits(
+            cpuset=format_cpuset(self.cpus.shared) if bursting else record.cpuset,
+            cpu_quota=limits.cpu_quota,
+            memory=_page_align(limits.memory),
+            memory_swap=_page_align(limits.memory_swap_bytes)
+            if self.cgroups.swap_accounting
+            else None,
+            pids=limits.pids,
+        )
+
+    def _core_load(self, exclude: str | None = None) -> dict[int, int]:
+        return core_load(
+            (parse_cpuset(r.cpuset) for n, r in self.records.items() if n != exclude),
+            self.cpus.shared,
+        )
+
+    # ----- observation ------------------------------------------------------------------
+
+    async def _observe(self, name: str, info: LxcInfo) -> _Observed:
+        if info.state != "running" or info.pid is None:
+            return _Observed(info, None, None, {}, None)
+        try:
+            files = self.cgroups.files_for(info.pid, name)
+            return _Observed(
+                info,
+                files,
+                self.cgroups.read(files),
+                _read_rlimits(info.pid),
+                _started_at(info.pid),
+            )
+        except (OSError, ControllerMissing, ValueError):
+            # It stopped between LXC's answer and our reading: ask LXC again.
+            fresh = await self.lxc.info(name) or LxcInfo("stopped", None)
+            if fresh.state == "running" and fresh.pid != info.pid:
+                return await self._observe(name, fresh)
+            return _Observed(LxcInfo("stopped", None), None, None, {}, None)
+
+    def _status(self, record: ContainerRecord, seen: _Observed) -> ContainerStatus:
+        reading = seen.reading
+        limits = record.spec.limits
+        burst = None
+        if limits.burst_cpu_seconds > 0:
+            burst = BurstStatus(
+                active=reading is not None and reading.cpuset != record.cpuset,
+                cpu_seconds=limits.burst_cpu_seconds,
+                assigned_cpuset=record.cpuset,
+            )
+        return ContainerStatus(
+            name=record.name,
+            state=_state(seen.info.state),
+            pid=seen.info.pid if reading else None,
+            template=record.template,
+            labels=record.spec.labels,
+            spec_hash=record.spec_hash,
+            spec=record.spec,
+            created_at=record.created_at,
+            started_at=seen.started_at,
+            limits=None
+            if reading is None
+            else ObservedLimits(
+                cpuset=reading.cpuset,
+                cpus=len(parse_cpuset(reading.cpuset)),
+                cpu_quota=reading.cpu_quota,
+                memory=reading.memory,
+                memory_swap=reading.memory_swap,
+                pids=reading.pids,
+                nofile=seen.rlimits.get("nofile"),
+                nproc=seen.rlimits.get("nproc"),
+            ),
+            burst=burst,
+            usage=None
+            if reading is None
+            else Usage(
+                cpu_seconds=round(reading.cpu_seconds, 6),
+                memory_bytes=reading.memory_bytes,
+                memory_peak_bytes=reading.memory_peak_bytes,
+                pids=reading.pids_current,
+            ),
+        )
+
+    def _verify(self, record: ContainerRecord, seen: _Observed) -> None:
+        spec = record.spec
+        if spec.state == "stopped":
+            if seen.info.state != "stopped":
+                raise LxcCommandFailed(f"container {record.name!r} is still {seen.info.state}")
+            return
+        if seen.reading is None:
+            raise LxcCommandFailed(f"container {record.name!r} stopped right after it started")
+        wanted = self._cgroup_limits(record, seen.reading.cpu_seconds)
+        reading = seen.reading
+        problems = []
+        if reading.cpuset != wanted.cpuset:
+            problems.append(f"cpuset {reading.cpuset} instead of {wanted.cpuset}")
+        if (reading.cpu_quota is None) != (wanted.cpu_quota is None) or (
+            reading.cpu_quota is not None
+            and wanted.cpu_quota is not None
+            and abs(reading.cpu_quota - wanted.cpu_quota) > 1e-5
+        ):
+            problems.append(f"cpu quota {reading.cpu_quota} instead of {wanted.cpu_quota}")
+        if reading.memory != wanted.memory:
+            problems.append(f"memory {reading.memory} instead of {wanted.memory}")
+        if wanted.memory_swap is not None and reading.memory_swap != wanted.memory_swap:
+            problems.append(f"memory+swap {reading.memory_swap} instead of {wanted.memory_swap}")
+        if reading.pids != wanted.pids:
+            problems.append(f"pids {reading.pids} instead of {wanted.pids}")
+        for key, value in (("nofile", spec.limits.nofile), ("nproc", spec.limits.nproc)):
+            if seen.rlimits.get(key) != value:
+                problems.append(f"{key} {seen.rlimits.get(key)} instead of {value}")
+        if problems:
+            raise LimitsNotInForce(f"container {record.name!r}: " + "; ".join(problems))
+
+    # ----- burst ------------------------------------------------------------------------
+
+    async def watch_bursts(self, interval: float) -> None:
+        """Narrow bursting containers to their own cores once they used their CPU seconds."""
+        while True:
+            await asyncio.sleep(interval)
+            for name, pid in list(self._bursting.items()):
+                try:
+                    await self._check_burst(name, pid)
+                except Exception:  # one container's trouble must not stop the others' narrowing
+                    log.exception("burst check of %s failed", name)
+
+    async def _check_burst(self, name: str, pid: int) -> None:
+        record = self.records.get(name)
+        if record is None:
+            self._bursting.pop(name, None)
+            return
+        try:
+            files = self.cgroups.files_for(pid, name)
+            used = self.cgroups.read(files).cpu_seconds
+        except (OSError, ControllerMissing, ValueError):
+            self._bursting.pop(name, None)  # gone; a restart registers it again
+            return
+        if used < record.spec.limits.burst_cpu_seconds:
+            return
+        async with self.locks.hold(name):
+            if self._bursting.get(name) != pid:
+                return
+            record = self.records.get(name)
+            if record is not None:
+                self._apply_live(name, record, pid)
+            self._bursting.pop(name, None)
+            log.info(
+                "burst over: %s narrowed to cores %s after %.1f CPU seconds",
+                name,
+                record.cpuset if record else "?",
+                used,
+            )
+
+
+def _state(text: str) -> ContainerState:
+    return cast(ContainerState, text) if text in get_args(ContainerState) else "stopped"
+
+
+def _page_align(value: int) -> int:
+    return value - value % _PAGE
+
+
+def _procs(files: CgroupFiles) -> list[int]:
+    directory = files.dirs.get("") or files.dirs.get("pids")
+    if directory is None:
+        return []
+    try:
+        return [int(p) for p in (directory / "cgroup.procs").read_text().split()]
+    except OSError:
+        return []
+
+
+def _read_rlimits(pid: int) -> dict[str, int | None]:
+    """Hard NOFILE and NPROC limits of a process, from /proc/<pid>/limits."""
+    names = {"Max open files": "nofile", "Max processes": "nproc"}
+    found: dict[str, int | None] = {}
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        for label, key in names.items():
+            if line.startswith(label):
+                hard = line[len(label) :].split()[1]
+                found[key] = None if hard == "unlimited" else int(hard)
+    return found
+
+
+def _started_at(pid: int) -> datetime:
+    """When a process started: its start time in /proc is in clock ticks since boot."""
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    ticks = int(stat.rsplit(")", 1)[1].split()[19])
+    age = max(0.0, uptime - ticks / _CLOCK_TICKS)
+    return datetime.fromtimestamp(time.time() - age, UTC).replace(microsecond=0)
