@@ -37,7 +37,7 @@ from .models import (
 )
 from .service import ContainerService
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "openapi_document"]
 
 log = logging.getLogger(__name__)
 
@@ -87,22 +87,121 @@ def _parse_selector(labels: list[str]) -> dict[str, str]:
     return selector
 
 
-def create_app(
-    service: ContainerService, token: bytes, burst_poll_seconds: float = 0.25
-) -> FastAPI:
-    """The agent's ASGI app over `service`; every /v1 route needs `token`."""
-    bearer = HTTPBearer(auto_error=False)
+_bearer = HTTPBearer(auto_error=False, description="The agent's token.")
 
-    def require_token(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
-        # Constant-time comparison: the answer must not leak how much of a guess was right.
-        given = credentials.credentials.encode() if credentials else b""
-        if not hmac.compare_digest(given, token):
-            raise _Unauthorized
+
+def _require_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    # Constant-time comparison: the answer must not leak how much of a guess was right.
+    given = credentials.credentials.encode() if credentials else b""
+    if not hmac.compare_digest(given, request.app.state.token):
+        raise _Unauthorized
+
+
+def _service(request: Request) -> ContainerService:
+    service: ContainerService = request.app.state.service
+    return service
+
+
+Service = Annotated[ContainerService, Depends(_service)]
+Authenticated = [Depends(_require_token)]
+
+v1 = APIRouter(prefix="/v1", dependencies=Authenticated, responses=_ERRORS)
+
+
+@v1.get("/host", tags=["host"])
+async def get_host(service: Service) -> HostInfo:
+    """What the host offers and how busy it is."""
+    return await service.host_info()
+
+
+@v1.put("/containers/{name}", tags=["containers"])
+async def put_container(
+    name: ContainerName, spec: ContainerSpec, service: Service
+) -> ContainerStatus:
+    """Converge the container to `spec` and answer with what is observed afterwards."""
+    return await service.put(name, spec)
+
+
+@v1.get("/containers/{name}", tags=["containers"])
+async def get_container(name: ContainerName, service: Service) -> ContainerStatus:
+    """The observed state of one container."""
+    return await service.get(name)
+
+
+@v1.get("/containers", tags=["containers"])
+async def list_containers(
+    service: Service,
+    label: Annotated[
+        list[str],
+        Query(description="Filter: key=value; repeat for several (all must match)."),
+    ] = [],  # noqa: B006 - FastAPI copies query defaults per request
+) -> ContainerList:
+    """The observed state of every container, optionally filtered by labels."""
+    return ContainerList(items=await service.find(_parse_selector(label)))
+
+
+@v1.delete("/containers/{name}", tags=["containers"])
+async def delete_container(name: ContainerName, service: Service) -> dict[str, Any]:
+    """Stop and destroy; deleting a container that does not exist succeeds."""
+    existed = await service.delete(name)
+    return {"name": name, "deleted": existed}
+
+
+@v1.post("/containers/{name}/exec", tags=["containers"])
+async def exec_in_container(
+    name: ContainerName, request: ExecRequest, service: Service
+) -> ExecResult:
+    """Run an argv inside the container (never through a host shell)."""
+    return await service.exec(name, request)
+
+
+async def _unauthorized(_: Request, __: Exception) -> JSONResponse:
+    return _error(401, "Unauthorized", "a valid 'Authorization: Bearer <token>' is required")
+
+
+async def _agent_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AgentError)
+    status = _STATUS.get(type(exc), 500)
+    if status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+    return _error(status, exc.reason, exc.message)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
+    return _error(500, "InternalError", f"{type(exc).__name__}: {exc}")
+
+
+async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+        for e in exc.errors()
+    ]
+    if any(e["type"] == "json_invalid" for e in errors):
+        return _error(400, "MalformedJSON", "the request body is not valid JSON", errors)
+    summary = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in errors
+    )
+    return _error(422, "InvalidRequest", summary, errors)
+
+
+def create_app(
+    service: ContainerService | None, token: bytes, burst_poll_seconds: float = 0.25
+) -> FastAPI:
+    """The agent's ASGI app over `service`; every route but /healthz needs `token`.
+
+    Without a service the app can only describe itself (its OpenAPI schema).
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if service is None:
+            yield
+            return
         await service.recover()
         watcher = asyncio.create_task(service.watch_bursts(burst_poll_seconds))
         try:
@@ -117,76 +216,31 @@ def create_app(
         version=__version__,
         description="Converges unprivileged LXC containers on one host to a desired spec.",
         lifespan=lifespan,
+        # The schema is served below behind the token like every route but /healthz.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
-
-    @app.exception_handler(_Unauthorized)
-    async def unauthorized(_: Request, __: Exception) -> JSONResponse:
-        return _error(401, "Unauthorized", "a valid 'Authorization: Bearer <token>' is required")
-
-    @app.exception_handler(AgentError)
-    async def agent_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, AgentError)
-        status = _STATUS.get(type(exc), 500)
-        if status >= 500:
-            log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-        return _error(status, exc.reason, exc.message)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
-            for e in exc.errors()
-        ]
-        if any(e["type"] == "json_invalid" for e in errors):
-            return _error(400, "MalformedJSON", "the request body is not valid JSON", errors)
-        summary = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in errors
-        )
-        return _error(422, "InvalidRequest", summary, errors)
+    app.state.service = service
+    app.state.token = token
+    app.add_exception_handler(_Unauthorized, _unauthorized)
+    app.add_exception_handler(AgentError, _agent_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(Exception, _unexpected)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
         """Liveness: answers without authentication."""
         return {"status": "ok"}
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses=_ERRORS)
-
-    @v1.get("/host", tags=["host"])
-    async def get_host() -> HostInfo:
-        """What the host offers and how busy it is."""
-        return await service.host_info()
-
-    @v1.put("/containers/{name}", tags=["containers"])
-    async def put_container(name: ContainerName, spec: ContainerSpec) -> ContainerStatus:
-        """Converge the container to `spec` and answer with what is observed afterwards."""
-        return await service.put(name, spec)
-
-    @v1.get("/containers/{name}", tags=["containers"])
-    async def get_container(name: ContainerName) -> ContainerStatus:
-        """The observed state of one container."""
-        return await service.get(name)
-
-    @v1.get("/containers", tags=["containers"])
-    async def list_containers(
-        label: Annotated[
-            list[str],
-            Query(description="Filter: key=value; repeat for several (all must match)."),
-        ] = [],  # noqa: B006 - FastAPI copies query defaults per request
-    ) -> ContainerList:
-        """The observed state of every container, optionally filtered by labels."""
-        return ContainerList(items=await service.find(_parse_selector(label)))
-
-    @v1.delete("/containers/{name}", tags=["containers"])
-    async def delete_container(name: ContainerName) -> dict[str, Any]:
-        """Stop and destroy; deleting a container that does not exist succeeds."""
-        existed = await service.delete(name)
-        return {"name": name, "deleted": existed}
-
-    @v1.post("/containers/{name}/exec", tags=["containers"])
-    async def exec_in_container(name: ContainerName, request: ExecRequest) -> ExecResult:
-        """Run an argv inside the container (never through a host shell)."""
-        return await service.exec(name, request)
+    @app.get("/openapi.json", include_in_schema=False, dependencies=Authenticated)
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
 
     app.include_router(v1)
     return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """The agent's OpenAPI schema, as served at /openapi.json."""
+    return create_app(None, b"").openapi()

@@ -11,9 +11,11 @@ from .cpuset import default_reserved, split_cores
 from .errors import HostPrerequisiteMissing
 
 __all__ = [
+    "CAP_SYS_RESOURCE",
     "HostCpus",
     "apparmor_enabled",
     "ensure_subordinate_ids",
+    "has_capability",
     "host_cpus",
     "meminfo",
 ]
@@ -36,6 +38,17 @@ def host_cpus(reserved: int | None) -> HostCpus:
     count = default_reserved(len(available)) if reserved is None else reserved
     kept, shared = split_cores(available, count)
     return HostCpus(available, kept, shared)
+
+
+CAP_SYS_RESOURCE = 24
+
+
+def has_capability(cap: int, status: Path = Path("/proc/self/status")) -> bool:
+    """Whether this process holds capability number `cap` (in its effective set)."""
+    for line in status.read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> cap & 1)
+    return False
 
 
 def meminfo(path: Path = Path("/proc/meminfo")) -> dict[str, int]:

@@ -262,6 +262,11 @@ class ContainerStatus(_Model):
     limits: ObservedLimits | None = Field(description="Limits in force; None when stopped.")
     burst: BurstStatus | None = Field(description="Burst progress, when a burst was asked for.")
     usage: Usage | None = Field(description="Resource usage; None when stopped.")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Parts of the spec not in force yet, and why (e.g. a raised rlimit that "
+        "this host can only apply at the next start).",
+    )
 
 
 class ContainerList(_Model):

@@ -33,7 +33,7 @@ from .errors import (
     LxcCommandFailed,
     SpecConflict,
 )
-from .host import HostCpus, meminfo
+from .host import CAP_SYS_RESOURCE, HostCpus, has_capability, meminfo
 from .lxc import Lxc, LxcInfo
 from .models import (
     BurstStatus,
@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_RLIMITS = {"nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC}
 
 
 class NameLocks:
@@ -123,6 +124,9 @@ class ContainerService:
         self.idmap_size = idmap_size
         self.apparmor = apparmor
         self.stop_timeout = stop_timeout
+        self.can_raise_rlimits = has_capability(CAP_SYS_RESOURCE)
+        # Without CAP_SYS_RESOURCE, LXC cannot give a container more than the agent's own.
+        self.rlimit_ceiling = {key: resource.getrlimit(which)[1] for key, which in _RLIMITS.items()}
         self.locks = NameLocks()
         # A cache of the records on disk, rebuilt from them at start-up.
         self.records: dict[str, ContainerRecord] = {}
@@ -164,6 +168,14 @@ class ContainerService:
                 f"limits.cpus is {spec.limits.cpus} but this host shares only "
                 f"{len(self.cpus.shared)} cores ({format_cpuset(self.cpus.shared)}) with containers"
             )
+        if not self.can_raise_rlimits:
+            for key, wanted in (("nofile", spec.limits.nofile), ("nproc", spec.limits.nproc)):
+                ceiling = self.rlimit_ceiling[key]
+                if ceiling != resource.RLIM_INFINITY and wanted > ceiling:
+                    raise InvalidSpec(
+                        f"limits.{key} is {wanted} but this agent runs without "
+                        f"CAP_SYS_RESOURCE and can give at most its own limit, {ceiling}"
+                    )
         async with self.locks.hold(name):
             return await self._converge(name, spec, template)
 
@@ -417,24 +429,31 @@ class ContainerService:
         plan = self.cgroups.live_plan(reading, wanted)
         for key, value in plan:
             files.set(key, value)
-        rlimits = _read_rlimits(pid)
         limits = record.spec.limits
+        in_force = _read_rlimits(pid)
         rlimit_changes = {
-            resource.RLIMIT_NOFILE: limits.nofile,
-            resource.RLIMIT_NPROC: limits.nproc,
+            _RLIMITS[key]: wanted
+            for key, wanted in (("nofile", limits.nofile), ("nproc", limits.nproc))
+            if in_force.get(key) != wanted and self._rlimit_live(in_force.get(key), wanted)
         }
-        if rlimits.get("nofile") == limits.nofile and rlimits.get("nproc") == limits.nproc:
-            rlimit_changes = {}
         for member in _procs(files) if rlimit_changes else []:
             for which, limit in rlimit_changes.items():
                 with contextlib.suppress(ProcessLookupError):
                     resource.prlimit(member, which, (limit, limit))
         if plan or rlimit_changes:
-            log.info("limits applied live: %s %s", name, dict(plan))
+            log.info("limits applied live: %s %s rlimits %s", name, dict(plan), rlimit_changes)
         if limits.burst_cpu_seconds > 0 and reading.cpu_seconds < limits.burst_cpu_seconds:
             self._bursting[name] = pid
         else:
             self._bursting.pop(name, None)
+
+    def _rlimit_live(self, in_force: int | None, wanted: int) -> bool:
+        """Whether an rlimit can change on running processes.
+
+        Lowering always can; raising a hard limit needs CAP_SYS_RESOURCE on the host, which
+        some agents run without (in a restricted sandbox, say). Then it waits for a restart.
+        """
+        return self.can_raise_rlimits or (in_force is not None and wanted <= in_force)
 
     def _cgroup_limits(self, record: ContainerRecord, cpu_seconds: float) -> CgroupLimits:
         """The cgroup limits a container should have after using `cpu_seconds` of CPU."""
@@ -510,6 +529,7 @@ class ContainerService:
                 nproc=seen.rlimits.get("nproc"),
             ),
             burst=burst,
+            warnings=self._warnings(record, seen),
             usage=None
             if reading is None
             else Usage(
@@ -519,6 +539,21 @@ class ContainerService:
                 pids=reading.pids_current,
             ),
         )
+
+    def _warnings(self, record: ContainerRecord, seen: _Observed) -> list[str]:
+        if seen.reading is None:
+            return []
+        warnings = []
+        limits = record.spec.limits
+        for key, wanted in (("nofile", limits.nofile), ("nproc", limits.nproc)):
+            current = seen.rlimits.get(key)
+            if current != wanted and not self._rlimit_live(current, wanted):
+                warnings.append(
+                    f"{key} {wanted} applies at the next start: {current} is in force, and "
+                    "raising a hard rlimit of running processes needs CAP_SYS_RESOURCE, "
+                    "which this agent lacks"
+                )
+        return warnings
 
     def _verify(self, record: ContainerRecord, seen: _Observed) -> None:
         spec = record.spec
@@ -546,8 +581,9 @@ class ContainerService:
         if reading.pids != wanted.pids:
             problems.append(f"pids {reading.pids} instead of {wanted.pids}")
         for key, value in (("nofile", spec.limits.nofile), ("nproc", spec.limits.nproc)):
-            if seen.rlimits.get(key) != value:
-                problems.append(f"{key} {seen.rlimits.get(key)} instead of {value}")
+            current = seen.rlimits.get(key)
+            if current != value and self._rlimit_live(current, value):
+                problems.append(f"{key} {current} instead of {value}")
         if problems:
             raise LimitsNotInForce(f"container {record.name!r}: " + "; ".join(problems))
 

@@ -7,6 +7,7 @@ or `AgentRejected` (a 4xx: the request itself is wrong), both carrying the agent
 
 from __future__ import annotations
 
+import ssl
 from types import TracebackType
 from typing import Any, Self
 
@@ -54,14 +55,15 @@ class AgentClient:
         base_url: str,
         token: str,
         *,
-        verify: bool | str = True,
+        ca_file: str | None = None,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}"},
-            verify=verify,
+            # The agent's own CA (often a self-signed pair) when given, the system's otherwise.
+            verify=ssl.create_default_context(cafile=ca_file) if ca_file else True,
             timeout=timeout,
             transport=transport,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
