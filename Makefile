@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: deps lint typecheck-tree test test-unit test-agent demo bench bench-agent clean
+.PHONY: deps lint typecheck-tree test test-unit test-agent demo bench bench-agent openapi clean
 
 deps:
 	@hack/install-deps.sh
@@ -32,6 +32,9 @@ demo: deps
 	$(PY) hack/demo-agent.py
 
 bench: bench-agent
+
+openapi: deps
+	$(PY) hack/render-openapi.py
 
 bench-agent: deps
 	$(PY) bench/agent_bench.py --out bench/results/agent.json
