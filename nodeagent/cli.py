@@ -14,7 +14,7 @@ from pathlib import Path
 from . import __version__
 from .cgroups import detect_driver
 from .errors import AgentError, HostPrerequisiteMissing
-from .host import apparmor_enabled, ensure_subordinate_ids, host_cpus
+from .host import apparmor_enabled, ensure_subordinate_ids, ensure_traversable, host_cpus
 from .lxc import Lxc
 from .records import read_record
 from .service import ContainerService
@@ -39,6 +39,9 @@ def build_service(settings: AgentSettings) -> ContainerService:
         raise HostPrerequisiteMissing("tuxio-agent manages LXC containers and must run as root")
     ensure_subordinate_ids(settings.idmap_base, settings.idmap_size)
     settings.lxcpath.mkdir(parents=True, exist_ok=True)
+    settings.templates_dir.mkdir(parents=True, exist_ok=True)
+    for directory in (settings.lxcpath, settings.templates_dir):
+        ensure_traversable(directory, owned=settings.data_dir)
     return ContainerService(
         lxc=Lxc(settings.lxcpath),
         cgroups=detect_driver(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ __all__ = [
     "HostCpus",
     "apparmor_enabled",
     "ensure_subordinate_ids",
+    "ensure_traversable",
     "has_capability",
     "host_cpus",
     "meminfo",
@@ -67,6 +69,26 @@ def apparmor_enabled() -> bool:
         return Path("/sys/module/apparmor/parameters/enabled").read_text().strip() == "Y"
     except OSError:
         return False
+
+
+def ensure_traversable(path: Path, owned: Path) -> None:
+    """Let container root (an unprivileged host id) reach `path`, as LXC needs.
+
+    Directories from `owned` down are the agent's and get o+x (traversable, not listable);
+    any ancestor above it that others cannot traverse is reported, not changed.
+    """
+    path, owned = path.resolve(), owned.resolve()
+    for directory in [path, *path.parents]:
+        mode = directory.stat().st_mode
+        if mode & stat.S_IXOTH:
+            continue
+        if directory == owned or owned in directory.parents:
+            directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+        else:
+            raise HostPrerequisiteMissing(
+                f"{directory} is not traversable by others (mode {stat.S_IMODE(mode):o}); "
+                f"container root, an unprivileged host id, must reach {path}"
+            )
 
 
 def ensure_subordinate_ids(base: int, size: int, user: str = "root") -> list[Path]:

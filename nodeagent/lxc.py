@@ -82,7 +82,7 @@ class Lxc:
         )
         if check and result.returncode != 0:
             raise LxcCommandFailed(
-                f"{' '.join(argv[:1] + argv[3:4])} failed ({result.returncode}): "
+                f"{argv[0]} {argv[4] if len(argv) > 4 else ''} failed ({result.returncode}): "
                 f"{result.stderr.strip() or result.stdout.strip()}"
             )
         return result
