@@ -51,7 +51,7 @@ _STATUS: dict[type[AgentError], int] = {
 }
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422, 500)
+    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 415, 422, 500)
 }
 
 ContainerName = Annotated[
@@ -175,8 +175,15 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _error(500, "InternalError", f"{type(exc).__name__}: {exc}")
 
 
-async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    content_type = request.headers.get("content-type", "")
+    if content_type and "json" not in content_type:
+        return _error(
+            415,
+            "UnsupportedMediaType",
+            f"send the body as application/json, not {content_type.split(';')[0]}",
+        )
     errors = [
         {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
         for e in exc.errors()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .cgroups import detect_driver
-from .errors import AgentError, HostPrerequisiteMissing
+from .errors import AgentError, HostPrerequisiteMissing, TemplateBuildFailed
 from .host import apparmor_enabled, ensure_subordinate_ids, ensure_traversable, host_cpus
 from .lxc import Lxc
 from .records import read_record
@@ -106,6 +106,8 @@ def _serve(settings: AgentSettings) -> int:
 
 
 def _template_build(settings: AgentSettings, name: str, options: dict[str, str]) -> int:
+    if options and name != "debian":
+        raise TemplateBuildFailed("--suite, --mirror and --cache-dir apply to the debian template")
     store = _templates(settings)
     template = store.build(name, **options)
     in_use: set[Path] = set()
@@ -174,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("name", choices=sorted(BUILDERS))
     build.add_argument("--suite", help="Debian suite (debian only)")
     build.add_argument("--mirror", help="Debian mirror URL (debian only)")
+    build.add_argument("--cache-dir", help="where debootstrap keeps packages (debian only)")
     template_commands.add_parser("list", help="list the templates present")
 
     token = commands.add_parser("token", help="bearer tokens")
@@ -221,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(settings)
         if args.command == "template" and args.template_command == "build":
-            options = {k: v for k, v in (("suite", args.suite), ("mirror", args.mirror)) if v}
+            given = (("suite", args.suite), ("mirror", args.mirror), ("cache_dir", args.cache_dir))
+            options = {k: v for k, v in given if v}
             return _template_build(settings, args.name, options)
         if args.command == "template":
             return _template_list(settings)

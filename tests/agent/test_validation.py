@@ -138,6 +138,16 @@ def test_malformed_json(http: httpx.Client, name: str) -> None:
     assert response.json()["reason"] == "MalformedJSON"
 
 
+def test_form_body_is_refused_clearly(http: httpx.Client, name: str) -> None:
+    response = http.put(
+        f"/v1/containers/{name}",
+        content=b"template=busybox",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 415
+    assert "application/json" in response.json()["message"]
+
+
 def test_missing_container(http: httpx.Client) -> None:
     response = http.get("/v1/containers/does-not-exist")
     assert response.status_code == 404
