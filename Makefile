@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: deps lint typecheck-tree test test-unit test-agent demo bench bench-agent openapi clean
+.PHONY: deps lint typecheck-tree test test-unit test-agent demo bench bench-agent openapi crds clean
 
 deps:
 	@hack/install-deps.sh
@@ -35,6 +35,9 @@ bench: bench-agent
 
 openapi: deps
 	$(PY) hack/render-openapi.py
+
+crds: deps
+	$(PY) hack/render-crds.py
 
 bench-agent: deps
 	$(PY) bench/agent_bench.py --out bench/results/agent.json

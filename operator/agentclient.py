@@ -55,7 +55,7 @@ class AgentClient:
         base_url: str,
         token: str,
         *,
-        ca_file: str | None = None,
+        ca_pem: str | None = None,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -63,7 +63,7 @@ class AgentClient:
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}"},
             # The agent's own CA (often a self-signed pair) when given, the system's otherwise.
-            verify=ssl.create_default_context(cafile=ca_file) if ca_file else True,
+            verify=ssl.create_default_context(cadata=ca_pem) if ca_pem else True,
             timeout=timeout,
             transport=transport,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),

@@ -1,0 +1,77 @@
+"""Conditions and reasons: named constants, and pure functions that compute them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "HOST_READY",
+    "READY",
+    "SCHEDULED",
+    "Reason",
+    "condition",
+    "now",
+    "set_condition",
+]
+
+SCHEDULED = "Scheduled"
+READY = "Ready"
+HOST_READY = "Ready"
+
+
+class Reason:
+    """Reasons, one CamelCase word each."""
+
+    # Scheduled
+    HOST_CHOSEN = "HostChosen"  # a host was chosen and recorded
+    UNSCHEDULABLE = "Unschedulable"  # no host fits now; retried
+    # Ready
+    CREATING = "Creating"  # the agent is making or starting the container
+    RUNNING = "Running"  # the container runs with its limits in force
+    STOPPED = "Stopped"  # spec.state is Stopped and the container is stopped
+    AGENT_UNREACHABLE = "AgentUnreachable"  # no answer from the host's agent; retried
+    AGENT_REJECTED = "AgentRejected"  # the agent refused the spec (a 4xx); not retried
+    CONTAINER_DIED = "ContainerDied"  # the container stopped by itself
+    CONTAINER_VANISHED = "ContainerVanished"  # the container is gone from its host
+    HOST_LOST = "HostLost"  # the host has been unreachable beyond the grace periods
+    HOST_GONE = "HostGone"  # the SandboxHost object no longer exists
+    POOL_MISSING = "PoolMissing"  # the poolRef names no SandboxPool
+    # SandboxHost Ready
+    AGENT_READY = "AgentReady"  # the agent answered the last probe
+    CREDENTIALS_MISSING = "CredentialsMissing"  # the token Secret cannot be read
+
+
+def now() -> str:
+    """The current time in RFC 3339, as Kubernetes writes it."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(
+    type_: str, ok: bool | None, reason: str, message: str = "", generation: int | None = None
+) -> dict[str, Any]:
+    status = "Unknown" if ok is None else ("True" if ok else "False")
+    found: dict[str, Any] = {"type": type_, "status": status, "reason": reason, "message": message}
+    if generation is not None:
+        found["observedGeneration"] = generation
+    return found
+
+
+def set_condition(conditions: list[dict[str, Any]], new: dict[str, Any]) -> list[dict[str, Any]]:
+    """A copy of `conditions` with `new` in place of its type.
+
+    lastTransitionTime moves only when the status flips, so an unchanged condition stays equal
+    and a status computed twice compares equal (and is not written twice).
+    """
+    result = []
+    placed = False
+    for old in conditions:
+        if old.get("type") != new["type"]:
+            result.append(old)
+            continue
+        placed = True
+        stamp = old.get("lastTransitionTime") if old.get("status") == new["status"] else None
+        result.append({**new, "lastTransitionTime": stamp or now()})
+    if not placed:
+        result.append({**new, "lastTransitionTime": now()})
+    return result

@@ -1,0 +1,188 @@
+"""kopf handlers: small and flat; the work is in sandboxes.py and hosts.py.
+
+Indexes keep the operator's view of hosts and placements; kopf fills them from the watch
+streams before any handler runs, so after a restart the view is whole before it is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from .hosts import probe_host
+from .kube import Kube, NotFound, load_client
+from .models import GROUP, VERSION
+from .runtime import AgentRegistry, HostRecord, Placed, Runtime, host_record, placed_of
+from .sandboxes import finalize, reconcile
+from .settings import OperatorSettings
+
+# Read at import: kopf takes timer intervals when the handlers are declared.
+_SETTINGS = OperatorSettings()
+
+SANDBOXES = (GROUP, VERSION, "sandboxes")
+HOSTS = (GROUP, VERSION, "sandboxhosts")
+
+
+@kopf.on.startup()
+async def configure(
+    settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any
+) -> None:
+    """All of kopf's settings in one place, each with why."""
+    ours = _SETTINGS
+    # One finalizer name of our own, so `kubectl get -o yaml` says who holds a deletion.
+    settings.persistence.finalizer = "tux.io/finalizer"
+    # Progress and the last handled spec go to annotations: the CRDs' structural schemas
+    # would prune a status.kopf field, which is where kopf keeps them by default.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.tux.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="kopf.tux.io", key="last-handled-configuration"
+    )
+    # Events are posted by the handlers themselves (kopf.info/warn), not from every log line.
+    settings.posting.level = logging.WARNING
+    # Long-lived watches with a server-side timeout, so a dead connection is noticed.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    # Workers per object exit soon after they idle: thousands of sandboxes, few of them busy.
+    settings.queueing.idle_timeout = 2.0
+    client = load_client()
+    kube = Kube(client)
+    memo.runtime = Runtime(
+        settings=ours, kube=kube, agents=AgentRegistry(kube, ours.agent_timeout_seconds)
+    )
+    logger.info("tuxio operator configured: %s", ours.model_dump())
+
+
+@kopf.on.cleanup()
+async def close(memo: Any, **_: Any) -> None:
+    await memo.runtime.agents.close()
+
+
+# ----- indexes ---------------------------------------------------------------------------
+
+
+@kopf.index(*HOSTS)
+def host_index(name: str, body: kopf.Body, **_: Any) -> dict[str, HostRecord]:
+    return {name: host_record(name, body)}
+
+
+@kopf.index(*SANDBOXES)
+def placement_index(
+    uid: str, namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[str, Placed] | None:
+    placed = placed_of(uid, namespace or "", name, body)
+    return {placed.host: placed} if placed else None
+
+
+@kopf.index(*SANDBOXES)
+def uid_index(uid: str, namespace: str | None, name: str, **_: Any) -> dict[str, tuple[str, str]]:
+    return {uid: (namespace or "", name)}
+
+
+@dataclass(frozen=True)
+class _Views:
+    """The indexes, typed. kopf passes them as keyword arguments named after the index
+    functions; its callback protocols do not know them, so handlers take them from **kwargs."""
+
+    hosts: dict[str, HostRecord]
+    placed: list[Placed]
+    by_host: kopf.Index[str, Placed]
+    uids: kopf.Index[str, tuple[str, str]]
+
+    @classmethod
+    def of(cls, kwargs: dict[str, Any]) -> _Views:
+        hosts: kopf.Index[str, HostRecord] = kwargs["host_index"]
+        placed: kopf.Index[str, Placed] = kwargs["placement_index"]
+        return cls(
+            hosts={name: next(iter(store)) for name, store in hosts.items() if store},
+            placed=[entry for store in placed.values() for entry in store],
+            by_host=placed,
+            uids=kwargs["uid_index"],
+        )
+
+
+# ----- Sandbox ---------------------------------------------------------------------------
+
+
+@kopf.on.create(*SANDBOXES)
+@kopf.on.update(*SANDBOXES, field="spec")
+@kopf.on.resume(*SANDBOXES)
+async def sandbox_changed(body: kopf.Body, memo: Any, retry: int, **kwargs: Any) -> None:
+    views = _Views.of(kwargs)
+    await reconcile(memo.runtime, body, views.hosts, views.placed, retry)
+
+
+@kopf.on.delete(*SANDBOXES)
+async def sandbox_deleted(body: kopf.Body, memo: Any, retry: int, **kwargs: Any) -> None:
+    await finalize(memo.runtime, body, _Views.of(kwargs).hosts, retry)
+
+
+@kopf.daemon(
+    *SANDBOXES,
+    when=lambda spec, **_: bool((spec.get("lifetime") or {}).get("ttlSeconds")),
+    cancellation_timeout=5,
+)
+async def sandbox_expiry(
+    stopped: kopf.DaemonStopped,
+    meta: kopf.Meta,
+    spec: kopf.Spec,
+    memo: Any,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Delete the sandbox when its lifetime is over (one sleeping coroutine per sandbox)."""
+    created = datetime.fromisoformat(str(meta["creationTimestamp"]).replace("Z", "+00:00"))
+    due = created.timestamp() + int(spec["lifetime"]["ttlSeconds"])
+    while not stopped:
+        left = due - datetime.now(UTC).timestamp()
+        if left <= 0:
+            logger.info("lifetime over: deleting")
+            with contextlib.suppress(NotFound):
+                await memo.runtime.kube.delete_sandbox(meta["namespace"], meta["name"], meta["uid"])
+            return
+        await stopped.wait(min(left, 60.0))
+
+
+# ----- SandboxHost -----------------------------------------------------------------------
+
+
+@kopf.timer(*HOSTS, interval=_SETTINGS.probe_interval_seconds, initial_delay=0)
+async def host_probe(
+    name: str,
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: Any,
+    **kwargs: Any,
+) -> None:
+    rt: Runtime = memo.runtime
+    views = _Views.of(kwargs)
+    placed = list(views.by_host.get(name, []))
+
+    async def reconcile_one(namespace: str, sandbox: str) -> None:
+        try:
+            fresh = await rt.kube.get_sandbox(namespace, sandbox)
+        except NotFound:
+            return
+        if fresh["metadata"].get("deletionTimestamp"):
+            return
+        current = _Views.of(kwargs)
+        await reconcile(rt, fresh, current.hosts, current.placed)
+
+    new = await probe_host(
+        rt,
+        host_record(name, body),
+        dict(status),
+        placed,
+        lambda uid: uid in views.uids,
+        reconcile_one,
+    )
+    for key, value in new.items():
+        if status.get(key) != value:
+            patch.status[key] = value

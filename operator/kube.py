@@ -1,0 +1,106 @@
+"""The Kubernetes API calls the operator makes itself, with the official client.
+
+kopf watches and patches what its handlers return; this module covers the writes that must
+land *before* the handler goes on (a scheduling decision recorded before the agent is told),
+and the reads kopf does not do (Secrets, a SandboxPool). The client is synchronous, so each
+call runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from .models import GROUP, VERSION
+
+__all__ = ["Kube", "NotFound", "load_client"]
+
+log = logging.getLogger(__name__)
+
+
+class NotFound(LookupError):
+    """The object does not exist (any more)."""
+
+
+def load_client(pool_size: int = 32) -> kubernetes.client.ApiClient:
+    """An API client from the in-cluster service account, or else the kubeconfig."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size
+    return kubernetes.client.ApiClient(configuration)
+
+
+class Kube:
+    """Thin async wrappers; errors other than 404 propagate as ApiException."""
+
+    def __init__(self, client: kubernetes.client.ApiClient, workers: int = 32) -> None:
+        self.custom = kubernetes.client.CustomObjectsApi(client)
+        self.core = kubernetes.client.CoreV1Api(client)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound(str(exc.reason)) from None
+            raise
+
+    async def patch_sandbox_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
+        """Merge `status` into the Sandbox's status subresource."""
+        return await self._call(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            "sandboxes",
+            name,
+            {"status": status},
+        )
+
+    async def get_sandbox(self, namespace: str, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = await self._call(
+            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "sandboxes", name
+        )
+        return found
+
+    async def delete_sandbox(self, namespace: str, name: str, uid: str | None = None) -> None:
+        """Delete a Sandbox; with `uid`, only that very object (not a namesake made since)."""
+        options = kubernetes.client.V1DeleteOptions(
+            preconditions=kubernetes.client.V1Preconditions(uid=uid) if uid else None
+        )
+        await self._call(
+            self.custom.delete_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            "sandboxes",
+            name,
+            body=options,
+        )
+
+    async def get_pool(self, namespace: str, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = await self._call(
+            self.custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            "sandboxpools",
+            name,
+        )
+        return found
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
+        """The Secret's data, decoded."""
+        secret = await self._call(self.core.read_namespaced_secret, name, namespace)
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}

@@ -1,0 +1,229 @@
+"""What the operator keeps while it runs: settings, API and agent clients, small caches.
+
+Nothing here is needed for correctness after a restart: the caches are rebuilt from the API
+objects and the agents' answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuxio.operator.agentclient import AgentClient
+
+from .conditions import HOST_READY
+from .kube import Kube
+from .models import SandboxHostSpec, SandboxSpec, bytes_of
+from .scheduling import Allocation, HostView
+from .settings import OperatorSettings
+
+__all__ = [
+    "AgentRegistry",
+    "AssumeCache",
+    "CredentialsMissing",
+    "HostRecord",
+    "KeyedLocks",
+    "Placed",
+    "Runtime",
+    "host_record",
+    "placed_of",
+]
+
+
+class CredentialsMissing(LookupError):
+    """The Secret with a host's token cannot be read or lacks the key."""
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """A SandboxHost as the indexes keep it."""
+
+    name: str
+    spec: SandboxHostSpec
+    view: HostView
+    heartbeat: str | None
+    not_ready_since: str | None
+
+
+def host_record(name: str, body: Mapping[str, Any]) -> HostRecord:
+    spec = SandboxHostSpec.model_validate(body.get("spec") or {})
+    status = body.get("status") or {}
+    ready = next((c for c in status.get("conditions", []) if c.get("type") == HOST_READY), None)
+    capacity = status.get("capacity") or {}
+    view = HostView(
+        name=name,
+        ready=bool(ready and ready.get("status") == "True"),
+        unschedulable=spec.unschedulable,
+        templates=frozenset(status.get("templates") or []),
+        shared_cpus=int(capacity.get("sharedCpus", 0)),
+        memory_bytes=int(capacity.get("memoryBytes", 0)),
+        labels=dict((body.get("metadata") or {}).get("labels") or {}),
+        region=spec.location.region,
+        max_sandboxes=spec.max_sandboxes,
+        load=float(status.get("load") or 0.0),
+    )
+    not_ready_since = None
+    if ready and ready.get("status") != "True":
+        not_ready_since = ready.get("lastTransitionTime")
+    return HostRecord(name, spec, view, status.get("heartbeat"), not_ready_since)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A sandbox that has a host, as the indexes keep it."""
+
+    uid: str
+    namespace: str
+    name: str
+    host: str
+    container: str
+    phase: str | None
+    state: str
+    restart_policy: str
+    memory_bytes: int
+    cpus: int
+    usage_observed_at: str | None
+
+
+def placed_of(uid: str, namespace: str, name: str, body: Mapping[str, Any]) -> Placed | None:
+    status = body.get("status") or {}
+    if not status.get("host") or not status.get("containerName"):
+        return None
+    spec = SandboxSpec.model_validate(body.get("spec") or {})
+    return Placed(
+        uid=uid,
+        namespace=namespace,
+        name=name,
+        host=status["host"],
+        container=status["containerName"],
+        phase=status.get("phase"),
+        state=spec.state,
+        restart_policy=spec.restart_policy,
+        memory_bytes=bytes_of(spec.resources.memory),
+        cpus=spec.resources.cpus,
+        usage_observed_at=(status.get("usage") or {}).get("observedAt"),
+    )
+
+
+class AssumeCache:
+    """Decisions recorded but not yet back through the watch.
+
+    Between writing status.host and seeing that write in the index, a burst of creations would
+    all see the host as empty; the scheduler counts these assumed placements too.
+    """
+
+    def __init__(self, ttl: float = 60.0) -> None:
+        self.ttl = ttl
+        self._assumed: dict[str, tuple[str, int, int, float]] = {}
+
+    def assume(self, uid: str, host: str, memory_bytes: int, cpus: int) -> None:
+        self._assumed[uid] = (host, memory_bytes, cpus, time.monotonic())
+
+    def forget(self, uid: str) -> None:
+        self._assumed.pop(uid, None)
+
+    def allocations(self, placed: Iterable[Placed]) -> dict[str, Allocation]:
+        totals: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
+        seen: set[str] = set()
+        for entry in placed:
+            if entry.phase == "Failed":
+                continue
+            seen.add(entry.uid)
+            total = totals[entry.host]
+            total[0] += 1
+            total[1] += entry.memory_bytes
+            total[2] += entry.cpus
+        cutoff = time.monotonic() - self.ttl
+        for uid, (host, memory, cpus, when) in list(self._assumed.items()):
+            if uid in seen or when < cutoff:
+                del self._assumed[uid]
+                continue
+            total = totals[host]
+            total[0] += 1
+            total[1] += memory
+            total[2] += cpus
+        return {host: Allocation(t[0], t[1], t[2]) for host, t in totals.items()}
+
+
+class KeyedLocks:
+    """An asyncio lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: collections.Counter[str] = collections.Counter()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key]
+                del self._locks[key]
+
+
+class AgentRegistry:
+    """One AgentClient per host, rebuilt when the host's endpoint or credentials change."""
+
+    def __init__(self, kube: Kube, timeout: float) -> None:
+        self.kube = kube
+        self.timeout = timeout
+        self._clients: dict[str, tuple[tuple[Any, ...], AgentClient]] = {}
+
+    async def client(self, host: HostRecord) -> AgentClient:
+        ref = host.spec.credentials_secret_ref
+        key = (host.spec.endpoint, ref.name, ref.namespace, ref.token_key, ref.ca_key)
+        cached = self._clients.get(host.name)
+        if cached and cached[0] == key:
+            return cached[1]
+        try:
+            data = await self.kube.read_secret(ref.namespace, ref.name)
+        except Exception as exc:
+            raise CredentialsMissing(
+                f"cannot read Secret {ref.namespace}/{ref.name}: {exc}"
+            ) from exc
+        if ref.token_key not in data:
+            raise CredentialsMissing(
+                f"Secret {ref.namespace}/{ref.name} has no key {ref.token_key}"
+            )
+        client = AgentClient(
+            host.spec.endpoint.rstrip("/"),
+            data[ref.token_key].strip(),
+            ca_pem=data.get(ref.ca_key) if ref.ca_key else None,
+            timeout=self.timeout,
+        )
+        if cached:
+            await cached[1].aclose()
+        self._clients[host.name] = (key, client)
+        return client
+
+    async def forget(self, host_name: str) -> None:
+        """Drop a host's client (it answered 401: its credentials changed)."""
+        cached = self._clients.pop(host_name, None)
+        if cached:
+            await cached[1].aclose()
+
+    async def close(self) -> None:
+        for _, client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+
+@dataclass
+class Runtime:
+    """Everything handlers share, kept in kopf's memo."""
+
+    settings: OperatorSettings
+    kube: Kube
+    agents: AgentRegistry
+    assumed: AssumeCache = field(default_factory=AssumeCache)
+    locks: KeyedLocks = field(default_factory=KeyedLocks)

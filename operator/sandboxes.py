@@ -1,0 +1,447 @@
+"""Sandbox reconciliation: one function, the same order every time.
+
+load -> (place if it has no host: record the decision first) -> tell the agent (one idempotent
+PUT) -> compute status with pure functions -> write status only if it changed. Every step can
+be interrupted: the decision lives in the API, the PUT is idempotent, so running it again after
+a crash converges to the same single container.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import kopf
+
+from tuxio.nodeagent.models import ContainerSpec, ContainerStatus, Limits
+from tuxio.nodeagent.models import NetworkSpec as AgentNetwork
+from tuxio.operator.agentclient import AgentRejected, AgentUnreachable
+
+from .conditions import READY, SCHEDULED, Reason, condition, now, set_condition
+from .kube import NotFound
+from .models import SandboxSpec, bytes_of, cores_of
+from .runtime import CredentialsMissing, HostRecord, Placed, Runtime
+from .scheduling import Request, Unschedulable, choose_host
+
+__all__ = [
+    "MANAGED_BY",
+    "SANDBOX_UID",
+    "container_name",
+    "event_target",
+    "container_spec",
+    "finalize",
+    "host_lost",
+    "observed_status",
+    "reconcile",
+    "status_changes",
+]
+
+log = logging.getLogger(__name__)
+
+SANDBOX_UID = "tux.io/sandbox-uid"
+MANAGED_BY = "tux.io/managed-by"
+OPERATOR = "tuxio-operator"
+
+
+def event_target(body: Mapping[str, Any]) -> kopf.Body:
+    """The object an Event is about (kopf reads only its apiVersion, kind and metadata)."""
+    return cast(kopf.Body, body)
+
+
+def container_name(uid: str) -> str:
+    """The container of a cold-created sandbox: unique across namespaces, a DNS label."""
+    return f"sbx-{uid}"
+
+
+def container_spec(spec: SandboxSpec, template: str, uid: str) -> ContainerSpec:
+    """What the agent is asked for."""
+    resources = spec.resources
+    return ContainerSpec(
+        template=template,
+        state="running" if spec.state == "Running" else "stopped",
+        limits=Limits(
+            cpus=resources.cpus,
+            burst_cpu_seconds=resources.burst_cpu_seconds,
+            memory=bytes_of(resources.memory),
+            memory_swap=None if resources.memory_swap is None else bytes_of(resources.memory_swap),
+            pids=resources.pids,
+            nofile=resources.nofile,
+            nproc=resources.nproc,
+            cpu_quota=None if resources.cpu_quota is None else cores_of(resources.cpu_quota),
+        ),
+        labels={SANDBOX_UID: uid, MANAGED_BY: OPERATOR},
+        network=AgentNetwork(mode=spec.network.mode, bridge=spec.network.bridge),
+    )
+
+
+def expires_at(creation: str, spec: SandboxSpec) -> str | None:
+    if not spec.lifetime.ttl_seconds:
+        return None
+    created = datetime.fromisoformat(creation.replace("Z", "+00:00"))
+    return (created + timedelta(seconds=spec.lifetime.ttl_seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def observed_status(
+    current: Mapping[str, Any],
+    observed: ContainerStatus,
+    spec: SandboxSpec,
+    generation: int,
+    usage_due: bool,
+) -> dict[str, Any]:
+    """The status a sandbox should have, given what its agent observed. Pure."""
+    running = observed.state == "running"
+    new: dict[str, Any] = {
+        "phase": "Running" if running else "Stopped",
+        "cpuset": observed.limits.cpuset if observed.limits else None,
+        "startedAt": observed.started_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if observed.started_at
+        else None,
+        "observedGeneration": generation,
+        "message": "; ".join(observed.warnings) or None,
+    }
+    if running:
+        ready = condition(
+            READY, True, Reason.RUNNING, "the container runs with its limits in force", generation
+        )
+    else:
+        ready = condition(READY, False, Reason.STOPPED, "spec.state is Stopped", generation)
+    new["conditions"] = set_condition(list(current.get("conditions") or []), ready)
+    if observed.usage and (usage_due or not current.get("usage")):
+        new["usage"] = {
+            "cpuSeconds": observed.usage.cpu_seconds,
+            "memoryBytes": observed.usage.memory_bytes,
+            "pids": observed.usage.pids,
+            "observedAt": now(),
+        }
+    return new
+
+
+def status_changes(current: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of `new` that differ from `current` (a merge patch; None deletes)."""
+    return {k: v for k, v in new.items() if current.get(k) != v}
+
+
+def host_lost(record: HostRecord, lost_after: float, not_ready_after: float) -> bool:
+    """A host that has not answered for longer than both grace periods."""
+    if record.view.ready:
+        return False
+    since = record.heartbeat or record.not_ready_since
+    if since is None:
+        return True
+    last = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    return (datetime.now(UTC) - last).total_seconds() > not_ready_after + lost_after
+
+
+def _backoff(rt: Runtime, retry: int) -> float:
+    return float(min(30.0, rt.settings.retry_delay_seconds * 2 ** min(retry, 5)))
+
+
+async def _write(
+    rt: Runtime, namespace: str, name: str, current: dict[str, Any], new: dict[str, Any]
+) -> None:
+    changes = status_changes(current, new)
+    if changes:
+        await rt.kube.patch_sandbox_status(namespace, name, changes)
+        current.update(changes)
+
+
+async def _template_of(rt: Runtime, namespace: str, spec: SandboxSpec) -> tuple[str, str | None]:
+    """The template to clone and, for a poolRef, the pool's name."""
+    if spec.template:
+        return spec.template, None
+    assert spec.pool_ref is not None
+    try:
+        pool = await rt.kube.get_pool(namespace, spec.pool_ref.name)
+    except NotFound:
+        raise kopf.TemporaryError(
+            f"SandboxPool {spec.pool_ref.name} does not exist", delay=5
+        ) from None
+    return str(pool["spec"]["template"]), spec.pool_ref.name
+
+
+async def reconcile(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    hosts: Mapping[str, HostRecord],
+    placed: Iterable[Placed],
+    retry: int = 0,
+) -> None:
+    """Converge one Sandbox: place it if needed, then PUT its container and write status."""
+    meta = body["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    generation = int(meta.get("generation") or 0)
+    spec = SandboxSpec.model_validate(body.get("spec") or {})
+    status: dict[str, Any] = dict(body.get("status") or {})
+
+    async with rt.locks.hold(uid):
+        try:
+            template, pool = await _template_of(rt, namespace, spec)
+        except kopf.TemporaryError as exc:
+            await _write(
+                rt,
+                namespace,
+                name,
+                status,
+                {
+                    "phase": "Pending",
+                    "conditions": set_condition(
+                        list(status.get("conditions") or []),
+                        condition(SCHEDULED, False, Reason.POOL_MISSING, str(exc), generation),
+                    ),
+                },
+            )
+            raise
+
+        if not status.get("host"):
+            request = Request(
+                template=template,
+                cpus=spec.resources.cpus,
+                memory_bytes=bytes_of(spec.resources.memory),
+                region=spec.placement.region,
+                host_selector=spec.placement.host_selector or {},
+            )
+            decision = choose_host(
+                (h.view for h in hosts.values()),
+                rt.assumed.allocations(placed),
+                request,
+                memory_overcommit=rt.settings.memory_overcommit,
+            )
+            if isinstance(decision, Unschedulable):
+                await _write(
+                    rt,
+                    namespace,
+                    name,
+                    status,
+                    {
+                        "phase": "Pending",
+                        "observedGeneration": generation,
+                        "conditions": set_condition(
+                            list(status.get("conditions") or []),
+                            condition(
+                                SCHEDULED, False, Reason.UNSCHEDULABLE, decision.message, generation
+                            ),
+                        ),
+                    },
+                )
+                raise kopf.TemporaryError(
+                    decision.message, delay=rt.settings.unschedulable_retry_seconds
+                )
+            # The decision goes to the API before the agent hears of it: after a crash the
+            # next run finds the host here and does not place the sandbox a second time.
+            conditions = set_condition(
+                list(status.get("conditions") or []),
+                condition(SCHEDULED, True, Reason.HOST_CHOSEN, decision.reason, generation),
+            )
+            conditions = set_condition(
+                conditions,
+                condition(
+                    READY,
+                    False,
+                    Reason.CREATING,
+                    f"creating the container on {decision.host}",
+                    generation,
+                ),
+            )
+            record = {
+                "phase": "Scheduled",
+                "host": decision.host,
+                "containerName": container_name(uid),
+                "template": template,
+                "expiresAt": expires_at(meta["creationTimestamp"], spec),
+                "message": f"cold create from pool {pool}'s template: no warm container taken"
+                if pool
+                else None,
+                "observedGeneration": generation,
+                "conditions": conditions,
+            }
+            await _write(rt, namespace, name, status, record)
+            rt.assumed.assume(uid, decision.host, request.memory_bytes, request.cpus)
+            kopf.info(
+                event_target(body), reason="Scheduled", message=f"on {decision.host}: {decision.reason}"
+            )
+
+        host = hosts.get(status["host"])
+        if host is None:
+            await _write(
+                rt,
+                namespace,
+                name,
+                status,
+                {
+                    "phase": "Lost",
+                    "conditions": set_condition(
+                        list(status.get("conditions") or []),
+                        condition(
+                            READY,
+                            False,
+                            Reason.HOST_GONE,
+                            f"SandboxHost {status['host']} no longer exists",
+                            generation,
+                        ),
+                    ),
+                },
+            )
+            raise kopf.PermanentError(f"SandboxHost {status['host']} no longer exists")
+
+        container = status["containerName"]
+        try:
+            agent = await rt.agents.client(host)
+            if spec.restart_policy == "Never" and status.get("phase") == "Running":
+                await _fail_if_gone(
+                    rt,
+                    agent_get=agent.get,
+                    container=container,
+                    namespace=namespace,
+                    name=name,
+                    body=body,
+                    status=status,
+                    generation=generation,
+                )
+            observed = await agent.put(container, container_spec(spec, template, uid))
+        except AgentRejected as exc:
+            await _write(
+                rt,
+                namespace,
+                name,
+                status,
+                {
+                    "phase": "Failed",
+                    "message": exc.body.message if exc.body else str(exc),
+                    "conditions": set_condition(
+                        list(status.get("conditions") or []),
+                        condition(
+                            READY,
+                            False,
+                            Reason.AGENT_REJECTED,
+                            exc.body.message if exc.body else str(exc),
+                            generation,
+                        ),
+                    ),
+                },
+            )
+            kopf.warn(event_target(body), reason="AgentRejected", message=str(exc))
+            raise kopf.PermanentError(str(exc)) from None
+        except (AgentUnreachable, CredentialsMissing) as exc:
+            if isinstance(exc, AgentUnreachable) and exc.status == 401:
+                await rt.agents.forget(host.name)
+            await _write(
+                rt,
+                namespace,
+                name,
+                status,
+                {
+                    "conditions": set_condition(
+                        list(status.get("conditions") or []),
+                        condition(READY, False, Reason.AGENT_UNREACHABLE, str(exc), generation),
+                    ),
+                },
+            )
+            raise kopf.TemporaryError(str(exc), delay=_backoff(rt, retry)) from None
+
+        was = status.get("phase")
+        usage_due = _usage_due(status, rt.settings.usage_write_seconds)
+        await _write(
+            rt,
+            namespace,
+            name,
+            status,
+            observed_status(status, observed, spec, generation, usage_due),
+        )
+        if status.get("phase") != was:
+            kopf.info(
+                event_target(body),
+                reason=str(status["phase"]),
+                message=f"container {container} on {host.name}, cores {status.get('cpuset')}",
+            )
+
+
+class _Gone(Exception):
+    pass
+
+
+async def _fail_if_gone(
+    rt: Runtime,
+    *,
+    agent_get: Any,
+    container: str,
+    namespace: str,
+    name: str,
+    body: Mapping[str, Any],
+    status: dict[str, Any],
+    generation: int,
+) -> None:
+    """restartPolicy Never: a container that died or vanished makes the Sandbox Failed."""
+    seen = await agent_get(container)
+    if seen is not None and seen.state == "running":
+        return
+    reason = Reason.CONTAINER_VANISHED if seen is None else Reason.CONTAINER_DIED
+    message = (
+        "the container is gone from its host" if seen is None else f"the container is {seen.state}"
+    )
+    await _write(
+        rt,
+        namespace,
+        name,
+        status,
+        {
+            "phase": "Failed",
+            "message": message,
+            "conditions": set_condition(
+                list(status.get("conditions") or []),
+                condition(
+                    READY, False, reason, f"{message} and restartPolicy is Never", generation
+                ),
+            ),
+        },
+    )
+    kopf.warn(event_target(body), reason=reason, message=message)
+    raise kopf.PermanentError(message)
+
+
+def _usage_due(status: Mapping[str, Any], every: float) -> bool:
+    usage = status.get("usage") or {}
+    if not usage.get("observedAt"):
+        return True
+    seen = datetime.fromisoformat(str(usage["observedAt"]).replace("Z", "+00:00"))
+    return (datetime.now(UTC) - seen).total_seconds() >= every
+
+
+async def finalize(
+    rt: Runtime, body: Mapping[str, Any], hosts: Mapping[str, HostRecord], retry: int = 0
+) -> None:
+    """Deletion: destroy the container, unless its host is gone for good."""
+    meta, status = body["metadata"], body.get("status") or {}
+    rt.assumed.forget(meta["uid"])
+    host_name, container = status.get("host"), status.get("containerName")
+    if not host_name or not container:
+        return
+    host = hosts.get(host_name)
+    if host is None:
+        kopf.info(
+            event_target(body),
+            reason="HostGone",
+            message=f"SandboxHost {host_name} is gone; nothing to destroy",
+        )
+        return
+    if host_lost(host, rt.settings.lost_after_seconds, rt.settings.not_ready_after_seconds):
+        kopf.warn(
+            event_target(body),
+            reason="HostLost",
+            message=f"{host_name} is lost; its container is left to the orphan sweep",
+        )
+        return
+    try:
+        agent = await rt.agents.client(host)
+        await agent.delete(container)
+    except (AgentUnreachable, CredentialsMissing) as exc:
+        raise kopf.TemporaryError(
+            f"cannot reach {host_name} to destroy {container}: {exc}", delay=_backoff(rt, retry)
+        ) from None
+    except AgentRejected as exc:
+        kopf.warn(event_target(body), reason="AgentRejected", message=str(exc))
+        return
+    kopf.info(
+        event_target(body), reason="Deleted", message=f"container {container} destroyed on {host_name}"
+    )
