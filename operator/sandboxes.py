@@ -29,8 +29,8 @@ __all__ = [
     "MANAGED_BY",
     "SANDBOX_UID",
     "container_name",
-    "event_target",
     "container_spec",
+    "event_target",
     "finalize",
     "host_lost",
     "observed_status",
@@ -259,7 +259,9 @@ async def reconcile(
             await _write(rt, namespace, name, status, record)
             rt.assumed.assume(uid, decision.host, request.memory_bytes, request.cpus)
             kopf.info(
-                event_target(body), reason="Scheduled", message=f"on {decision.host}: {decision.reason}"
+                event_target(body),
+                reason="Scheduled",
+                message=f"on {decision.host}: {decision.reason}",
             )
 
         host = hosts.get(status["host"])
@@ -443,5 +445,7 @@ async def finalize(
         kopf.warn(event_target(body), reason="AgentRejected", message=str(exc))
         return
     kopf.info(
-        event_target(body), reason="Deleted", message=f"container {container} destroyed on {host_name}"
+        event_target(body),
+        reason="Deleted",
+        message=f"container {container} destroyed on {host_name}",
     )
