@@ -8,7 +8,8 @@
 # When all four are already there the script does nothing. Progress goes to stderr;
 # the last (only) line on stdout is the bin directory, so callers can do
 #   BIN_DIR=$(hack/build-control-plane.sh)
-# A first build takes a long while (tens of minutes on 2 cores).
+# A first build takes a while: ~9 minutes on 2 cores with a cold Go build cache (plus ~1 minute
+# of module downloads), ~3 GB of Go build cache and ~0.9 GB of module cache.
 set -euo pipefail
 
 K8S_VERSION=v1.36.3

@@ -42,13 +42,14 @@ tail_logs() {
 }
 
 # wait_for DESCRIPTION COMPONENT CHECK...: poll CHECK for up to START_TIMEOUT seconds; fail early
-# with the logs if a component we started has exited.
+# with the logs if a component started so far has exited.
+UP=() # components started (or found running) by this run
 wait_for() {
   local what=$1 component=$2 deadline=$((SECONDS + START_TIMEOUT)) c
   shift 2
   until "$@"; do
-    for c in "${COMPONENTS[@]}"; do
-      if [ -e "$RUN/$c.pid" ] && ! running "$c"; then
+    for c in "${UP[@]}"; do
+      if ! running "$c"; then
         tail_logs "$c"
         die "$c exited while waiting for $what (log: $LOGS/$c.log)"
       fi
@@ -67,6 +68,7 @@ wait_for() {
 start() {
   local name=$1 port
   shift
+  UP+=("$name")
   if running "$name"; then
     log "$name already running (pid $(pid_of "$name"))"
     return
@@ -253,8 +255,12 @@ wait_for "kube-apiserver /readyz" kube-apiserver apiserver_ready
 # --- kube-controller-manager -----------------------------------------------------------------
 # All default controllers (garbage collector, namespace, service accounts, ...). The ones that
 # need a cloud or node CIDRs stay idle on their own; --leader-elect=false as there is one instance.
+# The flex-volume dir would otherwise be created under /usr/libexec on the host. No
+# --authentication-kubeconfig: without a front-proxy CA it logs an error every few seconds, and
+# only its own /metrics would need it (its /healthz is open anyway).
 start kube-controller-manager \
   --kubeconfig="$CLUSTER_DIR/controller-manager.kubeconfig" \
+  --flex-volume-plugin-dir="$CLUSTER_DIR/flexvolume" \
   --bind-address=127.0.0.1 \
   --secure-port="$KCM_PORT" \
   --leader-elect=false \
