@@ -43,7 +43,7 @@ async def configure(
         prefix="kopf.tux.io", key="last-handled-configuration"
     )
     # Events are posted by the handlers themselves (kopf.info/warn), not from every log line.
-    settings.posting.level = logging.WARNING
+    settings.posting.loggers = False
     # Long-lived watches with a server-side timeout, so a dead connection is noticed.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

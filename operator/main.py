@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     from . import handlers  # registers the handlers with kopf
 
     del handlers
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
+    # One line per agent request is noise at INFO; failures surface through our own logs.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     namespaces: list[str] = args.namespace
     kopf.run(
         # One replica with a Recreate rollout: there is never a second operator to peer with.

@@ -57,6 +57,8 @@ def _quantity(description: str) -> Any:
             "x-kubernetes-int-or-string": True,
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "pattern": _QUANTITY,
+            # Bounded, so the API server can bound the cost of the CEL rules that parse it.
+            "maxLength": 32,
             "description": description,
         }
     )
@@ -113,18 +115,20 @@ class Resources(_Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "!has(self.memorySwap) || quantity(string(self.memorySwap))"
-                    ".compareTo(quantity(string(self.memory))) >= 0",
+                    # has() guards: the API server checks these rules against the {} default.
+                    "rule": "!has(self.memorySwap) || !has(self.memory) || "
+                    "quantity(string(self.memorySwap)).compareTo(quantity(string(self.memory))) >= 0",
                     "message": "memorySwap (memory plus swap) must be at least memory",
                 },
                 {
-                    "rule": "quantity(string(self.memory)).compareTo(quantity('16Mi')) >= 0",
+                    "rule": "!has(self.memory) || "
+                    "quantity(string(self.memory)).compareTo(quantity('16Mi')) >= 0",
                     "message": "memory must be at least 16Mi",
                 },
                 {
-                    "rule": "!has(self.cpuQuota) || (quantity(string(self.cpuQuota))"
+                    "rule": "!has(self.cpuQuota) || !has(self.cpus) || (quantity(string(self.cpuQuota))"
                     ".compareTo(quantity('10m')) >= 0 && quantity(string(self.cpuQuota))"
-                    ".compareTo(quantity(string(self.cpus))) <= 0)",
+                    ".asApproximateFloat() <= double(self.cpus))",
                     "message": "cpuQuota must be at least 10m and at most cpus",
                 },
             ]
@@ -168,7 +172,7 @@ class NetworkSpec(_Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "self.mode != 'bridge' || has(self.bridge)",
+                    "rule": "!has(self.mode) || self.mode != 'bridge' || has(self.bridge)",
                     "message": "network mode bridge needs the name of a host bridge",
                 }
             ]

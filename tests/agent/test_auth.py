@@ -8,7 +8,7 @@ import subprocess
 import httpx
 import pytest
 
-from tests.agent.conftest import AGENT, Agent, destroy_everything, make_agent
+from tests.support import AGENT, Agent, destroy_everything, make_agent
 from tuxio.nodeagent.api import openapi_document
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.conftest import AGENT, Agent, destroy_everything, host_uid, make_agent
+from tests.support import AGENT, Agent, destroy_everything, host_uid, make_agent
 
 # debootstrap keeps the packages here between runs, so only the first build downloads them.
 CACHE = Path.home() / ".cache" / "tuxio" / "debootstrap"

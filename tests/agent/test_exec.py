@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from tests.agent.conftest import Agent
+from tests.support import Agent
 
 
 def exec_(http: httpx.Client, name: str, **body: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.agent.conftest import Agent, cgroup_dir, cgroup_value, host_uid, is_v2, wait_until
+from tests.support import Agent, cgroup_dir, cgroup_value, host_uid, is_v2, wait_until
 
 
 def put(http: httpx.Client, name: str, spec: dict[str, Any]) -> dict[str, Any]:

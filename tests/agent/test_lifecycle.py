@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.agent.conftest import Agent, cgroup_value, memory_limit_key, rlimit, wait_until
+from tests.support import Agent, cgroup_value, memory_limit_key, rlimit, wait_until
 from tuxio.nodeagent.host import CAP_SYS_RESOURCE, has_capability
 
 SPEC: dict[str, Any] = {
@@ -244,7 +244,7 @@ def test_template_rebuild_keeps_running_containers(
 ) -> None:
     import subprocess
 
-    from tests.agent.conftest import AGENT
+    from tests.support import AGENT
 
     first = put(http, name, SPEC)
     old_lower = (agent.data_dir / "templates" / "busybox" / "current").resolve()

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.agent.conftest import Agent
+from tests.support import Agent
 
 BAD_NAMES = [
     ("UPPER", "upper case"),

@@ -1,0 +1,286 @@
+"""End to end: a real kube-apiserver (built from source by hack/), the operator, an agent, LXC.
+
+The control plane comes from hack/cluster-up.sh; a missing prerequisite (no Go, a failed build)
+fails the session. The operator and agent run as local processes, as in `make demo`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+
+from tests.support import Agent, destroy_everything, free_port, make_agent, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+OPERATOR = str(Path(sys.executable).with_name("tuxio-operator"))
+SYSTEM_NS = "tuxio-system"
+GROUP, VERSION = "tux.io", "v1alpha1"
+
+# Short grace periods so failure handling shows within a test's patience.
+OPERATOR_ENV = {
+    "TUXIO_OPERATOR_PROBE_INTERVAL_SECONDS": "1",
+    "TUXIO_OPERATOR_NOT_READY_AFTER_SECONDS": "3",
+    "TUXIO_OPERATOR_LOST_AFTER_SECONDS": "4",
+    "TUXIO_OPERATOR_ORPHAN_GRACE_SECONDS": "2",
+    "TUXIO_OPERATOR_USAGE_WRITE_SECONDS": "3",
+    "TUXIO_OPERATOR_RETRY_DELAY_SECONDS": "0.5",
+    "TUXIO_OPERATOR_UNSCHEDULABLE_RETRY_SECONDS": "1",
+}
+
+
+@dataclass
+class Cluster:
+    kubeconfig: Path
+    kubectl_bin: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def kubectl(
+        self, *args: str, check: bool = True, stdin: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.kubectl_bin), "--kubeconfig", str(self.kubeconfig), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def apply(
+        self, manifest: dict[str, Any] | str, *extra: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+        return self.kubectl("apply", "-f", "-", *extra, stdin=text, check=check)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    up = subprocess.run(
+        [str(ROOT / "hack" / "cluster-up.sh")], capture_output=True, text=True, check=False
+    )
+    assert up.returncode == 0, (
+        f"hack/cluster-up.sh failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+    )
+    bin_dir = (
+        subprocess.run(
+            [str(ROOT / "hack" / "build-control-plane.sh")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    kubeconfig = Path(os.environ.get("TUXIO_CLUSTER_DIR", "/var/tmp/tuxio-cluster")) / "kubeconfig"
+    found = Cluster(kubeconfig, Path(bin_dir) / "kubectl", {"KUBECONFIG": str(kubeconfig)})
+    found.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    found.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(ROOT / "crds"))
+    found.kubectl("create", "namespace", SYSTEM_NS, check=False)
+    return found
+
+
+@pytest.fixture(scope="session")
+def kube(cluster: Cluster) -> kubernetes.client.ApiClient:
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(
+        config_file=str(cluster.kubeconfig), client_configuration=configuration
+    )
+    return kubernetes.client.ApiClient(configuration)
+
+
+@pytest.fixture(scope="session")
+def custom(kube: kubernetes.client.ApiClient) -> kubernetes.client.CustomObjectsApi:
+    return kubernetes.client.CustomObjectsApi(kube)
+
+
+@pytest.fixture(scope="session")
+def core(kube: kubernetes.client.ApiClient) -> kubernetes.client.CoreV1Api:
+    return kubernetes.client.CoreV1Api(kube)
+
+
+class Operator:
+    """tuxio-operator as a local process."""
+
+    def __init__(self, cluster: Cluster, log: Path) -> None:
+        self.cluster = cluster
+        self.log = log
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, **self.cluster.env, **OPERATOR_ENV}
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [OPERATOR, "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        wait_until(self._alive, timeout=60)
+
+    def _alive(self) -> bool:
+        import httpx
+
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"operator exited:\n{self.log.read_text()[-4000:]}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=60)
+        self.proc = None
+
+
+@dataclass
+class Host:
+    """An agent registered as a SandboxHost."""
+
+    name: str
+    agent: Agent
+
+
+def register_host(cluster: Cluster, name: str, agent: Agent, **spec: Any) -> Host:
+    token = base64.b64encode(agent.token.encode()).decode()
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": f"{name}-agent", "namespace": SYSTEM_NS},
+            "data": {"token": token},
+        }
+    )
+    cluster.apply(
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "SandboxHost",
+            "metadata": {"name": name, "labels": spec.pop("labels", {})},
+            "spec": {
+                "endpoint": agent.url,
+                "credentialsSecretRef": {"name": f"{name}-agent", "namespace": SYSTEM_NS},
+                **spec,
+            },
+        }
+    )
+    return Host(name, agent)
+
+
+@pytest.fixture(scope="session")
+def host(cluster: Cluster, custom: kubernetes.client.CustomObjectsApi) -> Iterator[Host]:
+    agent = make_agent("e2e", ["--reserved-cpus", "0"])
+    agent.start()
+    registered = register_host(cluster, "local", agent, location={"region": "local"})
+    yield registered
+    cluster.kubectl("delete", "sandboxhost", registered.name, "--ignore-not-found", "--wait=false")
+    agent.stop()
+    destroy_everything(agent)
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: Cluster, host: Host, custom: kubernetes.client.CustomObjectsApi
+) -> Iterator[Operator]:
+    log = Path("/var/tmp/tuxio-tests/operator.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_bytes(b"")
+    running = Operator(cluster, log)
+    running.start()
+    wait_until(lambda: host_ready(custom, host.name), timeout=60)
+    yield running
+    running.stop()
+
+
+def host_ready(custom: kubernetes.client.CustomObjectsApi, name: str) -> bool:
+    body = custom.get_cluster_custom_object(GROUP, VERSION, "sandboxhosts", name)
+    return condition_status(body, "Ready") == "True"
+
+
+def condition_status(body: dict[str, Any], type_: str) -> str | None:
+    for found in (body.get("status") or {}).get("conditions", []):
+        if found.get("type") == type_:
+            return str(found.get("status"))
+    return None
+
+
+@pytest.fixture
+def namespace(
+    request: pytest.FixtureRequest, cluster: Cluster, operator: Operator
+) -> Iterator[str]:
+    base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{base}-{uuid.uuid4().hex[:5]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    if operator.proc is None:
+        operator.start()  # finalizers need the operator to let go
+    cluster.kubectl(
+        "delete", "sandboxes", "--all", "-n", name, "--wait=true", "--timeout=60s", check=False
+    )
+    cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+def sandbox(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Sandbox",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def get_sandbox(
+    custom: kubernetes.client.CustomObjectsApi, namespace: str, name: str
+) -> dict[str, Any]:
+    found: dict[str, Any] = custom.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "sandboxes", name
+    )
+    return found
+
+
+def wait_phase(
+    custom: kubernetes.client.CustomObjectsApi,
+    namespace: str,
+    name: str,
+    phase: str,
+    timeout: float = 60,
+) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        body = get_sandbox(custom, namespace, name)
+        return body if (body.get("status") or {}).get("phase") == phase else None
+
+    found = wait_until(reached, timeout=timeout)
+    assert isinstance(found, dict)
+    return found
+
+
+def gone(custom: kubernetes.client.CustomObjectsApi, namespace: str, name: str) -> bool:
+    try:
+        get_sandbox(custom, namespace, name)
+    except kubernetes.client.exceptions.ApiException as exc:
+        return exc.status == 404
+    return False
+
+
+def pause(seconds: float) -> None:
+    """For the few places that must let time pass (a probe interval), not wait on a state."""
+    time.sleep(seconds)

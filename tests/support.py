@@ -1,0 +1,205 @@
+"""Helpers shared by the test tiers: a real tuxio-agent process, and readers of the kernel.
+
+The agent runs from its console script as it would on a host, with its own data directory
+(templates and the LXC path), a fresh token and a free port. Tests read the cgroup files and
+/proc themselves rather than trusting the agent's answers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+AGENT = str(Path(sys.executable).with_name("tuxio-agent"))
+TEST_ROOT = Path("/var/tmp/tuxio-tests")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05
+) -> object:
+    """Poll until `predicate` returns something truthy; fail with the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    value: object = None
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+
+
+@dataclass
+class Agent:
+    """One agent process and what it needs."""
+
+    data_dir: Path
+    port: int
+    token: str
+    extra: list[str] = field(default_factory=list)
+    scheme: str = "http"
+    verify: bool | ssl.SSLContext = True
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def lxcpath(self) -> Path:
+        return self.data_dir / "containers"
+
+    @property
+    def log(self) -> Path:
+        return self.data_dir / "agent.log"
+
+    def start(self) -> None:
+        command = [
+            AGENT,
+            "--data-dir",
+            str(self.data_dir),
+            "serve",
+            "--port",
+            str(self.port),
+            "--token-file",
+            str(self.data_dir / "token"),
+            *self.extra,
+        ]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self._healthy, timeout=30)
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"agent exited ({self.proc.returncode}):\n{self.log.read_text()}")
+        try:
+            return (
+                httpx.get(f"{self.url}/healthz", verify=self.verify, timeout=1).status_code == 200
+            )
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token if token is not None else self.token}"},
+            verify=self.verify,
+            timeout=60,
+        )
+
+    def async_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.token}"},
+            verify=self.verify,
+            timeout=60,
+        )
+
+
+def prepare_data_dir(name: str) -> Path:
+    data_dir = TEST_ROOT / f"{name}-{uuid.uuid4().hex[:8]}"
+    data_dir.mkdir(parents=True)
+    run = [AGENT, "--data-dir", str(data_dir)]
+    subprocess.run([*run, "template", "build", "busybox"], check=True, capture_output=True)
+    subprocess.run(
+        [*run, "token", "generate", "--out", str(data_dir / "token")],
+        check=True,
+        capture_output=True,
+    )
+    return data_dir
+
+
+def destroy_everything(agent: Agent) -> None:
+    """Remove whatever containers a test run left, with LXC's own tools."""
+    if agent.log.exists():  # kept for a look after a failed run
+        shutil.copy(agent.log, TEST_ROOT / f"last-{agent.data_dir.name.split('-')[0]}-agent.log")
+    if agent.lxcpath.is_dir():
+        for entry in agent.lxcpath.iterdir():
+            subprocess.run(
+                ["lxc-destroy", "-P", str(agent.lxcpath), "-n", entry.name, "-f"],
+                capture_output=True,
+                check=False,
+            )
+    shutil.rmtree(agent.data_dir, ignore_errors=True)
+
+
+def make_agent(name: str, extra: list[str]) -> Agent:
+    data_dir = prepare_data_dir(name)
+    return Agent(data_dir, free_port(), (data_dir / "token").read_text().strip(), extra)
+
+
+# ----- independent readers of what the kernel says ---------------------------------------
+
+
+def cgroup_dir(pid: int, controller: str) -> Path:
+    """The cgroup directory of `pid` for `controller`, from /proc, for v1 and v2 hosts."""
+    unified = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        hierarchy, controllers, path = line.split(":", 2)
+        if unified and hierarchy == "0":
+            return Path("/sys/fs/cgroup") / path.lstrip("/")
+        if not unified and controller in controllers.split(","):
+            return Path("/sys/fs/cgroup") / controller / path.lstrip("/")
+    raise AssertionError(f"no {controller} cgroup for pid {pid}")
+
+
+def cgroup_value(pid: int, key: str) -> str:
+    return (cgroup_dir(pid, key.split(".", 1)[0]) / key).read_text().strip()
+
+
+def host_uid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError("no Uid line")
+
+
+def rlimit(pid: int, label: str) -> tuple[str, str]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith(label):
+            soft, hard = line[len(label) :].split()[:2]
+            return soft, hard
+    raise AssertionError(f"no {label} in limits")
+
+
+def is_v2() -> bool:
+    return Path("/sys/fs/cgroup/cgroup.controllers").exists()
+
+
+def memory_limit_key() -> str:
+    return "memory.max" if is_v2() else "memory.limit_in_bytes"
+
+
+def processes_alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+            alive.append(pid)
+        except ProcessLookupError:
+            pass
+    return alive
