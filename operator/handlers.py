@@ -7,7 +7,6 @@ streams before any handler runs, so after a restart the view is whole before it 
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any

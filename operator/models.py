@@ -117,7 +117,8 @@ class Resources(_Model):
                 {
                     # has() guards: the API server checks these rules against the {} default.
                     "rule": "!has(self.memorySwap) || !has(self.memory) || "
-                    "quantity(string(self.memorySwap)).compareTo(quantity(string(self.memory))) >= 0",
+                    "quantity(string(self.memorySwap))"
+                    ".compareTo(quantity(string(self.memory))) >= 0",
                     "message": "memorySwap (memory plus swap) must be at least memory",
                 },
                 {
@@ -126,8 +127,9 @@ class Resources(_Model):
                     "message": "memory must be at least 16Mi",
                 },
                 {
-                    "rule": "!has(self.cpuQuota) || !has(self.cpus) || (quantity(string(self.cpuQuota))"
-                    ".compareTo(quantity('10m')) >= 0 && quantity(string(self.cpuQuota))"
+                    "rule": "!has(self.cpuQuota) || !has(self.cpus) || "
+                    "(quantity(string(self.cpuQuota)).compareTo(quantity('10m')) >= 0 && "
+                    "quantity(string(self.cpuQuota))"
                     ".asApproximateFloat() <= double(self.cpus))",
                     "message": "cpuQuota must be at least 10m and at most cpus",
                 },
