@@ -1,0 +1,113 @@
+"""The scheduler's filter and load scorer, as tables."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from tuxio.operator.scheduling import (
+    Allocation,
+    Decision,
+    HostView,
+    Request,
+    Unschedulable,
+    choose_host,
+    load_score,
+    reject_reason,
+)
+
+GiB = 2**30
+HOST = HostView(
+    name="h1",
+    ready=True,
+    unschedulable=False,
+    templates=frozenset({"busybox", "debian"}),
+    shared_cpus=6,
+    memory_bytes=32 * GiB,
+    labels={"disk": "ssd"},
+    region="eu-west",
+)
+REQUEST = Request(template="busybox", cpus=2, memory_bytes=GiB)
+
+
+@pytest.mark.parametrize(
+    ("host", "used", "request_", "reason"),
+    [
+        (HOST, Allocation(), REQUEST, None),
+        (replace(HOST, ready=False), Allocation(), REQUEST, "not Ready"),
+        (replace(HOST, unschedulable=True), Allocation(), REQUEST, "unschedulable"),
+        (HOST, Allocation(), replace(REQUEST, template="alpine"), "without template alpine"),
+        (HOST, Allocation(), replace(REQUEST, region="us-east"), "outside region us-east"),
+        (HOST, Allocation(), replace(REQUEST, region="eu-west"), None),
+        (
+            HOST,
+            Allocation(),
+            replace(REQUEST, host_selector={"disk": "hdd"}),
+            "not matching hostSelector",
+        ),
+        (HOST, Allocation(), replace(REQUEST, host_selector={"disk": "ssd"}), None),
+        (HOST, Allocation(), replace(REQUEST, cpus=7), "with fewer than 7 shared cores"),
+        (replace(HOST, max_sandboxes=3), Allocation(sandboxes=3), REQUEST, "at maxSandboxes"),
+        (HOST, Allocation(memory_bytes=63 * GiB), REQUEST, None),  # 2x overcommit: 64 GiB fit
+        (HOST, Allocation(memory_bytes=64 * GiB), REQUEST, "out of memory"),
+    ],
+)
+def test_reject_reason(
+    host: HostView, used: Allocation, request_: Request, reason: str | None
+) -> None:
+    assert reject_reason(host, used, request_, memory_overcommit=2.0) == reason
+
+
+def test_emptier_host_wins() -> None:
+    hosts = [replace(HOST, name="busy"), replace(HOST, name="quiet")]
+    used = {"busy": Allocation(sandboxes=40, memory_bytes=20 * GiB, cpus=40)}
+    decision = choose_host(hosts, used, REQUEST)
+    assert isinstance(decision, Decision)
+    assert decision.host == "quiet"
+    assert "best score" in decision.reason
+
+
+def test_loaded_host_loses_to_idle_one() -> None:
+    hosts = [replace(HOST, name="a", load=5.0), replace(HOST, name="b", load=0.1)]
+    decision = choose_host(hosts, {}, REQUEST)
+    assert isinstance(decision, Decision)
+    assert decision.host == "b"
+
+
+def test_ties_go_to_the_first_name() -> None:
+    hosts = [replace(HOST, name="zeta"), replace(HOST, name="alpha")]
+    decision = choose_host(hosts, {}, REQUEST)
+    assert isinstance(decision, Decision)
+    assert decision.host == "alpha"
+
+
+def test_unschedulable_counts_reasons() -> None:
+    hosts = [
+        replace(HOST, name="a", ready=False),
+        replace(HOST, name="b", ready=False),
+        replace(HOST, name="c", templates=frozenset()),
+    ]
+    decision = choose_host(hosts, {}, REQUEST)
+    assert isinstance(decision, Unschedulable)
+    assert decision.reasons == {"not Ready": 2, "without template busybox": 1}
+    assert decision.message == "no host fits: 2 not Ready, 1 without template busybox"
+    assert choose_host([], {}, REQUEST).message == "no SandboxHost exists"  # type: ignore[union-attr]
+
+
+def test_scorer_is_pluggable() -> None:
+    hosts = [replace(HOST, name="a"), replace(HOST, name="b")]
+    decision = choose_host(hosts, {}, REQUEST, scorer=lambda h, u, r: 1.0 if h.name == "b" else 0.0)
+    assert isinstance(decision, Decision)
+    assert decision.host == "b"
+
+
+@pytest.mark.parametrize(
+    ("used", "better_than"),
+    [
+        (Allocation(memory_bytes=GiB), Allocation(memory_bytes=8 * GiB)),
+        (Allocation(cpus=2), Allocation(cpus=12)),
+    ],
+)
+def test_load_score_prefers_less_used(used: Allocation, better_than: Allocation) -> None:
+    assert load_score(HOST, used, REQUEST) > load_score(HOST, better_than, REQUEST)
