@@ -3,7 +3,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: deps lint typecheck-tree test test-unit test-agent demo bench bench-agent openapi crds clean
+.PHONY: deps lint typecheck-tree test test-unit test-agent test-e2e demo demo-agent bench bench-agent \
+	bench-operator openapi crds cluster-up cluster-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -28,10 +29,25 @@ test-unit: deps
 test-agent: deps
 	$(PY) -m pytest -q tests/agent
 
+test-e2e: deps
+	$(PY) -m pytest -q tests/e2e
+
+# The whole flow: control plane, CRDs, agent, operator, a Sandbox applied and used with kubectl.
 demo: deps
+	$(PY) hack/demo.py
+
+# The node agent alone, without Kubernetes.
+demo-agent: deps
 	$(PY) hack/demo-agent.py
 
-bench: bench-agent
+# A real kube-apiserver, etcd and kube-controller-manager on loopback, built from source.
+cluster-up:
+	@hack/cluster-up.sh
+
+cluster-down:
+	@hack/cluster-down.sh
+
+bench: bench-agent bench-operator
 
 openapi: deps
 	$(PY) hack/render-openapi.py
@@ -41,6 +57,9 @@ crds: deps
 
 bench-agent: deps
 	$(PY) bench/agent_bench.py --out bench/results/agent.json
+
+bench-operator: deps
+	$(PY) bench/operator_bench.py --out bench/results/operator.json
 
 clean:
 	rm -rf .build .pytest_cache .mypy_cache .ruff_cache

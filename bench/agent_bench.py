@@ -206,7 +206,6 @@ def main() -> int:
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="tuxio-bench-", dir="/var/tmp"))
-    os.chmod(data_dir, 0o711)
     agent = None
     try:
         subprocess.run(

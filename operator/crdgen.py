@@ -141,7 +141,8 @@ KINDS = [
             {"name": "Template", "type": "string", "jsonPath": ".status.template"},
             {"name": "Ready", "type": "string", "jsonPath": _READY},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-            {"name": "Expires", "type": "date", "jsonPath": ".status.expiresAt"},
+            # A string: kubectl renders a date column as an age, and a future one as <invalid>.
+            {"name": "Expires", "type": "string", "jsonPath": ".status.expiresAt"},
             {"name": "Cores", "type": "string", "jsonPath": ".status.cpuset", "priority": 1},
             {"name": "Pool", "type": "string", "jsonPath": ".status.fromPool", "priority": 1},
         ],

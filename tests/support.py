@@ -26,6 +26,18 @@ AGENT = str(Path(sys.executable).with_name("tuxio-agent"))
 TEST_ROOT = Path("/var/tmp/tuxio-tests")
 
 
+# Every process a test starts, so that the session can stop what a failed test left running.
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def stop_leftovers() -> None:
+    for proc in STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    STARTED.clear()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -84,6 +96,7 @@ class Agent:
         ]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        STARTED.append(self.proc)
         wait_until(self._healthy, timeout=30)
 
     def _healthy(self) -> bool:

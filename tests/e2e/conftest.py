@@ -23,7 +23,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from tests.support import Agent, destroy_everything, free_port, make_agent, wait_until
+from tests.support import STARTED, Agent, destroy_everything, free_port, make_agent, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR = str(Path(sys.executable).with_name("tuxio-operator"))
@@ -133,6 +133,7 @@ class Operator:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
+        STARTED.append(self.proc)
         wait_until(self._alive, timeout=60)
 
     def _alive(self) -> bool:
