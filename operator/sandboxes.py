@@ -9,6 +9,7 @@ a crash converges to the same single container.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -169,6 +170,7 @@ async def reconcile(
     retry: int = 0,
 ) -> None:
     """Converge one Sandbox: place it if needed, then PUT its container and write status."""
+    clock = _Clock()
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     generation = int(meta.get("generation") or 0)
@@ -257,6 +259,7 @@ async def reconcile(
                 "conditions": conditions,
             }
             await _write(rt, namespace, name, status, record)
+            clock.mark("decision")
             rt.assumed.assume(uid, decision.host, request.memory_bytes, request.cpus)
             kopf.info(
                 event_target(body),
@@ -301,7 +304,9 @@ async def reconcile(
                     status=status,
                     generation=generation,
                 )
+            clock.mark("prepare")
             observed = await agent.put(container, container_spec(spec, template, uid))
+            clock.mark("agent")
         except AgentRejected as exc:
             await _write(
                 rt,
@@ -351,6 +356,8 @@ async def reconcile(
             status,
             observed_status(status, observed, spec, generation, usage_due),
         )
+        clock.mark("status")
+        log.info("timing %s/%s started=%.6f %s", namespace, name, clock.started, clock.report())
         if status.get("phase") != was:
             kopf.info(
                 event_target(body),
@@ -359,8 +366,21 @@ async def reconcile(
             )
 
 
-class _Gone(Exception):
-    pass
+class _Clock:
+    """Where a reconciliation spends its time, logged for benchmarks and slow-path hunting."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self._last = time.perf_counter()
+        self.spans: dict[str, float] = {}
+
+    def mark(self, span: str) -> None:
+        now_ = time.perf_counter()
+        self.spans[span] = self.spans.get(span, 0.0) + (now_ - self._last) * 1000
+        self._last = now_
+
+    def report(self) -> str:
+        return " ".join(f"{k}={v:.1f}ms" for k, v in self.spans.items())
 
 
 async def _fail_if_gone(

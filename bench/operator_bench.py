@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Benchmark: Sandbox create to Ready, cold (a new container cloned and started), through the
+real API server, operator and agent, all on this machine.
+
+The client creates Sandboxes and watches them; Ready is the moment the watch delivers the
+Ready=True condition. The breakdown comes from the client's clock and the operator's timing
+log (same machine, same clock): API write (the create call), operator pickup (create answered
+-> handler started), decision write, agent call, status write, and the watch delivering it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stack import GROUP, VERSION, Stack
+
+SPEC = {"template": "busybox", "resources": {"cpus": 1, "memory": "64Mi", "pids": 64}}
+TIMING = re.compile(
+    r"timing (?P<ns>[^/\s]+)/(?P<name>\S+) started=(?P<started>[0-9.]+) "
+    r"decision=(?P<decision>[0-9.]+)ms prepare=(?P<prepare>[0-9.]+)ms "
+    r"agent=(?P<agent>[0-9.]+)ms status=(?P<status>[0-9.]+)ms"
+)
+
+
+def pct(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)  # noqa: E731
+    return {
+        "n": len(ordered),
+        "p50": round(statistics.median(ordered), 1),
+        "p90": pick(0.9),
+        "p99": pick(0.99),
+        "max": round(ordered[-1], 1),
+    }
+
+
+class Watcher:
+    """Records when each Sandbox first shows a host and first shows Ready=True."""
+
+    def __init__(self, custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
+        self.custom, self.namespace = custom, namespace
+        self.host_at: dict[str, float] = {}
+        self.ready_at: dict[str, float] = {}
+        self.watch = kubernetes.watch.Watch()
+        listing = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "sandboxes")
+        self.version = listing["metadata"]["resourceVersion"]
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for event in self.watch.stream(
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            "sandboxes",
+            resource_version=self.version,
+            timeout_seconds=600,
+        ):
+            now = time.time()
+            body = event["object"]
+            name, status = body["metadata"]["name"], body.get("status") or {}
+            if status.get("host"):
+                self.host_at.setdefault(name, now)
+            if any(
+                c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
+            ):
+                self.ready_at.setdefault(name, now)
+
+    def stop(self) -> None:
+        self.watch.stop()
+
+
+def run_round(stack: Stack, count: int, parallel: int) -> dict[str, Any]:
+    namespace = f"bench-{uuid.uuid4().hex[:6]}"
+    stack.kubectl("create", "namespace", namespace)
+    watcher = Watcher(stack.custom, namespace)
+    created: dict[str, tuple[float, float]] = {}
+
+    def create(name: str) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Sandbox",
+            "metadata": {"name": name},
+            "spec": SPEC,
+        }
+        t0 = time.time()
+        stack.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "sandboxes", body)
+        created[name] = (t0, time.time())
+
+    names = [f"s{i}" for i in range(count)]
+    started = time.time()
+    if parallel == 1:
+        for name in names:
+            create(name)
+            deadline = time.time() + 60
+            while name not in watcher.ready_at and time.time() < deadline:
+                time.sleep(0.001)
+    else:
+        with ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(create, names))
+    deadline = time.time() + 120
+    while len(watcher.ready_at) < count and time.time() < deadline:
+        time.sleep(0.01)
+    wall = time.time() - started
+    watcher.stop()
+    missing = [n for n in names if n not in watcher.ready_at]
+    if missing:
+        raise SystemExit(f"{len(missing)} sandboxes never became Ready, e.g. {missing[:3]}")
+
+    timings: dict[str, re.Match[str]] = {}
+    deadline = time.time() + 10
+    while len(timings) < count and time.time() < deadline:  # the log may trail the watch a little
+        for line in stack.operator_log.read_text().splitlines():
+            match = TIMING.search(line)
+            if match and match["ns"] == namespace:
+                timings.setdefault(match["name"], match)
+        time.sleep(0.05)
+    end_to_end, api, pickup, decision, agent, status, watch_lag = [], [], [], [], [], [], []
+    for name in names:
+        t0, t1 = created[name]
+        ready = watcher.ready_at[name]
+        end_to_end.append((ready - t0) * 1000)
+        api.append((t1 - t0) * 1000)
+        match = timings[name]
+        handler_start = float(match["started"])
+        spans = [float(match[k]) for k in ("decision", "prepare", "agent", "status")]
+        pickup.append((handler_start - t1) * 1000)
+        decision.append(spans[0])
+        agent.append(spans[2])
+        status.append(spans[3])
+        watch_lag.append((ready - handler_start) * 1000 - sum(spans))
+    stack.kubectl("delete", "sandboxes", "--all", "-n", namespace, "--timeout=300s")
+    stack.kubectl("delete", "namespace", namespace, "--wait=false")
+    return {
+        "count": count,
+        "parallelism": parallel,
+        "createToReadyMs": pct(end_to_end),
+        "sandboxesPerSecond": round(count / wall, 1),
+        "breakdownMs": {
+            "apiWrite": pct(api),
+            "operatorPickup": pct(pickup),
+            "decisionWrite": pct(decision),
+            "agentCall": pct(agent),
+            "statusWrite": pct(status),
+            "watchDelivery": pct(watch_lag),
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/operator.json"))
+    parser.add_argument("--count", type=int, default=50, help="sandboxes at parallelism 1")
+    parser.add_argument(
+        "--parallel-count", type=int, default=100, help="sandboxes at parallelism 20"
+    )
+    args = parser.parse_args()
+    with Stack() as stack:
+        run_round(stack, 5, 1)  # warm-up: caches, connections, the page cache of the template
+        sequential = run_round(stack, args.count, 1)
+        parallel = run_round(stack, args.parallel_count, 20)
+    document = {
+        "benchmark": "Sandbox create to Ready, cold (busybox): "
+        "real API server, operator, agent and LXC",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cores": os.cpu_count(),
+            "kernel": platform.release(),
+            "note": "etcd, kube-apiserver, kube-controller-manager, operator, agent and the "
+            "benchmark client all share this machine",
+        },
+        "spec": SPEC,
+        "target": {"coldP50Ms": 250},
+        "rounds": [sequential, parallel],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"\n{'round':<16}{'n':>5}{'p50 ms':>9}{'p90':>8}{'p99':>8}{'max':>8}{'per s':>8}")
+    for result in document["rounds"]:
+        e2e = result["createToReadyMs"]
+        label = f"parallelism {result['parallelism']}"
+        print(
+            f"{label:<16}{e2e['n']:>5}{e2e['p50']:>9}{e2e['p90']:>8}"
+            f"{e2e['p99']:>8}{e2e['max']:>8}{result['sandboxesPerSecond']:>8}"
+        )
+        parts = ", ".join(f"{k} {v['p50']}" for k, v in result["breakdownMs"].items())
+        print(f"  p50 breakdown (ms): {parts}")
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""The whole stack on this machine for the benchmarks: control plane, agent, operator, host."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kubernetes
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+GROUP, VERSION = "tux.io", "v1alpha1"
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"{url} did not answer")
+
+
+class Stack:
+    """Start with `with Stack(...) as stack:`; everything is stopped and removed on exit."""
+
+    def __init__(
+        self,
+        agent_port: int = 7493,
+        operator_port: int = 18093,
+        operator_env: dict[str, str] | None = None,
+    ) -> None:
+        self.agent_port = agent_port
+        self.operator_port = operator_port
+        self.operator_env = operator_env or {}
+        self.data_dir = Path(tempfile.mkdtemp(prefix="tuxio-bench-", dir="/var/tmp"))
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.kubeconfig = (
+            Path(os.environ.get("TUXIO_CLUSTER_DIR", "/var/tmp/tuxio-cluster")) / "kubeconfig"
+        )
+        self.kubectl_bin = ""
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        return subprocess.run(
+            [self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    def __enter__(self) -> Stack:
+        subprocess.run([str(ROOT / "hack" / "cluster-up.sh")], check=True, capture_output=True)
+        bin_dir = (
+            subprocess.run(
+                [str(ROOT / "hack" / "build-control-plane.sh")],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        self.kubectl_bin = str(Path(bin_dir) / "kubectl")
+        self.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+        self.kubectl("wait", "--for=condition=Established", "-f", str(ROOT / "crds"))
+        agent = str(BIN / "tuxio-agent")
+        subprocess.run(
+            [agent, "--data-dir", str(self.data_dir), "template", "build", "busybox"],
+            check=True,
+            capture_output=True,
+        )
+        token_file = self.data_dir / "token"
+        subprocess.run(
+            [agent, "token", "generate", "--out", str(token_file)], check=True, capture_output=True
+        )
+        self.token = token_file.read_text().strip()
+        self._spawn(
+            "agent",
+            [
+                agent,
+                "--data-dir",
+                str(self.data_dir),
+                "serve",
+                "--port",
+                str(self.agent_port),
+                "--token-file",
+                str(token_file),
+            ],
+            {},
+        )
+        wait_http(f"http://127.0.0.1:{self.agent_port}/healthz")
+        manifests = [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tuxio-system"}},
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "bench-agent", "namespace": "tuxio-system"},
+                "data": {"token": base64.b64encode(self.token.encode()).decode()},
+            },
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "SandboxHost",
+                "metadata": {"name": "bench"},
+                "spec": {
+                    "endpoint": f"http://127.0.0.1:{self.agent_port}",
+                    "credentialsSecretRef": {"name": "bench-agent", "namespace": "tuxio-system"},
+                },
+            },
+        ]
+        self.kubectl("apply", "-f", "-", stdin="\n".join(json.dumps(m) for m in manifests))
+        env = {"KUBECONFIG": str(self.kubeconfig), **self.operator_env}
+        self._spawn(
+            "operator",
+            [
+                str(BIN / "tuxio-operator"),
+                "--liveness",
+                f"http://127.0.0.1:{self.operator_port}/healthz",
+            ],
+            env,
+        )
+        wait_http(f"http://127.0.0.1:{self.operator_port}/healthz")
+        self.kubectl("wait", "--for=condition=Ready", "sandboxhost/bench", "--timeout=60s")
+        configuration = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(
+            config_file=str(self.kubeconfig), client_configuration=configuration
+        )
+        configuration.connection_pool_maxsize = 64
+        self.api = kubernetes.client.ApiClient(configuration)
+        self.custom = kubernetes.client.CustomObjectsApi(self.api)
+        return self
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        log = (self.data_dir / f"{name}.log").open("wb")
+        self.procs.append(
+            subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
+        )
+
+    @property
+    def operator_log(self) -> Path:
+        return self.data_dir / "operator.log"
+
+    def agent_pid(self) -> int:
+        return self.procs[0].pid
+
+    def __exit__(self, *exc: Any) -> None:
+        subprocess.run(
+            [
+                self.kubectl_bin,
+                f"--kubeconfig={self.kubeconfig}",
+                "delete",
+                "sandboxhost",
+                "bench",
+                "--ignore-not-found",
+                "--timeout=30s",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        for proc in reversed(self.procs):
+            proc.terminate()
+            proc.wait(timeout=60)
+        lxcpath = self.data_dir / "containers"
+        if lxcpath.is_dir():
+            for entry in lxcpath.iterdir():
+                subprocess.run(
+                    ["lxc-destroy", "-P", str(lxcpath), "-n", entry.name, "-f"],
+                    capture_output=True,
+                    check=False,
+                )
+        keep = os.environ.get("TUXIO_BENCH_KEEP_LOGS")
+        if keep:
+            shutil.copytree(
+                self.data_dir,
+                keep,
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("containers", "templates"),
+            )
+        shutil.rmtree(self.data_dir, ignore_errors=True)
