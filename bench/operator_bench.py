@@ -64,6 +64,12 @@ class Watcher:
         self.thread.start()
 
     def _run(self) -> None:
+        try:
+            self._stream()
+        except Exception:  # noqa: S110 - the stream ends with an error when stopped; nothing to do
+            pass
+
+    def _stream(self) -> None:
         for event in self.watch.stream(
             self.custom.list_namespaced_custom_object,
             GROUP,

@@ -177,6 +177,8 @@ async def _act_on_containers(
 ) -> None:
     by_name = {c.name: c for c in containers}
     for entry in placed:
+        if entry.deleting:
+            continue  # its finalizer is destroying the container
         seen = by_name.get(entry.container)
         drifted = (
             entry.phase == "Running"

@@ -88,6 +88,7 @@ class Placed:
     memory_bytes: int
     cpus: int
     usage_observed_at: str | None
+    deleting: bool
 
 
 def placed_of(uid: str, namespace: str, name: str, body: Mapping[str, Any]) -> Placed | None:
@@ -107,6 +108,7 @@ def placed_of(uid: str, namespace: str, name: str, body: Mapping[str, Any]) -> P
         memory_bytes=bytes_of(spec.resources.memory),
         cpus=spec.resources.cpus,
         usage_observed_at=(status.get("usage") or {}).get("observedAt"),
+        deleting=bool((body.get("metadata") or {}).get("deletionTimestamp")),
     )
 
 
