@@ -37,6 +37,14 @@ class Reason:
     HOST_LOST = "HostLost"  # the host has been unreachable beyond the grace periods
     HOST_GONE = "HostGone"  # the SandboxHost object no longer exists
     POOL_MISSING = "PoolMissing"  # the poolRef names no SandboxPool
+    CLAIMED = "ClaimedFromPool"  # a warm container of the pool was adopted
+    POOL_EMPTY = "PoolEmpty"  # the pool had no warm container: created cold instead
+    # SandboxPool Ready
+    FILLED = "Filled"  # readyReplicas warm containers run
+    FILLING = "Filling"  # warm containers are being made
+    NO_HOST = "NoHost"  # no Ready host fits the pool's placement
+    NO_CAPACITY = "NoCapacity"  # the hosts that fit are full
+    TEMPLATE_MISSING = "TemplateMissing"  # no host has the pool's template
     # SandboxHost Ready
     AGENT_READY = "AgentReady"  # the agent answered the last probe
     CREDENTIALS_MISSING = "CredentialsMissing"  # the token Secret cannot be read

@@ -6,7 +6,10 @@ streams before any handler runs, so after a restart the view is whole before it 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,8 +18,9 @@ import kopf
 
 from .hosts import probe_host
 from .kube import Kube, NotFound, load_client
-from .models import GROUP, VERSION
-from .runtime import AgentRegistry, HostRecord, Placed, Runtime, host_record, placed_of
+from .models import GROUP, VERSION, SandboxPoolSpec
+from .pools import PoolState, pool_hash, pool_status, remove_pool, sync_pool
+from .runtime import AgentRegistry, HostRecord, Placed, PoolInfo, Runtime, host_record, placed_of
 from .sandboxes import finalize, reconcile
 from .settings import OperatorSettings
 
@@ -24,6 +28,7 @@ from .settings import OperatorSettings
 _SETTINGS = OperatorSettings()
 
 SANDBOXES = (GROUP, VERSION, "sandboxes")
+POOLS = (GROUP, VERSION, "sandboxpools")
 HOSTS = (GROUP, VERSION, "sandboxhosts")
 
 
@@ -80,6 +85,20 @@ def placement_index(
 
 
 @kopf.index(*SANDBOXES)
+def container_index(status: kopf.Status, **_: Any) -> dict[str, bool] | None:
+    container = status.get("containerName")
+    return {container: True} if container else None
+
+
+@kopf.index(*POOLS)
+def pool_index(
+    uid: str, namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str, str], PoolInfo]:
+    info = PoolInfo(uid, namespace or "", name, SandboxPoolSpec.model_validate(dict(spec)))
+    return {(namespace or "", name): info}
+
+
+@kopf.index(*SANDBOXES)
 def uid_index(uid: str, namespace: str | None, name: str, **_: Any) -> dict[str, tuple[str, str]]:
     return {uid: (namespace or "", name)}
 
@@ -93,17 +112,26 @@ class _Views:
     placed: list[Placed]
     by_host: kopf.Index[str, Placed]
     uids: kopf.Index[str, tuple[str, str]]
+    pools: dict[tuple[str, str], PoolInfo]
+    containers: kopf.Index[str, str]
 
     @classmethod
     def of(cls, kwargs: dict[str, Any]) -> _Views:
         hosts: kopf.Index[str, HostRecord] = kwargs["host_index"]
         placed: kopf.Index[str, Placed] = kwargs["placement_index"]
+        pools: kopf.Index[tuple[str, str], PoolInfo] = kwargs["pool_index"]
         return cls(
             hosts={name: next(iter(store)) for name, store in hosts.items() if store},
             placed=[entry for store in placed.values() for entry in store],
             by_host=placed,
             uids=kwargs["uid_index"],
+            pools={key: next(iter(store)) for key, store in pools.items() if store},
+            containers=kwargs["container_index"],
         )
+
+    def claimed(self, rt: Runtime) -> Callable[[str], bool]:
+        """Whether a container belongs to a Sandbox (named in a status, or claimed just now)."""
+        return lambda name: name in self.containers or name in rt.claims
 
 
 # ----- Sandbox ---------------------------------------------------------------------------
@@ -114,7 +142,7 @@ class _Views:
 @kopf.on.resume(*SANDBOXES)
 async def sandbox_changed(body: kopf.Body, memo: Any, retry: int, **kwargs: Any) -> None:
     views = _Views.of(kwargs)
-    await reconcile(memo.runtime, body, views.hosts, views.placed, retry)
+    await reconcile(memo.runtime, body, views.hosts, views.placed, views.pools, retry)
 
 
 @kopf.on.delete(*SANDBOXES)
@@ -172,7 +200,7 @@ async def host_probe(
         if fresh["metadata"].get("deletionTimestamp"):
             return
         current = _Views.of(kwargs)
-        await reconcile(rt, fresh, current.hosts, current.placed)
+        await reconcile(rt, fresh, current.hosts, current.placed, current.pools)
 
     new = await probe_host(
         rt,
@@ -180,8 +208,75 @@ async def host_probe(
         dict(status),
         placed,
         lambda uid: uid in views.uids,
+        lambda uid: any(p.uid == uid for p in views.pools.values()),
+        views.claimed(rt),
         reconcile_one,
     )
     for key, value in new.items():
         if status.get(key) != value:
             patch.status[key] = value
+
+
+# ----- SandboxPool -----------------------------------------------------------------------
+
+
+@kopf.daemon(*POOLS, cancellation_timeout=10)
+async def pool_filler(
+    stopped: kopf.DaemonStopped,
+    uid: str,
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: Any,
+    logger: kopf.Logger,
+    **kwargs: Any,
+) -> None:
+    """Keep the pool's warm containers: one loop per pool, woken by claims and spec changes."""
+    rt: Runtime = memo.runtime
+    state: PoolState = rt.pools.setdefault(uid, PoolState(uid, namespace or "", name))
+    last_refresh = 0.0
+    status: dict[str, Any] = dict(body.get("status") or {})
+    while not stopped:
+        views = _Views.of(kwargs)
+        spec = SandboxPoolSpec.model_validate(dict(body["spec"]))
+        due = time.monotonic() - last_refresh >= rt.settings.pool_refresh_seconds
+        if due:
+            last_refresh = time.monotonic()
+        state.wake.clear()
+        blocker = await sync_pool(
+            rt,
+            state,
+            spec,
+            views.hosts,
+            rt.assumed.allocations(views.placed),
+            views.claimed(rt),
+            refresh_inventory=due,
+        )
+        new = pool_status(
+            status,
+            state,
+            spec,
+            pool_hash(spec),
+            int(body["metadata"].get("generation") or 0),
+            blocker,
+        )
+        changes = {k: v for k, v in new.items() if status.get(k) != v}
+        if changes:
+            logger.info("status: %s", {k: v for k, v in changes.items() if k != "conditions"})
+            with contextlib.suppress(NotFound):
+                await rt.kube.patch_pool_status(namespace or "", name, changes)
+            status.update(changes)
+        busy = blocker is None and new["readyReplicas"] < spec.replicas
+        if not busy:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.wake.wait(), timeout=1.0)
+
+
+@kopf.on.delete(*POOLS)
+async def pool_deleted(uid: str, memo: Any, **kwargs: Any) -> None:
+    """Destroy the unclaimed warm containers; adopted ones belong to their Sandboxes now."""
+    rt: Runtime = memo.runtime
+    views = _Views.of(kwargs)
+    state = rt.pools.pop(uid, None)
+    if state is not None:
+        await remove_pool(rt, state, views.hosts, views.claimed(rt))

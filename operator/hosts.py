@@ -20,6 +20,7 @@ from tuxio.operator.agentclient import AgentError, AgentUnreachable
 
 from .conditions import HOST_READY, READY, Reason, condition, now, set_condition
 from .kube import NotFound
+from .pools import POOL_UID
 from .runtime import CredentialsMissing, HostRecord, Placed, Runtime
 from .sandboxes import MANAGED_BY, OPERATOR, SANDBOX_UID, event_target, status_changes
 
@@ -94,6 +95,8 @@ async def probe_host(
     current: Mapping[str, Any],
     placed: list[Placed],
     known_uids: Callable[[str], bool],
+    known_pools: Callable[[str], bool],
+    claimed: Callable[[str], bool],
     reconcile_sandbox: Reconcile,
 ) -> dict[str, Any]:
     """Probe one host and act on what it says; returns the host's new status."""
@@ -109,7 +112,9 @@ async def probe_host(
         return await _unreachable(rt, host, current, placed, str(exc))
 
     status = healthy_status(current, info, containers, placed, rt.settings.heartbeat_write_seconds)
-    await _act_on_containers(rt, host, containers, placed, known_uids, reconcile_sandbox)
+    await _act_on_containers(
+        rt, host, containers, placed, known_uids, known_pools, claimed, reconcile_sandbox
+    )
     return status
 
 
@@ -173,6 +178,8 @@ async def _act_on_containers(
     containers: Iterable[ContainerStatus],
     placed: list[Placed],
     known_uids: Callable[[str], bool],
+    known_pools: Callable[[str], bool],
+    claimed: Callable[[str], bool],
     reconcile_sandbox: Reconcile,
 ) -> None:
     by_name = {c.name: c for c in containers}
@@ -207,7 +214,17 @@ async def _act_on_containers(
     agent = await rt.agents.client(host)
     for container in by_name.values():
         uid = container.labels.get(SANDBOX_UID)
-        if not uid or container.name in mine or known_uids(uid):
+        pool = container.labels.get(POOL_UID)
+        if uid:
+            if container.name in mine or known_uids(uid):
+                continue
+            owner = f"Sandbox {uid}"
+        elif pool:
+            # A warm container whose pool is gone (deleted while the operator was down).
+            if known_pools(pool) or claimed(container.name):
+                continue
+            owner = f"SandboxPool {pool}"
+        else:
             continue
         if (
             _age(container.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"))
@@ -215,10 +232,10 @@ async def _act_on_containers(
         ):
             continue
         log.warning(
-            "orphan sweep: destroying %s on %s (Sandbox %s no longer exists)",
+            "orphan sweep: destroying %s on %s (%s no longer exists)",
             container.name,
             host.name,
-            uid,
+            owner,
         )
         try:
             await agent.delete(container.name)

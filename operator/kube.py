@@ -89,6 +89,17 @@ class Kube:
             body=options,
         )
 
+    async def patch_pool_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
+        return await self._call(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            "sandboxpools",
+            name,
+            {"status": status},
+        )
+
     async def get_pool(self, namespace: str, name: str) -> dict[str, Any]:
         found: dict[str, Any] = await self._call(
             self.custom.get_namespaced_custom_object,

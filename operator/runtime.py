@@ -18,7 +18,7 @@ from tuxio.operator.agentclient import AgentClient
 
 from .conditions import HOST_READY
 from .kube import Kube
-from .models import SandboxHostSpec, SandboxSpec, bytes_of
+from .models import SandboxHostSpec, SandboxPoolSpec, SandboxSpec, bytes_of
 from .scheduling import Allocation, HostView
 from .settings import OperatorSettings
 
@@ -29,6 +29,7 @@ __all__ = [
     "HostRecord",
     "KeyedLocks",
     "Placed",
+    "PoolInfo",
     "Runtime",
     "host_record",
     "placed_of",
@@ -110,6 +111,16 @@ def placed_of(uid: str, namespace: str, name: str, body: Mapping[str, Any]) -> P
         usage_observed_at=(status.get("usage") or {}).get("observedAt"),
         deleting=bool((body.get("metadata") or {}).get("deletionTimestamp")),
     )
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """A SandboxPool as the indexes keep it."""
+
+    uid: str
+    namespace: str
+    name: str
+    spec: SandboxPoolSpec
 
 
 class AssumeCache:
@@ -220,6 +231,23 @@ class AgentRegistry:
         self._clients.clear()
 
 
+class Claims:
+    """Warm containers claimed by this process, until the Sandbox index shows the claim."""
+
+    def __init__(self, ttl: float = 600.0) -> None:
+        self.ttl = ttl
+        self._names: dict[str, float] = {}
+
+    def add(self, name: str) -> None:
+        self._names[name] = time.monotonic()
+
+    def __contains__(self, name: object) -> bool:
+        cutoff = time.monotonic() - self.ttl
+        for old in [n for n, t in self._names.items() if t < cutoff]:
+            del self._names[old]
+        return name in self._names
+
+
 @dataclass
 class Runtime:
     """Everything handlers share, kept in kopf's memo."""
@@ -229,3 +257,19 @@ class Runtime:
     agents: AgentRegistry
     assumed: AssumeCache = field(default_factory=AssumeCache)
     locks: KeyedLocks = field(default_factory=KeyedLocks)
+    # Pool inventories by pool UID (tuxio.operator.pools.PoolState), and claims in flight.
+    pools: dict[str, Any] = field(default_factory=dict)
+    claims: Claims = field(default_factory=Claims)
+
+    def allocations(self, placed: Iterable[Placed]) -> dict[str, Allocation]:
+        """What is on each host: sandboxes (seen and assumed) and warm containers."""
+        totals = self.assumed.allocations(placed)
+        for state in self.pools.values():
+            for warm in state.warm.values():
+                prior = totals.get(warm.host, Allocation())
+                totals[warm.host] = Allocation(
+                    prior.sandboxes + 1,
+                    prior.memory_bytes + warm.memory_bytes,
+                    prior.cpus + warm.cpus,
+                )
+        return totals

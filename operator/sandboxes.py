@@ -8,9 +8,12 @@ a crash converges to the same single container.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -21,10 +24,10 @@ from tuxio.nodeagent.models import NetworkSpec as AgentNetwork
 from tuxio.operator.agentclient import AgentRejected, AgentUnreachable
 
 from .conditions import READY, SCHEDULED, Reason, condition, now, set_condition
-from .kube import NotFound
 from .models import SandboxSpec, bytes_of, cores_of
-from .runtime import CredentialsMissing, HostRecord, Placed, Runtime
-from .scheduling import Request, Unschedulable, choose_host
+from .pools import Warm
+from .runtime import CredentialsMissing, HostRecord, Placed, PoolInfo, Runtime
+from .scheduling import Allocation, Request, Unschedulable, choose_host, rank_hosts
 
 __all__ = [
     "MANAGED_BY",
@@ -148,18 +151,142 @@ async def _write(
         current.update(changes)
 
 
-async def _template_of(rt: Runtime, namespace: str, spec: SandboxSpec) -> tuple[str, str | None]:
-    """The template to clone and, for a poolRef, the pool's name."""
+def _pool_of(
+    pools: Mapping[tuple[str, str], PoolInfo], namespace: str, spec: SandboxSpec
+) -> tuple[str, PoolInfo | None]:
+    """The template to clone and, for a poolRef, the pool."""
     if spec.template:
         return spec.template, None
     assert spec.pool_ref is not None
-    try:
-        pool = await rt.kube.get_pool(namespace, spec.pool_ref.name)
-    except NotFound:
-        raise kopf.TemporaryError(
-            f"SandboxPool {spec.pool_ref.name} does not exist", delay=5
-        ) from None
-    return str(pool["spec"]["template"]), spec.pool_ref.name
+    pool = pools.get((namespace, spec.pool_ref.name))
+    if pool is None:
+        raise kopf.TemporaryError(f"SandboxPool {spec.pool_ref.name} does not exist", delay=2)
+    return pool.spec.template, pool
+
+
+async def _claim(
+    rt: Runtime,
+    pool: PoolInfo,
+    template: str,
+    hosts: Mapping[str, HostRecord],
+    allocations: Mapping[str, Allocation],
+    request: Request,
+) -> Warm | None:
+    """Take a warm container of the pool, on the best host that has one."""
+    state = rt.pools.get(pool.uid)
+    if state is None:
+        return None
+    if not state.loaded.is_set():  # just started: the inventory is being read from the agents
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.loaded.wait(), 5)
+    # The warm container already holds its room on its host: rank without adding it again.
+    ranked = rank_hosts(
+        (h.view for h in hosts.values()),
+        allocations,
+        replace(request, memory_bytes=0),
+        memory_overcommit=rt.settings.memory_overcommit,
+    )
+    warm: Warm | None = state.take(template, ranked)
+    if warm is not None:
+        rt.claims.add(warm.name)
+    return warm
+
+
+async def _place(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    spec: SandboxSpec,
+    status: dict[str, Any],
+    template: str,
+    pool: PoolInfo | None,
+    hosts: Mapping[str, HostRecord],
+    placed: Iterable[Placed],
+) -> None:
+    """Choose the container's host (adopting a warm container when the pool has one) and
+    write the decision to the API, before the agent hears of it: after a crash the next run
+    finds it here and neither places the sandbox twice nor hands the container to another."""
+    meta = body["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    generation = int(meta.get("generation") or 0)
+    request = Request(
+        template=template,
+        cpus=spec.resources.cpus,
+        memory_bytes=bytes_of(spec.resources.memory),
+        region=spec.placement.region,
+        host_selector=spec.placement.host_selector or {},
+    )
+    allocations = rt.allocations(placed)
+    warm = await _claim(rt, pool, template, hosts, allocations, request) if pool else None
+    if warm is not None:
+        host, container = warm.host, warm.name
+        scheduled = condition(
+            SCHEDULED,
+            True,
+            Reason.CLAIMED,
+            f"adopted warm container {warm.name} of pool {pool.name if pool else ''}",
+            generation,
+        )
+    else:
+        decision = choose_host(
+            (h.view for h in hosts.values()),
+            allocations,
+            request,
+            memory_overcommit=rt.settings.memory_overcommit,
+        )
+        if isinstance(decision, Unschedulable):
+            await _write(
+                rt,
+                namespace,
+                name,
+                status,
+                {
+                    "phase": "Pending",
+                    "observedGeneration": generation,
+                    "conditions": set_condition(
+                        list(status.get("conditions") or []),
+                        condition(
+                            SCHEDULED, False, Reason.UNSCHEDULABLE, decision.message, generation
+                        ),
+                    ),
+                },
+            )
+            raise kopf.TemporaryError(
+                decision.message, delay=rt.settings.unschedulable_retry_seconds
+            )
+        host, container = decision.host, container_name(uid)
+        reason = Reason.POOL_EMPTY if pool else Reason.HOST_CHOSEN
+        why = decision.reason
+        if pool:
+            why = f"pool {pool.name} had no warm container: created cold; {why}"
+        scheduled = condition(SCHEDULED, True, reason, why, generation)
+    conditions = set_condition(list(status.get("conditions") or []), scheduled)
+    conditions = set_condition(
+        conditions,
+        condition(READY, False, Reason.CREATING, f"preparing the container on {host}", generation),
+    )
+    await _write(
+        rt,
+        namespace,
+        name,
+        status,
+        {
+            "phase": "Scheduled",
+            "host": host,
+            "containerName": container,
+            "template": template,
+            "fromPool": pool.name if warm is not None and pool else None,
+            "expiresAt": expires_at(meta["creationTimestamp"], spec),
+            "observedGeneration": generation,
+            "conditions": conditions,
+        },
+    )
+    if warm is None:
+        rt.assumed.assume(uid, host, request.memory_bytes, request.cpus)
+    kopf.info(
+        event_target(body),
+        reason="Claimed" if warm else "Scheduled",
+        message=f"on {host}: {scheduled['message']}",
+    )
 
 
 async def reconcile(
@@ -167,6 +294,7 @@ async def reconcile(
     body: Mapping[str, Any],
     hosts: Mapping[str, HostRecord],
     placed: Iterable[Placed],
+    pools: Mapping[tuple[str, str], PoolInfo],
     retry: int = 0,
 ) -> None:
     """Converge one Sandbox: place it if needed, then PUT its container and write status."""
@@ -179,7 +307,7 @@ async def reconcile(
 
     async with rt.locks.hold(uid):
         try:
-            template, pool = await _template_of(rt, namespace, spec)
+            template, pool = _pool_of(pools, namespace, spec)
         except kopf.TemporaryError as exc:
             await _write(
                 rt,
@@ -197,75 +325,8 @@ async def reconcile(
             raise
 
         if not status.get("host"):
-            request = Request(
-                template=template,
-                cpus=spec.resources.cpus,
-                memory_bytes=bytes_of(spec.resources.memory),
-                region=spec.placement.region,
-                host_selector=spec.placement.host_selector or {},
-            )
-            decision = choose_host(
-                (h.view for h in hosts.values()),
-                rt.assumed.allocations(placed),
-                request,
-                memory_overcommit=rt.settings.memory_overcommit,
-            )
-            if isinstance(decision, Unschedulable):
-                await _write(
-                    rt,
-                    namespace,
-                    name,
-                    status,
-                    {
-                        "phase": "Pending",
-                        "observedGeneration": generation,
-                        "conditions": set_condition(
-                            list(status.get("conditions") or []),
-                            condition(
-                                SCHEDULED, False, Reason.UNSCHEDULABLE, decision.message, generation
-                            ),
-                        ),
-                    },
-                )
-                raise kopf.TemporaryError(
-                    decision.message, delay=rt.settings.unschedulable_retry_seconds
-                )
-            # The decision goes to the API before the agent hears of it: after a crash the
-            # next run finds the host here and does not place the sandbox a second time.
-            conditions = set_condition(
-                list(status.get("conditions") or []),
-                condition(SCHEDULED, True, Reason.HOST_CHOSEN, decision.reason, generation),
-            )
-            conditions = set_condition(
-                conditions,
-                condition(
-                    READY,
-                    False,
-                    Reason.CREATING,
-                    f"creating the container on {decision.host}",
-                    generation,
-                ),
-            )
-            record = {
-                "phase": "Scheduled",
-                "host": decision.host,
-                "containerName": container_name(uid),
-                "template": template,
-                "expiresAt": expires_at(meta["creationTimestamp"], spec),
-                "message": f"cold create from pool {pool}'s template: no warm container taken"
-                if pool
-                else None,
-                "observedGeneration": generation,
-                "conditions": conditions,
-            }
-            await _write(rt, namespace, name, status, record)
+            await _place(rt, body, spec, status, template, pool, hosts, placed)
             clock.mark("decision")
-            rt.assumed.assume(uid, decision.host, request.memory_bytes, request.cpus)
-            kopf.info(
-                event_target(body),
-                reason="Scheduled",
-                message=f"on {decision.host}: {decision.reason}",
-            )
 
         host = hosts.get(status["host"])
         if host is None:

@@ -19,6 +19,7 @@ __all__ = [
     "Unschedulable",
     "choose_host",
     "load_score",
+    "rank_hosts",
     "reject_reason",
 ]
 
@@ -117,6 +118,23 @@ def load_score(host: HostView, used: Allocation, request: Request) -> float:
     crowding = (used.cpus + request.cpus) / max(1, host.shared_cpus)
     busy = host.load / max(1, host.shared_cpus)
     return round(free_memory - 0.1 * crowding - 0.5 * busy, 6)
+
+
+def rank_hosts(
+    hosts: Iterable[HostView],
+    allocations: Mapping[str, Allocation],
+    request: Request,
+    *,
+    scorer: Scorer = load_score,
+    memory_overcommit: float = 2.0,
+) -> list[str]:
+    """The hosts that fit, best first (ties by name)."""
+    fitting = []
+    for host in hosts:
+        used = allocations.get(host.name, Allocation())
+        if reject_reason(host, used, request, memory_overcommit) is None:
+            fitting.append((-scorer(host, used, request), host.name))
+    return [name for _, name in sorted(fitting)]
 
 
 def choose_host(

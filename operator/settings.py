@@ -39,9 +39,9 @@ class OperatorSettings(BaseSettings):
     unschedulable_retry_seconds: float = Field(
         5.0, gt=0, description="How soon a sandbox no host fits is tried again."
     )
-    batch_window_seconds: float = Field(
-        0.01,
-        ge=0,
-        description="kopf's window to merge events of one object (its default of 0.1 s adds a "
-        "tenth of a second to every reaction).",
+    pool_fill_parallelism: int = Field(
+        16, ge=1, description="Warm containers one pool makes at once (bounds the refill)."
+    )
+    pool_refresh_seconds: float = Field(
+        5.0, gt=0, description="How often a pool's inventory is re-read from the agents."
     )

@@ -163,6 +163,20 @@ class Host:
 
 
 def register_host(cluster: Cluster, name: str, agent: Agent, **spec: Any) -> Host:
+    # A namesake left half-deleted by an earlier run (its finalizer outlived that run's
+    # operator) would be finished off by ours and vanish mid-session: clear it first.
+    cluster.kubectl(
+        "patch",
+        "sandboxhost",
+        name,
+        "--type=merge",
+        "-p",
+        '{"metadata":{"finalizers":null}}',
+        check=False,
+    )
+    cluster.kubectl(
+        "delete", "sandboxhost", name, "--ignore-not-found", "--wait=true", "--timeout=60s"
+    )
     token = base64.b64encode(agent.token.encode()).decode()
     cluster.apply(
         {
@@ -209,6 +223,10 @@ def operator(
     running.start()
     wait_until(lambda: host_ready(custom, host.name), timeout=60)
     yield running
+    if running.proc is None:
+        running.start()
+    # While the operator runs, so that its finalizer on the SandboxHost is released.
+    cluster.kubectl("delete", "sandboxhost", host.name, "--ignore-not-found", "--timeout=60s")
     running.stop()
 
 
