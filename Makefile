@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: deps lint typecheck-tree test test-unit test-agent test-e2e demo demo-agent bench bench-agent \
-	bench-operator openapi crds cluster-up cluster-down clean
+	bench-operator bench-pool openapi crds cluster-up cluster-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -47,6 +47,8 @@ cluster-up:
 cluster-down:
 	@hack/cluster-down.sh
 
+# bench-pool is not part of `make bench` yet: its rounds do not wait for the previous round's
+# containers to be gone and run the host out of its memory allowance (see docs/benchmarks.md).
 bench: bench-agent bench-operator
 
 openapi: deps
@@ -60,6 +62,9 @@ bench-agent: deps
 
 bench-operator: deps
 	$(PY) bench/operator_bench.py --out bench/results/operator.json
+
+bench-pool: deps
+	$(PY) bench/pool_bench.py --out bench/results/pool.json
 
 clean:
 	rm -rf .build .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,6 @@ log (same machine, same clock): API write (the create call), operator pickup (cr
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -59,15 +58,36 @@ class Watcher:
         self.host_at: dict[str, float] = {}
         self.ready_at: dict[str, float] = {}
         self.watch = kubernetes.watch.Watch()
+        self.stopped = False
         listing = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "sandboxes")
         self.version = listing["metadata"]["resourceVersion"]
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        # A stopped watch ends its stream with an error; there is nothing to do about it.
-        with contextlib.suppress(Exception):
-            self._stream()
+        # A watch can end early (a dropped connection, an expired resourceVersion): start it
+        # again from where it was, or from a fresh list, until stopped.
+        while not self.stopped:
+            try:
+                self._stream()
+            except Exception:
+                if self.stopped:
+                    return
+                listing = self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, "sandboxes"
+                )
+                for body in listing["items"]:
+                    self._seen(body, time.time())
+                self.version = listing["metadata"]["resourceVersion"]
+
+    def _seen(self, body: dict[str, Any], now: float) -> None:
+        name, status = body["metadata"]["name"], body.get("status") or {}
+        if status.get("host"):
+            self.host_at.setdefault(name, now)
+        if any(
+            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
+        ):
+            self.ready_at.setdefault(name, now)
 
     def _stream(self) -> None:
         for event in self.watch.stream(
@@ -79,17 +99,12 @@ class Watcher:
             resource_version=self.version,
             timeout_seconds=600,
         ):
-            now = time.time()
             body = event["object"]
-            name, status = body["metadata"]["name"], body.get("status") or {}
-            if status.get("host"):
-                self.host_at.setdefault(name, now)
-            if any(
-                c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
-            ):
-                self.ready_at.setdefault(name, now)
+            self.version = body["metadata"]["resourceVersion"]
+            self._seen(body, time.time())
 
     def stop(self) -> None:
+        self.stopped = True
         self.watch.stop()
 
 

@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""Benchmark: SandboxPools. Warm claim to Ready at parallelism 1 and 20, sustained claims per
+second, pool fill 0 -> 100 and 0 -> 300, and the debian template cold versus warm. Everything
+(API server, etcd, operator, agent, containers, this client) runs on this machine.
+
+Claim to Ready is measured as the cold benchmark measures create to Ready: from the client's
+create call to the watch delivering Ready=True. Writes bench/results/pool.json and a PNG plot of
+the latency distributions next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from operator_bench import Watcher, pct
+from stack import BIN, GROUP, VERSION, Stack
+
+RESOURCES = {"cpus": 1, "memory": "64Mi", "pids": 64}
+
+
+def make_pool(
+    stack: Stack, namespace: str, name: str, replicas: int, template: str = "busybox"
+) -> float:
+    """Create a pool and return the seconds until all its warm containers are ready."""
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SandboxPool",
+        "metadata": {"name": name},
+        "spec": {"template": template, "replicas": replicas, "resources": RESOURCES},
+    }
+    started = time.time()
+    stack.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "sandboxpools", body)
+    return wait_filled(stack, namespace, name, replicas, started)
+
+
+def wait_filled(
+    stack: Stack, namespace: str, name: str, replicas: int, started: float, timeout: float = 300
+) -> float:
+    while time.time() - started < timeout:
+        status = (
+            stack.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "sandboxpools", name
+            ).get("status")
+            or {}
+        )
+        if status.get("readyReplicas", -1) >= replicas and status.get("replicas", -1) >= replicas:
+            return time.time() - started
+        time.sleep(0.01)
+    raise SystemExit(f"pool {name} did not fill to {replicas} in {timeout}s")
+
+
+def claims(
+    stack: Stack,
+    namespace: str,
+    pool: str | None,
+    count: int,
+    parallel: int,
+    template: str = "busybox",
+    closed_loop: bool = True,
+) -> dict[str, Any]:
+    """`count` Sandboxes claiming from `pool` (or cold with `template`), `parallel` at a time."""
+    watcher = Watcher(stack.custom, namespace)
+    created: dict[str, float] = {}
+    prefix = uuid.uuid4().hex[:4]
+
+    def one(i: int) -> None:
+        name = f"c{prefix}-{i}"
+        spec: dict[str, Any] = {"resources": RESOURCES}
+        spec.update({"poolRef": {"name": pool}} if pool else {"template": template})
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Sandbox",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        created[name] = time.time()
+        stack.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "sandboxes", body)
+        if closed_loop:
+            deadline = time.time() + 120
+            while name not in watcher.ready_at and time.time() < deadline:
+                time.sleep(0.0005)
+
+    started = time.time()
+    with ThreadPoolExecutor(parallel) as workers:
+        list(workers.map(one, range(count)))
+    while (
+        len([n for n in created if n in watcher.ready_at]) < count and time.time() - started < 300
+    ):
+        time.sleep(0.005)
+    wall = time.time() - started
+    watcher.stop()
+    latencies = [
+        (watcher.ready_at[n] - t) * 1000 for n, t in created.items() if n in watcher.ready_at
+    ]
+    if len(latencies) < count:
+        raise SystemExit(
+            f"{count - len(latencies)} of {count} sandboxes in {namespace} never became Ready"
+        )
+    warm = 0
+    for name in created:
+        status = stack.custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "sandboxes", name
+        )["status"]
+        warm += 1 if status.get("fromPool") else 0
+    return {
+        "latencyMs": pct(latencies),
+        "samples": sorted(round(x, 2) for x in latencies),
+        "perSecond": round(count / wall, 1),
+        "warm": warm,
+        "cold": count - warm,
+    }
+
+
+def fresh_namespace(stack: Stack) -> str:
+    namespace = f"pool-bench-{uuid.uuid4().hex[:6]}"
+    stack.kubectl("create", "namespace", namespace)
+    print(f"[{datetime.now(UTC):%H:%M:%S}] round in {namespace}", flush=True)
+    return namespace
+
+
+def cleanup(stack: Stack, namespace: str) -> None:
+    stack.kubectl("delete", "sandboxes", "--all", "-n", namespace, "--timeout=600s")
+    stack.kubectl("delete", "sandboxpools", "--all", "-n", namespace, "--timeout=600s")
+    stack.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def plot(results: dict[str, Any], target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(9, 5))
+    for label, samples in results.items():
+        ordered = sorted(samples)
+        axis.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=label)
+    axis.set_xscale("log")
+    axis.set_xlabel("create to Ready (ms, log scale)")
+    axis.set_ylabel("fraction of sandboxes")
+    axis.set_title("tuxio: Sandbox create to Ready on one 2-core machine")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(target, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/pool.json"))
+    parser.add_argument("--claims", type=int, default=50)
+    parser.add_argument("--skip-debian", action="store_true", help="leave out the debian rounds")
+    args = parser.parse_args()
+    results: dict[str, Any] = {}
+    with Stack(operator_env={"TUXIO_OPERATOR_POOL_REFRESH_SECONDS": "30"}) as stack:
+        if not args.skip_debian:
+            subprocess.run(
+                [
+                    str(BIN / "tuxio-agent"),
+                    "--data-dir",
+                    str(stack.data_dir),
+                    "template",
+                    "build",
+                    "debian",
+                    "--cache-dir",
+                    str(Path.home() / ".cache" / "tuxio" / "debootstrap"),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            stack.kubectl(
+                "wait",
+                "--for=jsonpath={.status.templates[1]}=debian",
+                "sandboxhost/bench",
+                "--timeout=60s",
+            )
+        namespace = fresh_namespace(stack)
+        make_pool(stack, namespace, "warmup", 10)
+        claims(stack, namespace, "warmup", 10, 1)
+        cleanup(stack, namespace)
+
+        for replicas in (100, 300):
+            namespace = fresh_namespace(stack)
+            results[f"fill0To{replicas}Seconds"] = round(
+                make_pool(stack, namespace, "fill", replicas), 2
+            )
+            cleanup(stack, namespace)
+
+        namespace = fresh_namespace(stack)
+        make_pool(stack, namespace, "p1", args.claims + 20)
+        results["warmParallelism1"] = claims(stack, namespace, "p1", args.claims, 1)
+        cleanup(stack, namespace)
+
+        namespace = fresh_namespace(stack)
+        make_pool(stack, namespace, "p20", 2 * args.claims + 40)
+        results["warmParallelism20"] = claims(stack, namespace, "p20", 2 * args.claims, 20)
+        cleanup(stack, namespace)
+
+        namespace = fresh_namespace(stack)
+        make_pool(stack, namespace, "burst", 300)
+        results["sustainedBurst"] = claims(stack, namespace, "burst", 200, 50, closed_loop=False)
+        cleanup(stack, namespace)
+
+        namespace = fresh_namespace(stack)
+        results["coldParallelism1"] = claims(stack, namespace, None, 30, 1)
+        cleanup(stack, namespace)
+
+        if not args.skip_debian:
+            namespace = fresh_namespace(stack)
+            results["debianCold"] = claims(stack, namespace, None, 10, 1, template="debian")
+            make_pool(stack, namespace, "deb", 15, template="debian")
+            results["debianWarm"] = claims(stack, namespace, "deb", 10, 1)
+            cleanup(stack, namespace)
+
+    document = {
+        "benchmark": "SandboxPool: warm claims, fill, sustained claims; cold for comparison",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cores": os.cpu_count(),
+            "kernel": platform.release(),
+            "note": "API server, etcd, kube-controller-manager, operator, agent, containers "
+            "and this client share the machine",
+        },
+        "resources": RESOURCES,
+        "targets": {
+            "warmP50MsParallelism1": 20,
+            "warmP50MsParallelism20": 50,
+            "claimsPerSecond": 100,
+            "fill0To300Seconds": 6,
+        },
+        **{
+            k: ({kk: vv for kk, vv in v.items() if kk != "samples"} if isinstance(v, dict) else v)
+            for k, v in results.items()
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(document, indent=2) + "\n")
+    curves = {
+        label: results[key]["samples"]
+        for key, label in (
+            ("warmParallelism1", "warm, 1 at a time"),
+            ("warmParallelism20", "warm, 20 at a time"),
+            ("coldParallelism1", "cold, 1 at a time"),
+            ("debianWarm", "debian warm"),
+            ("debianCold", "debian cold"),
+        )
+        if key in results
+    }
+    plot(curves, args.out.with_suffix(".png"))
+    print(f"\n{'round':<22}{'n':>5}{'p50 ms':>9}{'p90':>8}{'p99':>8}{'per s':>8}{'warm':>6}")
+    for key, value in results.items():
+        if isinstance(value, dict):
+            lat = value["latencyMs"]
+            print(
+                f"{key:<22}{lat['n']:>5}{lat['p50']:>9}{lat['p90']:>8}{lat['p99']:>8}"
+                f"{value['perSecond']:>8}{value['warm']:>6}"
+            )
+        else:
+            print(f"{key:<22}{value:>9}")
+    print(f"\nwritten to {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
