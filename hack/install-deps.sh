@@ -23,9 +23,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in lxc-start lxc-attach lxc-ls busybox debootstrap newuidmap openssl go; do
+for tool in lxc-start lxc-attach lxc-ls busybox debootstrap newuidmap openssl; do
   command -v "$tool" >/dev/null || { echo "install-deps: $tool is still missing" >&2; exit 1; }
 done
+# The control plane is built from source: it needs a recent Go toolchain (1.26), which Debian 12's
+# own golang package is too old to be.
+command -v go >/dev/null || { echo "install-deps: Go 1.26 or newer is needed to build the control plane (hack/build-control-plane.sh)" >&2; exit 1; }
 
 stamp="$VENV/.installed"
 if [ ! -x "$VENV/bin/python" ]; then
