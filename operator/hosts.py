@@ -20,9 +20,9 @@ from tuxio.operator.agentclient import AgentError, AgentUnreachable
 
 from .conditions import HOST_READY, READY, Reason, condition, now, set_condition
 from .kube import NotFound
-from .pools import POOL_UID
+from .pools import MANAGED_BY, OPERATOR, POOL_UID
 from .runtime import CredentialsMissing, HostRecord, Placed, Runtime
-from .sandboxes import MANAGED_BY, OPERATOR, SANDBOX_UID, event_target, status_changes
+from .sandboxes import SANDBOX_UID, event_target, status_changes
 
 __all__ = ["healthy_status", "probe_host"]
 

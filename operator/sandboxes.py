@@ -19,18 +19,17 @@ from typing import Any, cast
 
 import kopf
 
-from tuxio.nodeagent.models import ContainerSpec, ContainerStatus, Limits
+from tuxio.nodeagent.models import ContainerSpec, ContainerStatus
 from tuxio.nodeagent.models import NetworkSpec as AgentNetwork
 from tuxio.operator.agentclient import AgentRejected, AgentUnreachable
 
 from .conditions import READY, SCHEDULED, Reason, condition, now, set_condition
-from .models import SandboxSpec, bytes_of, cores_of
-from .pools import Warm
+from .models import SandboxSpec, bytes_of
+from .pools import MANAGED_BY, OPERATOR, Warm, limits_of
 from .runtime import CredentialsMissing, HostRecord, Placed, PoolInfo, Runtime
 from .scheduling import Allocation, Request, Unschedulable, choose_host, rank_hosts
 
 __all__ = [
-    "MANAGED_BY",
     "SANDBOX_UID",
     "container_name",
     "container_spec",
@@ -45,8 +44,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SANDBOX_UID = "tux.io/sandbox-uid"
-MANAGED_BY = "tux.io/managed-by"
-OPERATOR = "tuxio-operator"
 
 
 def event_target(body: Mapping[str, Any]) -> kopf.Body:
@@ -65,16 +62,7 @@ def container_spec(spec: SandboxSpec, template: str, uid: str) -> ContainerSpec:
     return ContainerSpec(
         template=template,
         state="running" if spec.state == "Running" else "stopped",
-        limits=Limits(
-            cpus=resources.cpus,
-            burst_cpu_seconds=resources.burst_cpu_seconds,
-            memory=bytes_of(resources.memory),
-            memory_swap=None if resources.memory_swap is None else bytes_of(resources.memory_swap),
-            pids=resources.pids,
-            nofile=resources.nofile,
-            nproc=resources.nproc,
-            cpu_quota=None if resources.cpu_quota is None else cores_of(resources.cpu_quota),
-        ),
+        limits=limits_of(resources),
         labels={SANDBOX_UID: uid, MANAGED_BY: OPERATOR},
         network=AgentNetwork(mode=spec.network.mode, bridge=spec.network.bridge),
     )
