@@ -47,9 +47,7 @@ cluster-up:
 cluster-down:
 	@hack/cluster-down.sh
 
-# bench-pool is not part of `make bench` yet: its rounds do not wait for the previous round's
-# containers to be gone and run the host out of its memory allowance (see docs/benchmarks.md).
-bench: bench-agent bench-operator
+bench: bench-agent bench-operator bench-pool
 
 openapi: deps
 	$(PY) hack/render-openapi.py

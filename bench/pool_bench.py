@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from operator_bench import Watcher, pct
 from stack import BIN, GROUP, VERSION, Stack
@@ -131,9 +133,23 @@ def fresh_namespace(stack: Stack) -> str:
 
 
 def cleanup(stack: Stack, namespace: str) -> None:
+    """Delete the round's objects and wait until the host has none of their containers left,
+    so the next round starts on an empty host."""
     stack.kubectl("delete", "sandboxes", "--all", "-n", namespace, "--timeout=600s")
     stack.kubectl("delete", "sandboxpools", "--all", "-n", namespace, "--timeout=600s")
     stack.kubectl("delete", "namespace", namespace, "--wait=false")
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        left = httpx.get(
+            f"http://127.0.0.1:{stack.agent_port}/v1/containers",
+            params={"label": "tux.io/managed-by=tuxio-operator"},
+            headers={"Authorization": f"Bearer {stack.token}"},
+            timeout=120,
+        ).json()["items"]
+        if not left:
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"containers of {namespace} were not all removed")
 
 
 def plot(results: dict[str, Any], target: Path) -> None:
@@ -179,12 +195,16 @@ def main() -> int:
                 check=True,
                 capture_output=True,
             )
-            stack.kubectl(
-                "wait",
-                "--for=jsonpath={.status.templates[1]}=debian",
-                "sandboxhost/bench",
-                "--timeout=60s",
-            )
+            deadline = time.time() + 60
+            while "debian" not in (
+                stack.custom.get_cluster_custom_object(GROUP, VERSION, "sandboxhosts", "bench").get(
+                    "status"
+                )
+                or {}
+            ).get("templates", []):
+                if time.time() > deadline:
+                    raise SystemExit("the host never reported the debian template")
+                time.sleep(0.5)
         namespace = fresh_namespace(stack)
         make_pool(stack, namespace, "warmup", 10)
         claims(stack, namespace, "warmup", 10, 1)
