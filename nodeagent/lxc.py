@@ -118,9 +118,6 @@ class Lxc:
         """Ask init to halt, and kill it after `timeout` seconds."""
         await self._run(*self._base("lxc-stop", name), "-t", str(timeout))
 
-    async def kill(self, name: str) -> None:
-        await self._run(*self._base("lxc-stop", name), "-k")
-
     async def destroy(self, name: str) -> None:
         """Stop (by force) and remove a container with its overlay."""
         await self._run(*self._base("lxc-destroy", name), "-f")

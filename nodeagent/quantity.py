@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-__all__ = ["QUANTITY_PATTERN", "format_bytes", "parse_bytes"]
+__all__ = ["QUANTITY_PATTERN", "parse_bytes"]
 
 _SUFFIXES: dict[str, int] = {
     "": 1,
@@ -49,12 +49,3 @@ def parse_bytes(value: object) -> int:
     if amount != amount.to_integral_value():
         raise ValueError(f"{value!r} is not a whole number of bytes")
     return int(amount)
-
-
-def format_bytes(amount: int) -> str:
-    """The shortest exact binary quantity for a byte count: 268435456 -> '256Mi'."""
-    for suffix in ("Ti", "Gi", "Mi", "Ki"):
-        unit = _SUFFIXES[suffix]
-        if amount and amount % unit == 0:
-            return f"{amount // unit}{suffix}"
-    return str(amount)

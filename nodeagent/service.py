@@ -88,9 +88,6 @@ class NameLocks:
                 del self._users[name]
                 del self._locks[name]
 
-    def __len__(self) -> int:
-        return len(self._locks)
-
 
 @dataclass(frozen=True)
 class _Observed:

@@ -248,7 +248,7 @@ async def pool_filler(
             state,
             spec,
             views.hosts,
-            rt.assumed.allocations(views.placed),
+            rt.allocations(views.placed),
             views.claimed(rt),
             refresh_inventory=due,
         )

@@ -100,17 +100,6 @@ class Kube:
             {"status": status},
         )
 
-    async def get_pool(self, namespace: str, name: str) -> dict[str, Any]:
-        found: dict[str, Any] = await self._call(
-            self.custom.get_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            "sandboxpools",
-            name,
-        )
-        return found
-
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         """The Secret's data, decoded."""
         secret = await self._call(self.core.read_namespaced_secret, name, namespace)

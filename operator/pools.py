@@ -296,12 +296,7 @@ async def sync_pool(
         region=spec.placement.region,
         host_selector=spec.placement.host_selector or {},
     )
-    used = dict(allocations)
-    for warm in state.warm.values():  # warm containers take room as sandboxes do
-        prior = used.get(warm.host, Allocation())
-        used[warm.host] = Allocation(
-            prior.sandboxes + 1, prior.memory_bytes + warm.memory_bytes, prior.cpus + warm.cpus
-        )
+    used = dict(allocations)  # sandboxes and every pool's warm containers (Runtime.allocations)
     targets: list[HostRecord] = []
     for _ in range(plan.create):
         decision = choose_host(

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from tuxio.nodeagent.models import ContainerSpec, ExecRequest, Limits, validate_name
-from tuxio.nodeagent.quantity import format_bytes, parse_bytes
+from tuxio.nodeagent.quantity import parse_bytes
 
 
 @pytest.mark.parametrize("name", ["a", "web-1", "0abc", "a" * 63, "x-y-z"])
@@ -54,13 +54,6 @@ def test_quantities(value: object, expected: int) -> None:
 def test_bad_quantities(value: object) -> None:
     with pytest.raises(ValueError, match=r"quantity|whole number|boolean"):
         parse_bytes(value)
-
-
-@pytest.mark.parametrize(
-    ("amount", "text"), [(2**28, "256Mi"), (2**30, "1Gi"), (1000, "1000"), (0, "0")]
-)
-def test_format_bytes(amount: int, text: str) -> None:
-    assert format_bytes(amount) == text
 
 
 def test_limits_defaults_and_camel_case() -> None:
