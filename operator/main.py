@@ -28,8 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from . import handlers  # registers the handlers with kopf
+    from .nodes import register
+    from .settings import OperatorSettings
 
     del handlers
+    register(OperatorSettings())  # node registration, when TUXIO_OPERATOR_NODE_HOSTS is set
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     # One line per agent request is noise at INFO; failures surface through our own logs.
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -44,4 +46,29 @@ class OperatorSettings(BaseSettings):
     )
     pool_refresh_seconds: float = Field(
         5.0, gt=0, description="How often a pool's inventory is re-read from the agents."
+    )
+
+    # Node registration (operator/nodes.py): for the agent deployed as a DaemonSet.
+    node_hosts: bool = Field(
+        False,
+        description="Register a SandboxHost for each Node labelled tux.io/lxc-host=true, "
+        "pointing at the agent on that node; remove it when the label or the Node goes.",
+    )
+    node_agent_scheme: Literal["https", "http"] = Field(
+        "https", description="Scheme of the agents on nodes."
+    )
+    node_agent_port: int = Field(
+        7443, ge=1, le=65535, description="Port of the agents on nodes (the DaemonSet's)."
+    )
+    node_credentials_secret: str = Field(
+        "tuxio-agent", description="Secret with the node agents' token (and CA)."
+    )
+    node_credentials_namespace: str = Field(
+        "tuxio-system", description="Namespace of that Secret (the operator's own)."
+    )
+    node_credentials_ca_key: str = Field(
+        "ca.crt", description="Key of the agents' CA in that Secret; empty: the system CAs."
+    )
+    node_sweep_seconds: float = Field(
+        60.0, gt=0, description="How often node hosts are checked for a Node gone unnoticed."
     )

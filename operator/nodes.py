@@ -1,0 +1,249 @@
+"""SandboxHosts for Kubernetes nodes: one for each Node labelled tux.io/lxc-host=true.
+
+With the agent deployed as a DaemonSet on those nodes (manifests/base/nodeagent), every such
+node runs an agent on its own address. The operator registers a SandboxHost named after the
+node that points at it (the node's InternalIP and the agents' port, the agents' credentials
+Secret), keeps it in step with the node (a cordoned node is an unschedulable host; the node's
+region is the host's), and deletes it when the label or the Node goes. Hosts registered by
+hand (without the tux.io/node label) are never touched.
+
+Off unless TUXIO_OPERATOR_NODE_HOSTS is set: `register` adds the handlers to kopf only then,
+so an operator without it neither watches Nodes nor needs the right to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from .models import GROUP, VERSION
+from .pools import MANAGED_BY, OPERATOR
+from .runtime import HostRecord, Runtime
+from .settings import OperatorSettings
+
+__all__ = [
+    "LXC_HOST_LABEL",
+    "NODE_LABEL",
+    "NodeAgents",
+    "differs",
+    "host_for_node",
+    "node_address",
+    "register",
+    "wants_host",
+]
+
+log = logging.getLogger(__name__)
+
+LXC_HOST_LABEL = "tux.io/lxc-host"
+# On a SandboxHost: the node it was registered for (and so, that it is ours to change).
+NODE_LABEL = "tux.io/node"
+REGION_LABEL = "topology.kubernetes.io/region"
+FIELD_MANAGER = "tuxio-operator-nodes"
+
+
+@dataclass(frozen=True)
+class NodeAgents:
+    """How the agents on nodes are reached: the same for every node."""
+
+    scheme: str
+    port: int
+    secret_name: str
+    secret_namespace: str
+    ca_key: str | None
+
+    @classmethod
+    def of(cls, settings: OperatorSettings) -> NodeAgents:
+        return cls(
+            scheme=settings.node_agent_scheme,
+            port=settings.node_agent_port,
+            secret_name=settings.node_credentials_secret,
+            secret_namespace=settings.node_credentials_namespace,
+            ca_key=settings.node_credentials_ca_key or None,
+        )
+
+
+def node_address(node: Mapping[str, Any]) -> str | None:
+    """The node's first InternalIP, as the kubelet reports it; None before it has one."""
+    for address in (node.get("status") or {}).get("addresses") or []:
+        if address.get("type") == "InternalIP" and address.get("address"):
+            return str(address["address"])
+    return None
+
+
+def _endpoint(scheme: str, address: str, port: int) -> str:
+    try:
+        bracketed = ipaddress.ip_address(address).version == 6
+    except ValueError:
+        bracketed = False
+    return f"{scheme}://[{address}]:{port}" if bracketed else f"{scheme}://{address}:{port}"
+
+
+def wants_host(node: Mapping[str, Any]) -> bool:
+    """Whether a Node should have a SandboxHost: labelled, not being deleted, with an address."""
+    meta = node.get("metadata") or {}
+    return (
+        (meta.get("labels") or {}).get(LXC_HOST_LABEL) == "true"
+        and not meta.get("deletionTimestamp")
+        and node_address(node) is not None
+    )
+
+
+def host_for_node(node: Mapping[str, Any], agents: NodeAgents) -> dict[str, Any] | None:
+    """The SandboxHost a Node should have, or None (see `wants_host`).
+
+    Pure. It holds only the fields the operator owns: server-side apply leaves the rest of the
+    host (a location, maxSandboxes, other labels) to whoever set them.
+    """
+    address = node_address(node)
+    if not wants_host(node) or address is None:
+        return None
+    meta = node["metadata"]
+    labels = meta.get("labels") or {}
+    credentials: dict[str, Any] = {
+        "name": agents.secret_name,
+        "namespace": agents.secret_namespace,
+        "tokenKey": "token",
+    }
+    if agents.ca_key:
+        credentials["caKey"] = agents.ca_key
+    spec: dict[str, Any] = {
+        "endpoint": _endpoint(agents.scheme, address, agents.port),
+        "credentialsSecretRef": credentials,
+        # A cordoned node takes no new pods; its host takes no new sandboxes.
+        "unschedulable": bool((node.get("spec") or {}).get("unschedulable")),
+    }
+    region = labels.get(REGION_LABEL)
+    if region:
+        spec["location"] = {"region": region}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SandboxHost",
+        "metadata": {
+            "name": meta["name"],
+            "labels": {MANAGED_BY: OPERATOR, NODE_LABEL: meta["name"]},
+        },
+        "spec": spec,
+    }
+
+
+def differs(desired: Mapping[str, Any], current: HostRecord | None) -> bool:
+    """Whether `current` lacks any field of `desired` (so it must be applied). Pure."""
+    if current is None:
+        return True
+    spec, ref = desired["spec"], desired["spec"]["credentialsSecretRef"]
+    have = current.spec
+    return (
+        have.endpoint != spec["endpoint"]
+        or have.credentials_secret_ref.name != ref["name"]
+        or have.credentials_secret_ref.namespace != ref["namespace"]
+        or have.credentials_secret_ref.token_key != ref["tokenKey"]
+        or have.credentials_secret_ref.ca_key != ref.get("caKey")
+        or have.unschedulable != spec["unschedulable"]
+        or have.location.region != (spec.get("location") or {}).get("region")
+        or any(current.view.labels.get(k) != v for k, v in desired["metadata"]["labels"].items())
+    )
+
+
+def _registered_for(record: HostRecord | None, node: str) -> bool:
+    return record is not None and record.view.labels.get(NODE_LABEL) == node
+
+
+class _Hosts:
+    """The two writes: apply a node's SandboxHost, delete it."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.custom: kubernetes.client.CustomObjectsApi = rt.kube.custom
+
+    async def apply(self, host: Mapping[str, Any]) -> None:
+        await asyncio.to_thread(
+            self.custom.patch_cluster_custom_object,
+            GROUP,
+            VERSION,
+            "sandboxhosts",
+            host["metadata"]["name"],
+            dict(host),
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+
+    async def delete(self, name: str) -> None:
+        try:
+            await asyncio.to_thread(
+                self.custom.delete_cluster_custom_object, GROUP, VERSION, "sandboxhosts", name
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def _hosts(kwargs: Mapping[str, Any]) -> dict[str, HostRecord]:
+    index: kopf.Index[str, HostRecord] = kwargs["host_index"]
+    return {name: next(iter(store)) for name, store in index.items() if store}
+
+
+async def node_changed(
+    type: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: Any,
+    logger: kopf.Logger,
+    **kwargs: Any,
+) -> None:
+    """Any event of any Node (also the initial listing): bring its SandboxHost in line."""
+    rt: Runtime = memo.runtime
+    current = _hosts(kwargs).get(name)
+    desired = None if type == "DELETED" else host_for_node(body, NodeAgents.of(rt.settings))
+    if desired is None:
+        if _registered_for(current, name):
+            logger.info("node %s is no LXC host (any more): deleting its SandboxHost", name)
+            await _Hosts(rt).delete(name)
+        return
+    if current is not None and not _registered_for(current, name):
+        logger.warning("SandboxHost %s was not registered for this node: left alone", name)
+        return
+    if differs(desired, current):
+        logger.info("registering SandboxHost %s at %s", name, desired["spec"]["endpoint"])
+        await _Hosts(rt).apply(desired)
+
+
+def node_index(name: str, body: kopf.Body, **_: Any) -> dict[str, bool]:
+    """Which Nodes should have a SandboxHost, for the sweep below."""
+    return {name: wants_host(body)}
+
+
+async def node_host_sweep(
+    name: str, labels: kopf.Labels, memo: Any, logger: kopf.Logger, **kwargs: Any
+) -> None:
+    """Delete a registered host whose Node is gone or no LXC host any more: a change the
+    operator missed while it was down (the events above catch the rest as they happen)."""
+    nodes: kopf.Index[str, bool] = kwargs["node_index"]
+    node = labels[NODE_LABEL]
+    if not any(nodes.get(node, [])):
+        logger.info("node %s is gone or no LXC host: deleting its SandboxHost", node)
+        await _Hosts(memo.runtime).delete(name)
+
+
+def register(settings: OperatorSettings) -> bool:
+    """Add the handlers above to kopf when node registration is on; whether it is."""
+    if not settings.node_hosts:
+        return False
+    kopf.on.event("", "v1", "nodes")(node_changed)
+    kopf.index("", "v1", "nodes")(node_index)
+    kopf.timer(
+        GROUP,
+        VERSION,
+        "sandboxhosts",
+        labels={NODE_LABEL: kopf.PRESENT},
+        interval=settings.node_sweep_seconds,
+        initial_delay=settings.node_sweep_seconds,
+    )(node_host_sweep)
+    return True
