@@ -147,10 +147,22 @@ def _token_generate(path: Path) -> int:
     return 0
 
 
-def _tls_generate(cert: Path, key: Path, hosts: list[str], days: int) -> int:
-    from .tls import make_self_signed
+def _tls_generate(
+    cert: Path,
+    key: Path,
+    hosts: list[str],
+    days: int,
+    ca_cert: Path | None,
+    ca_key: Path | None,
+) -> int:
+    from .tls import make_self_signed, make_signed
 
-    make_self_signed(cert, key, hosts, days)
+    if ca_cert is not None and ca_key is not None:
+        make_signed(cert, key, hosts, ca_cert, ca_key, days)
+    elif ca_cert is None and ca_key is None:
+        make_self_signed(cert, key, hosts, days)
+    else:
+        raise HostPrerequisiteMissing("--ca-cert and --ca-key go together")
     print(json.dumps({"cert": str(cert), "key": str(key), "hosts": hosts}))
     return 0
 
@@ -186,7 +198,9 @@ def _parser() -> argparse.ArgumentParser:
 
     tls = commands.add_parser("tls", help="TLS for development")
     tls_commands = tls.add_subparsers(dest="tls_command", required=True)
-    self_signed = tls_commands.add_parser("generate", help="make a self-signed certificate")
+    self_signed = tls_commands.add_parser(
+        "generate", help="make a self-signed certificate, or one signed by --ca-cert/--ca-key"
+    )
     self_signed.add_argument("--cert", type=Path, required=True)
     self_signed.add_argument("--key", type=Path, required=True)
     self_signed.add_argument(
@@ -196,6 +210,8 @@ def _parser() -> argparse.ArgumentParser:
         help="DNS name or IP address (repeat); default localhost, 127.0.0.1",
     )
     self_signed.add_argument("--days", type=int, default=365)
+    self_signed.add_argument("--ca-cert", type=Path, help="PEM certificate of the issuing CA")
+    self_signed.add_argument("--ca-key", type=Path, help="PEM private key of the issuing CA")
     return parser
 
 
@@ -232,7 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "token":
             return _token_generate(args.out)
         return _tls_generate(
-            args.cert, args.key, args.host or ["localhost", "127.0.0.1"], args.days
+            args.cert,
+            args.key,
+            args.host or ["localhost", "127.0.0.1"],
+            args.days,
+            args.ca_cert,
+            args.ca_key,
         )
     except AgentError as exc:
         print(f"tuxio-agent: {exc.reason}: {exc.message}", file=sys.stderr)
