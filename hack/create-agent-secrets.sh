@@ -27,7 +27,7 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-openssl rand -hex 32 >"$work/token"
+printf %s "$(openssl rand -hex 32)" >"$work/token"
 # A P-256 CA for ten years; the agents' certificates are short-lived leaves under it.
 openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -sha256 -days 3650 \
   -subj "/CN=tuxio-agent-ca" \

@@ -1,7 +1,10 @@
 """End to end: a real kube-apiserver (built from source by hack/), the operator, an agent, LXC.
 
 The control plane comes from hack/cluster-up.sh; a missing prerequisite (no Go, a failed build)
-fails the session. The operator and agent run as local processes, as in `make demo`.
+fails the session. The operator and agent run as local processes, as in `make demo`; the
+operator authenticates as the ServiceAccount of manifests/base/rbac, with a token from the
+TokenRequest API, so every run shows that the RBAC of the manifests is enough (and a 403 in its
+log fails the session).
 """
 
 from __future__ import annotations
@@ -22,13 +25,28 @@ from typing import Any
 
 import kubernetes
 import pytest
+import yaml
 
-from tests.support import STARTED, Agent, destroy_everything, free_port, make_agent, wait_until
+from tests.support import (
+    STARTED,
+    TEST_ROOT,
+    Agent,
+    destroy_everything,
+    free_port,
+    make_agent,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR = str(Path(sys.executable).with_name("tuxio-operator"))
 SYSTEM_NS = "tuxio-system"
 GROUP, VERSION = "tux.io", "v1alpha1"
+RBAC = ROOT / "manifests" / "base" / "rbac"
+OPERATOR_SA = "tuxio-operator"
+CLUSTER_DIR = Path(os.environ.get("TUXIO_CLUSTER_DIR", "/var/tmp/tuxio-cluster"))
+# The operator's log and kubeconfig, one place per cluster, so that two sessions on two
+# clusters (TUXIO_CLUSTER_DIR and the port variables of hack/lib/cluster-env.sh) keep apart.
+RUN_DIR = TEST_ROOT if CLUSTER_DIR.name == "tuxio-cluster" else TEST_ROOT / CLUSTER_DIR.name
 
 # Short grace periods so failure handling shows within a test's patience.
 OPERATOR_ENV = {
@@ -88,7 +106,7 @@ def cluster() -> Cluster:
         .stdout.strip()
         .splitlines()[-1]
     )
-    kubeconfig = Path(os.environ.get("TUXIO_CLUSTER_DIR", "/var/tmp/tuxio-cluster")) / "kubeconfig"
+    kubeconfig = CLUSTER_DIR / "kubeconfig"
     found = Cluster(kubeconfig, Path(bin_dir) / "kubectl", {"KUBECONFIG": str(kubeconfig)})
     found.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
     found.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(ROOT / "crds"))
@@ -115,17 +133,83 @@ def core(kube: kubernetes.client.ApiClient) -> kubernetes.client.CoreV1Api:
     return kubernetes.client.CoreV1Api(kube)
 
 
-class Operator:
-    """tuxio-operator as a local process."""
+def token_kubeconfig(cluster: Cluster, token: str, path: Path) -> Path:
+    """A kubeconfig for the cluster's API server that authenticates with `token` only."""
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": admin["clusters"],
+        "users": [{"name": "token", "user": {"token": token}}],
+        "contexts": [
+            {"name": "token", "context": {"cluster": admin["clusters"][0]["name"], "user": "token"}}
+        ],
+        "current-context": "token",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(yaml.safe_dump(config))
+    return path
 
-    def __init__(self, cluster: Cluster, log: Path) -> None:
+
+def service_account_token(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -> str:
+    """A token for the ServiceAccount from the TokenRequest API, good for the session."""
+    request = kubernetes.client.AuthenticationV1TokenRequest(
+        spec=kubernetes.client.V1TokenRequestSpec(audiences=[], expiration_seconds=24 * 3600)
+    )
+    answer = core.create_namespaced_service_account_token(name, namespace, request)
+    return str(answer.status.token)
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(cluster: Cluster, core: kubernetes.client.CoreV1Api) -> Path:
+    """The operator's credentials: the manifests' ServiceAccount and roles, nothing more."""
+    cluster.kubectl("apply", "-k", str(RBAC))
+    token = service_account_token(core, SYSTEM_NS, OPERATOR_SA)
+    return token_kubeconfig(cluster, token, RUN_DIR / "operator.kubeconfig")
+
+
+# What a denied request leaves in the operator's log: the Kubernetes client's ApiException,
+# and kopf's own words when it may not list, watch or post.
+FORBIDDEN = re.compile(r"\(403\)|Forbidden|Not enough permissions|Failed to post an event")
+
+
+def forbidden_lines(log: Path) -> list[str]:
+    """Lines of the log that tell of a request RBAC denied. A 403 for writing into a namespace
+    being deleted (an Event, as a test's namespace goes) is no RBAC matter."""
+    lines = log.read_text(errors="replace").splitlines()
+    return [
+        line
+        for i, line in enumerate(lines)
+        if FORBIDDEN.search(line)
+        and not any("is being terminated" in after for after in lines[i : i + 5])
+    ]
+
+
+class Operator:
+    """tuxio-operator as a local process, with the kubeconfig it is given."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        log: Path,
+        kubeconfig: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.cluster = cluster
         self.log = log
+        self.kubeconfig = kubeconfig
+        self.extra_env = extra_env or {}
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, **self.cluster.env, **OPERATOR_ENV}
+        env = {
+            **os.environ,
+            **OPERATOR_ENV,
+            **self.extra_env,
+            "KUBECONFIG": str(self.kubeconfig),
+        }
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [OPERATOR, "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
@@ -214,12 +298,15 @@ def host(cluster: Cluster, custom: kubernetes.client.CustomObjectsApi) -> Iterat
 
 @pytest.fixture(scope="session")
 def operator(
-    cluster: Cluster, host: Host, custom: kubernetes.client.CustomObjectsApi
+    cluster: Cluster,
+    host: Host,
+    custom: kubernetes.client.CustomObjectsApi,
+    operator_kubeconfig: Path,
 ) -> Iterator[Operator]:
-    log = Path("/var/tmp/tuxio-tests/operator.log")
+    log = RUN_DIR / "operator.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_bytes(b"")
-    running = Operator(cluster, log)
+    running = Operator(cluster, log, operator_kubeconfig)
     running.start()
     wait_until(lambda: host_ready(custom, host.name), timeout=60)
     yield running
@@ -228,6 +315,10 @@ def operator(
     # While the operator runs, so that its finalizer on the SandboxHost is released.
     cluster.kubectl("delete", "sandboxhost", host.name, "--ignore-not-found", "--timeout=60s")
     running.stop()
+    denied = forbidden_lines(log)
+    assert not denied, "the operator was denied by the API server (RBAC):\n" + "\n".join(
+        denied[:20]
+    )
 
 
 def host_ready(custom: kubernetes.client.CustomObjectsApi, name: str) -> bool:

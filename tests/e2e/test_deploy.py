@@ -1,0 +1,267 @@
+"""The deployment manifests against the real API server: every object valid, and the roles
+for people doing what docs/deploy.md says (the operator's own role is proven by every other
+e2e test, which runs the operator as the manifests' ServiceAccount)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import kubernetes
+import pytest
+
+from tests.e2e.conftest import (
+    GROUP,
+    ROOT,
+    RUN_DIR,
+    SYSTEM_NS,
+    VERSION,
+    Cluster,
+    Host,
+    sandbox,
+    service_account_token,
+    token_kubeconfig,
+    wait_phase,
+)
+from tests.support import wait_until
+
+MANIFESTS = ROOT / "manifests"
+KUSTOMIZATIONS = [
+    "overlays/default",
+    "base/crds",
+    "base/rbac",
+    "base/operator",
+    "base/nodeagent",
+]
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS)
+def test_kustomization_valid_on_the_server(cluster: Cluster, path: str) -> None:
+    """Server-side dry run: schema, strict field validation and admission for every object."""
+    result = cluster.kubectl(
+        "apply", "--dry-run=server", "--validate=strict", "-k", str(MANIFESTS / path)
+    )
+    built = cluster.kubectl("kustomize", str(MANIFESTS / path)).stdout
+    count = built.count("\nkind: ") + built.startswith("kind: ")
+    assert count > 0
+    assert result.stdout.count("(server dry run)") == count, result.stdout
+
+
+def test_overlay_has_what_the_issue_asks(cluster: Cluster) -> None:
+    """The combined objects, as the API server would store them."""
+    built = cluster.kubectl(
+        "apply", "--dry-run=server", "-k", str(MANIFESTS / "overlays/default"), "-o", "json"
+    ).stdout
+    items = {(o["kind"], o["metadata"]["name"]): o for o in json.loads(built)["items"]}
+    deployment = items[("Deployment", "tuxio-operator")]
+    assert deployment["metadata"]["namespace"] == SYSTEM_NS
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "tuxio-operator"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["port"] == "health"
+    assert {"requests", "limits"} <= container["resources"].keys()
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["TUXIO_OPERATOR_NODE_HOSTS"] == "true"
+
+    agent = items[("DaemonSet", "tuxio-agent")]["spec"]["template"]["spec"]
+    assert agent["nodeSelector"] == {"tux.io/lxc-host": "true"}
+    assert agent["hostNetwork"] is True
+    (serve,) = agent["containers"]
+    assert serve["securityContext"]["privileged"] is True
+    assert {v["hostPath"]["path"] for v in agent["volumes"] if "hostPath" in v} == {
+        "/var/lib/tuxio",
+        "/sys/kernel/security",
+    }
+    ports = {e["name"]: e["value"] for e in serve["env"]}
+    assert ports["TUXIO_AGENT_PORT"] == env["TUXIO_OPERATOR_NODE_AGENT_PORT"]
+    assert {v["secret"]["secretName"] for v in agent["volumes"] if "secret" in v} == {
+        env["TUXIO_OPERATOR_NODE_CREDENTIALS_SECRET"],
+        "tuxio-agent-ca",
+    }
+    # No Prometheus annotations: neither component serves metrics.
+    assert "prometheus.io" not in built
+
+
+def test_samples_valid_on_the_server(cluster: Cluster) -> None:
+    result = cluster.kubectl(
+        "apply", "--dry-run=server", "--validate=strict", "-f", str(MANIFESTS / "samples")
+    )
+    assert result.stdout.count("(server dry run)") == 5, result.stdout
+
+
+# ----- roles for people --------------------------------------------------------------------
+
+
+class Person:
+    """A ServiceAccount standing in for a person, bound to one built-in role in a namespace."""
+
+    def __init__(self, cluster: Cluster, core: kubernetes.client.CoreV1Api, ns: str, role: str):
+        self.cluster = cluster
+        self.name = f"{role}-user"
+        self.identity = f"system:serviceaccount:{ns}:{self.name}"
+        cluster.kubectl("create", "serviceaccount", self.name, "-n", ns)
+        cluster.kubectl(
+            "create",
+            "rolebinding",
+            self.name,
+            "-n",
+            ns,
+            f"--clusterrole={role}",
+            f"--serviceaccount={ns}:{self.name}",
+        )
+        token = service_account_token(core, ns, self.name)
+        self.kubeconfig = token_kubeconfig(cluster, token, RUN_DIR / f"{ns}-{self.name}.kubeconfig")
+
+    def can_i(self, *args: str) -> bool:
+        """`kubectl auth can-i`, asked by the admin on this person's behalf (impersonation)."""
+        result = self.cluster.kubectl("auth", "can-i", *args, "--as", self.identity, check=False)
+        assert result.stdout.strip() in ("yes", "no"), result.stderr
+        return result.stdout.strip() == "yes"
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> tuple[int, str]:
+        """kubectl with this person's own token: what the API server really lets through."""
+        result = self.cluster.kubectl(
+            "--kubeconfig", str(self.kubeconfig), *args, stdin=stdin, check=False
+        )
+        return result.returncode, result.stdout + result.stderr
+
+
+def aggregated(cluster: Cluster, role: str) -> bool:
+    rules = json.loads(cluster.kubectl("get", "clusterrole", role, "-o", "json").stdout)["rules"]
+    return any("tux.io" in (rule.get("apiGroups") or []) for rule in rules)
+
+
+@pytest.fixture(scope="module")
+def people_roles(cluster: Cluster) -> None:
+    """The rbac base applied, and its rules aggregated into the built-in edit and view."""
+    cluster.kubectl("apply", "-k", str(MANIFESTS / "base/rbac"))
+    for role in ("edit", "view", "admin"):
+        wait_until(lambda role=role: aggregated(cluster, role), timeout=30)
+
+
+@pytest.fixture
+def team(cluster: Cluster) -> Iterator[str]:
+    """A namespace without sandboxes to run (no operator needed)."""
+    name = f"team-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+HOST = {
+    "apiVersion": f"{GROUP}/{VERSION}",
+    "kind": "SandboxHost",
+    "metadata": {"name": "not-allowed"},
+    "spec": {
+        "endpoint": "https://h:7443",
+        "credentialsSecretRef": {"name": "s", "namespace": SYSTEM_NS},
+    },
+}
+
+
+# What an editor may not do, as `kubectl auth can-i` arguments; the namespace is filled in.
+EDITOR_DENIED = [
+    ("get", "secrets", "-n", SYSTEM_NS),
+    ("list", "secrets", "-n", SYSTEM_NS),
+    ("get", "sandboxhosts"),
+    ("create", "sandboxhosts"),
+    ("patch", "sandboxhosts"),
+    ("delete", "sandboxhosts"),
+    ("patch", "sandboxhosts", "--subresource=status"),
+    ("patch", "sandboxes", "--subresource=status", "-n", "{ns}"),
+    ("update", "sandboxpools", "--subresource=status", "-n", "{ns}"),
+    ("create", "sandboxes", "-n", SYSTEM_NS),
+    ("create", "sandboxes", "-n", "default"),
+]
+
+
+def test_editor_can_create_sandboxes_and_nothing_of_hosts_or_credentials(
+    cluster: Cluster, core: kubernetes.client.CoreV1Api, people_roles: None, team: str
+) -> None:
+    alice = Person(cluster, core, team, "edit")
+    for verb in ("create", "get", "list", "watch", "update", "patch", "delete"):
+        assert alice.can_i(verb, "sandboxes", "-n", team), verb
+        assert alice.can_i(verb, "sandboxpools", "-n", team), verb
+    assert alice.can_i("update", "sandboxpools", "--subresource=scale", "-n", team)
+    for args in EDITOR_DENIED:
+        assert not alice.can_i(*(a.format(ns=team) for a in args)), args
+
+    # The same, with her own token.
+    code, out = alice.kubectl(
+        "apply",
+        "-n",
+        team,
+        "-f",
+        "-",
+        stdin=json.dumps(sandbox("mine", template="busybox", state="Stopped")),
+    )
+    assert code == 0, out
+    code, out = alice.kubectl("get", "sandbox", "mine", "-n", team, "-o", "name")
+    assert (code, out.strip()) == (0, "sandbox.tux.io/mine")
+    code, out = alice.kubectl("get", "secret", "tuxio-agent", "-n", SYSTEM_NS)
+    assert code != 0 and "Forbidden" in out, out
+    code, out = alice.kubectl("apply", "-f", "-", stdin=json.dumps(HOST))
+    assert code != 0 and "Forbidden" in out, out
+    code, out = alice.kubectl("get", "sandboxhosts")
+    assert code != 0 and "Forbidden" in out, out
+    code, out = alice.kubectl(
+        "patch", "sandbox", "mine", "-n", team, "--subresource=status", "--type=merge",
+        "-p", '{"status":{"phase":"Running"}}',
+    )  # fmt: skip
+    assert code != 0 and "Forbidden" in out, out
+    code, out = alice.kubectl("delete", "sandbox", "mine", "-n", team, "--wait=false")
+    assert code == 0, out
+
+
+def test_viewer_reads_sandboxes_and_changes_nothing(
+    cluster: Cluster, core: kubernetes.client.CoreV1Api, people_roles: None, team: str
+) -> None:
+    cluster.apply({**sandbox("theirs", template="busybox", state="Stopped")}, "-n", team)
+    bob = Person(cluster, core, team, "view")
+    for verb in ("get", "list", "watch"):
+        assert bob.can_i(verb, "sandboxes", "-n", team), verb
+        assert bob.can_i(verb, "sandboxpools", "-n", team), verb
+    for verb in ("create", "update", "patch", "delete"):
+        assert not bob.can_i(verb, "sandboxes", "-n", team), verb
+        assert not bob.can_i(verb, "sandboxpools", "-n", team), verb
+    assert not bob.can_i("get", "sandboxhosts")
+    code, out = bob.kubectl("get", "sandbox", "theirs", "-n", team, "-o", "name")
+    assert (code, out.strip()) == (0, "sandbox.tux.io/theirs")
+    code, out = bob.kubectl("delete", "sandbox", "theirs", "-n", team)
+    assert code != 0 and "Forbidden" in out, out
+    cluster.kubectl("delete", "sandbox", "theirs", "-n", team, "--wait=false")
+
+
+def test_editor_sandbox_runs(
+    cluster: Cluster,
+    core: kubernetes.client.CoreV1Api,
+    custom: kubernetes.client.CustomObjectsApi,
+    people_roles: None,
+    host: Host,
+    namespace: str,
+) -> None:
+    """A Sandbox an editor creates with her token is run by the operator (as its own
+    ServiceAccount) like any other."""
+    carol = Person(cluster, core, namespace, "edit")
+    code, out = carol.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        str(MANIFESTS / "samples" / "sandbox.yaml"),
+    )
+    assert code == 0, out
+    body = wait_phase(custom, namespace, "visitor-42", "Running")
+    assert body["status"]["host"] == host.name
+    code, out = carol.kubectl(
+        "wait", "--for=condition=Ready", "sandbox/visitor-42", "-n", namespace, "--timeout=30s"
+    )
+    assert code == 0, out
