@@ -129,6 +129,8 @@ class ContainerService:
         self.records: dict[str, ContainerRecord] = {}
         # Containers still on all shared cores, with the PID of their init.
         self._bursting: dict[str, int] = {}
+        # Running containers' inits as LXC last named them: (pid, start time in ticks).
+        self._inits: dict[str, tuple[int, int]] = {}
 
     # ----- start-up ---------------------------------------------------------------------
 
@@ -180,7 +182,7 @@ class ContainerService:
         record = self.records.get(name)
         if record is None:
             raise ContainerNotFound(f"no container {name!r} on this host")
-        info = await self.lxc.info(name) or LxcInfo("stopped", None)
+        info = await self._info(name) or LxcInfo("stopped", None)
         return self._status(record, await self._observe(name, info))
 
     async def find(self, selector: Mapping[str, str]) -> list[ContainerStatus]:
@@ -203,6 +205,7 @@ class ContainerService:
         async with self.locks.hold(name):
             directory = self.lxc.lxcpath / name
             self._bursting.pop(name, None)
+            self._inits.pop(name, None)
             if not directory.exists():
                 self.records.pop(name, None)
                 return False
@@ -221,7 +224,7 @@ class ContainerService:
     async def exec(self, name: str, request: ExecRequest) -> ExecResult:
         if name not in self.records:
             raise ContainerNotFound(f"no container {name!r} on this host")
-        info = await self.lxc.info(name)
+        info = await self._info(name)
         if info is None or info.state != "running":
             raise ContainerNotRunning(f"container {name!r} is not running")
         result = await self.lxc.attach(
@@ -276,7 +279,7 @@ class ContainerService:
     ) -> ContainerStatus:
         directory = self.lxc.lxcpath / name
         record = self.records.get(name)
-        info = await self.lxc.info(name) if record is not None else None
+        info = await self._info(name) if record is not None else None
         if record is not None and info is None:
             # The record survived but LXC lost the container (its config is gone): start over.
             log.warning("container %s has a record but LXC does not know it; recreating", name)
@@ -309,7 +312,7 @@ class ContainerService:
             log.info("stop started: %s", name)
             await self.lxc.stop(name, self.stop_timeout)
             self._bursting.pop(name, None)
-            info = await self.lxc.info(name) or LxcInfo("stopped", None)
+            info = await self._info(name) or LxcInfo("stopped", None)
             log.info("stop finished: %s", name)
 
         observed = await self._observe(name, info)
@@ -399,7 +402,7 @@ class ContainerService:
             await self.lxc.start(name)
         except LxcCommandFailed as exc:
             raise LxcCommandFailed(f"{exc.message}\n{self._log_tail(name)}".strip()) from None
-        info = await self.lxc.info(name)
+        info = await self._info(name)
         if info is None or info.state != "running" or info.pid is None:
             raise LxcCommandFailed(
                 f"container {name!r} did not reach RUNNING ({info.state if info else 'gone'})\n"
@@ -474,6 +477,24 @@ class ContainerService:
 
     # ----- observation ------------------------------------------------------------------
 
+    async def _info(self, name: str) -> LxcInfo | None:
+        """LXC's view of one container (None: LXC does not know it).
+
+        A container runs exactly as long as its init does, and a PID with the start time it
+        had is that very process: while the init LXC last named is alive, the answer is known
+        without asking again. lxc-info is a process spawn, most of the cost of a no-op PUT.
+        """
+        known = self._inits.get(name)
+        if known is not None:
+            if _start_ticks(known[0]) == known[1]:
+                return LxcInfo("running", known[0])
+            del self._inits[name]
+        info = await self.lxc.info(name)
+        ticks = _start_ticks(info.pid) if info and info.state == "running" and info.pid else None
+        if info is not None and info.pid is not None and ticks is not None:
+            self._inits[name] = (info.pid, ticks)
+        return info
+
     async def _observe(self, name: str, info: LxcInfo) -> _Observed:
         if info.state != "running" or info.pid is None:
             return _Observed(info, None, None, {}, None)
@@ -488,7 +509,8 @@ class ContainerService:
             )
         except (OSError, ControllerMissing, ValueError):
             # It stopped between LXC's answer and our reading: ask LXC again.
-            fresh = await self.lxc.info(name) or LxcInfo("stopped", None)
+            self._inits.pop(name, None)
+            fresh = await self._info(name) or LxcInfo("stopped", None)
             if fresh.state == "running" and fresh.pid != info.pid:
                 return await self._observe(name, fresh)
             return _Observed(LxcInfo("stopped", None), None, None, {}, None)
@@ -654,10 +676,21 @@ def _read_rlimits(pid: int) -> dict[str, int | None]:
     return found
 
 
+def _start_ticks(pid: int) -> int | None:
+    """A process's start time in clock ticks since boot (None: no such process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # Field 22; the command name in field 2 may hold spaces and parentheses, hence rsplit.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
 def _started_at(pid: int) -> datetime:
     """When a process started: its start time in /proc is in clock ticks since boot."""
     uptime = float(Path("/proc/uptime").read_text().split()[0])
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    ticks = int(stat.rsplit(")", 1)[1].split()[19])
+    ticks = _start_ticks(pid)
+    if ticks is None:
+        raise ProcessLookupError(pid)
     age = max(0.0, uptime - ticks / _CLOCK_TICKS)
     return datetime.fromtimestamp(time.time() - age, UTC).replace(microsecond=0)

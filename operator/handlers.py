@@ -21,7 +21,7 @@ from .kube import Kube, NotFound, load_client
 from .models import GROUP, VERSION, SandboxPoolSpec
 from .pools import PoolState, pool_hash, pool_status, remove_pool, sync_pool
 from .runtime import AgentRegistry, HostRecord, Placed, PoolInfo, Runtime, host_record, placed_of
-from .sandboxes import finalize, reconcile
+from .sandboxes import FINALIZER, finalize_and_release, reconcile
 from .settings import OperatorSettings
 
 # Read at import: kopf takes timer intervals when the handlers are declared.
@@ -38,8 +38,10 @@ async def configure(
 ) -> None:
     """All of kopf's settings in one place, each with why."""
     ours = _SETTINGS
-    # One finalizer name of our own, so `kubectl get -o yaml` says who holds a deletion.
-    settings.persistence.finalizer = "tux.io/finalizer"
+    # kopf's own finalizer, named for us, so `kubectl get -o yaml` says who holds a deletion.
+    # kopf puts it only where its daemons and timers run (hosts, pools, sandboxes with a TTL):
+    # Sandboxes are held by tuxio.operator.sandboxes.FINALIZER, added with the placement.
+    settings.persistence.finalizer = "kopf.tux.io/finalizer"
     # Progress and the last handled spec go to annotations: the CRDs' structural schemas
     # would prune a status.kopf field, which is where kopf keeps them by default.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.tux.io")
@@ -145,9 +147,34 @@ async def sandbox_changed(body: kopf.Body, memo: Any, retry: int, **kwargs: Any)
     await reconcile(memo.runtime, body, views.hosts, views.placed, views.pools, retry)
 
 
-@kopf.on.delete(*SANDBOXES)
-async def sandbox_deleted(body: kopf.Body, memo: Any, retry: int, **kwargs: Any) -> None:
-    await finalize(memo.runtime, body, _Views.of(kwargs).hosts, retry)
+def _deleting(body: kopf.Body, type: str | None, **_: Any) -> bool:
+    meta = body.get("metadata") or {}
+    return (
+        type != "DELETED"
+        and bool(meta.get("deletionTimestamp"))
+        and FINALIZER in (meta.get("finalizers") or [])
+    )
+
+
+# Deletion: kopf runs on.delete handlers only while its own finalizer holds an object, and a
+# Sandbox is held by ours (see sandboxes.FINALIZER). Every event of a Sandbox being deleted
+# (the initial listing after a restart included) lands here; one task per Sandbox destroys
+# the container, with retries, and lets the Sandbox go.
+@kopf.on.event(*SANDBOXES, when=_deleting)
+async def sandbox_deleting(body: kopf.Body, uid: str, memo: Any, **kwargs: Any) -> None:
+    rt: Runtime = memo.runtime
+    if uid in rt.finalizing:
+        return
+    task = asyncio.create_task(
+        finalize_and_release(rt, dict(body), lambda: _Views.of(kwargs).hosts),
+        name=f"finalize {uid}",
+    )
+    rt.finalizing[uid] = task
+    task.add_done_callback(lambda done: _finalized(rt, uid, done))
+
+
+def _finalized(rt: Runtime, uid: str, task: asyncio.Task[None]) -> None:
+    rt.finalizing.pop(uid, None)
 
 
 @kopf.daemon(

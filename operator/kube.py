@@ -68,6 +68,65 @@ class Kube:
             {"status": status},
         )
 
+    async def add_sandbox_finalizer(
+        self, namespace: str, name: str, uid: str, present: list[str], finalizer: str
+    ) -> None:
+        """Append `finalizer` to the Sandbox `uid` (never to a namesake made since).
+
+        A JSON patch that tests the uid, then sets the list it was given plus ours: the same
+        whole-list write kopf makes for its own finalizers. The API server refuses new
+        finalizers on an object being deleted, which surfaces as an ApiException (422).
+        """
+        await self._call(
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            "sandboxes",
+            name,
+            [
+                {"op": "test", "path": "/metadata/uid", "value": uid},
+                {"op": "add", "path": "/metadata/finalizers", "value": [*present, finalizer]},
+            ],
+            _content_type="application/json-patch+json",
+        )
+
+    async def remove_sandbox_finalizer(
+        self, namespace: str, name: str, uid: str, finalizer: str, attempts: int = 10
+    ) -> None:
+        """Drop `finalizer` from the Sandbox `uid`: read, then write the list without it on the
+        resourceVersion read (a conflict means someone changed the list: read again)."""
+        for _ in range(attempts):
+            try:
+                meta = (await self.get_sandbox(namespace, name))["metadata"]
+            except NotFound:
+                return
+            present = list(meta.get("finalizers") or [])
+            if meta["uid"] != uid or finalizer not in present:
+                return
+            try:
+                await self._call(
+                    self.custom.patch_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    "sandboxes",
+                    name,
+                    {
+                        "metadata": {
+                            "resourceVersion": meta["resourceVersion"],
+                            "finalizers": [f for f in present if f != finalizer],
+                        }
+                    },
+                )
+                return
+            except NotFound:
+                return
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        raise RuntimeError(f"{namespace}/{name}: finalizers kept changing; {finalizer} stays")
+
     async def get_sandbox(self, namespace: str, name: str) -> dict[str, Any]:
         found: dict[str, Any] = await self._call(
             self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "sandboxes", name

@@ -260,6 +260,8 @@ class Runtime:
     # Pool inventories by pool UID (tuxio.operator.pools.PoolState), and claims in flight.
     pools: dict[str, Any] = field(default_factory=dict)
     claims: Claims = field(default_factory=Claims)
+    # Deleted Sandboxes whose containers are being destroyed, by UID.
+    finalizing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     def allocations(self, placed: Iterable[Placed]) -> dict[str, Allocation]:
         """What is on each host: sandboxes (seen and assumed) and warm containers."""

@@ -12,29 +12,33 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from tuxio.nodeagent.models import ContainerSpec, ContainerStatus
 from tuxio.nodeagent.models import NetworkSpec as AgentNetwork
 from tuxio.operator.agentclient import AgentRejected, AgentUnreachable
 
 from .conditions import READY, SCHEDULED, Reason, condition, now, set_condition
+from .kube import NotFound
 from .models import SandboxSpec, bytes_of
 from .pools import MANAGED_BY, OPERATOR, Warm, limits_of
 from .runtime import CredentialsMissing, HostRecord, Placed, PoolInfo, Runtime
 from .scheduling import Allocation, Request, Unschedulable, choose_host, rank_hosts
 
 __all__ = [
+    "FINALIZER",
     "SANDBOX_UID",
     "container_name",
     "container_spec",
     "event_target",
     "finalize",
+    "finalize_and_release",
     "host_lost",
     "observed_status",
     "reconcile",
@@ -44,6 +48,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SANDBOX_UID = "tux.io/sandbox-uid"
+# Held by every Sandbox that may have a container, until the container is destroyed. Ours, not
+# kopf's: kopf adds its finalizer in an event cycle of its own, before any handler runs, which
+# costs every new Sandbox a serial write and a watch round trip. This one is written alongside
+# the placement decision instead, and is in place before the agent is asked for anything; it
+# is released by finalize_and_release (kopf calls deletion handlers only under its own).
+FINALIZER = "tux.io/container"
 
 
 def event_target(body: Mapping[str, Any]) -> kopf.Body:
@@ -189,11 +199,11 @@ async def _place(
     pool: PoolInfo | None,
     hosts: Mapping[str, HostRecord],
     placed: Iterable[Placed],
+    meta: dict[str, Any],
 ) -> None:
     """Choose the container's host (adopting a warm container when the pool has one) and
     write the decision to the API, before the agent hears of it: after a crash the next run
     finds it here and neither places the sandbox twice nor hands the container to another."""
-    meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     generation = int(meta.get("generation") or 0)
     request = Request(
@@ -252,21 +262,25 @@ async def _place(
         conditions,
         condition(READY, False, Reason.CREATING, f"preparing the container on {host}", generation),
     )
-    await _write(
-        rt,
-        namespace,
-        name,
-        status,
-        {
-            "phase": "Scheduled",
-            "host": host,
-            "containerName": container,
-            "template": template,
-            "fromPool": pool.name if warm is not None and pool else None,
-            "expiresAt": expires_at(meta["creationTimestamp"], spec),
-            "observedGeneration": generation,
-            "conditions": conditions,
-        },
+    # The decision and the finalizer are independent writes (status and metadata): together.
+    await asyncio.gather(
+        _write(
+            rt,
+            namespace,
+            name,
+            status,
+            {
+                "phase": "Scheduled",
+                "host": host,
+                "containerName": container,
+                "template": template,
+                "fromPool": pool.name if warm is not None and pool else None,
+                "expiresAt": expires_at(meta["creationTimestamp"], spec),
+                "observedGeneration": generation,
+                "conditions": conditions,
+            },
+        ),
+        _hold(rt, meta),
     )
     if warm is None:
         rt.assumed.assume(uid, host, request.memory_bytes, request.cpus)
@@ -287,7 +301,7 @@ async def reconcile(
 ) -> None:
     """Converge one Sandbox: place it if needed, then PUT its container and write status."""
     clock = _Clock()
-    meta = body["metadata"]
+    meta = dict(body["metadata"])  # a copy: _hold notes the finalizer it adds
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     generation = int(meta.get("generation") or 0)
     spec = SandboxSpec.model_validate(body.get("spec") or {})
@@ -313,7 +327,7 @@ async def reconcile(
             raise
 
         if not status.get("host"):
-            await _place(rt, body, spec, status, template, pool, hosts, placed)
+            await _place(rt, body, spec, status, template, pool, hosts, placed, meta)
             clock.mark("decision")
 
         host = hosts.get(status["host"])
@@ -340,6 +354,7 @@ async def reconcile(
             raise kopf.PermanentError(f"SandboxHost {status['host']} no longer exists")
 
         container = status["containerName"]
+        await _hold(rt, meta)  # placed by an earlier run that stopped before it held one
         try:
             agent = await rt.agents.client(host)
             if spec.restart_policy == "Never" and status.get("phase") == "Running":
@@ -471,6 +486,23 @@ async def _fail_if_gone(
     raise kopf.PermanentError(message)
 
 
+async def _hold(rt: Runtime, meta: dict[str, Any]) -> None:
+    """Put FINALIZER on the Sandbox, once (the body's list is updated to say so)."""
+    finalizers = list(meta.get("finalizers") or [])
+    if FINALIZER in finalizers:
+        return
+    try:
+        await rt.kube.add_sandbox_finalizer(
+            meta["namespace"], meta["name"], meta["uid"], finalizers, FINALIZER
+        )
+    except NotFound:
+        raise kopf.TemporaryError("the Sandbox is gone", delay=1) from None
+    except ApiException as exc:
+        # 422: it is being deleted (no new finalizers then) or a namesake replaced it.
+        raise kopf.TemporaryError(f"cannot hold the Sandbox: {exc.reason}", delay=1) from None
+    meta["finalizers"] = [*finalizers, FINALIZER]
+
+
 def _usage_due(status: Mapping[str, Any], every: float) -> bool:
     usage = status.get("usage") or {}
     if not usage.get("observedAt"):
@@ -518,3 +550,33 @@ async def finalize(
         reason="Deleted",
         message=f"container {container} destroyed on {host_name}",
     )
+
+
+async def finalize_and_release(
+    rt: Runtime, body: Mapping[str, Any], hosts: Callable[[], Mapping[str, HostRecord]]
+) -> None:
+    """Destroy a deleted Sandbox's container, retrying with backoff until that is done or no
+    longer possible, then drop FINALIZER so the API server lets the Sandbox go."""
+    meta = body["metadata"]
+    retry = 0
+    while True:
+        try:
+            await finalize(rt, body, hosts(), retry)
+            await rt.kube.remove_sandbox_finalizer(
+                meta["namespace"], meta["name"], meta["uid"], FINALIZER
+            )
+            return
+        except kopf.TemporaryError as exc:
+            delay = exc.delay if exc.delay is not None else _backoff(rt, retry)
+            log.warning("%s/%s: %s; again in %.1fs", meta["namespace"], meta["name"], exc, delay)
+        except Exception as exc:
+            delay = _backoff(rt, retry)
+            log.warning(
+                "%s/%s: finalizing failed: %r; again in %.1fs",
+                meta["namespace"],
+                meta["name"],
+                exc,
+                delay,
+            )
+        await asyncio.sleep(delay)
+        retry += 1

@@ -259,3 +259,32 @@ def test_template_rebuild_keeps_running_containers(
     exec_ok = http.post(f"/v1/containers/{name}/exec", json={"argv": ["ls", "/bin/busybox"]}).json()
     assert exec_ok["exitCode"] == 0
     assert put(http, name, SPEC)["pid"] == first["pid"]
+
+
+def test_stopped_behind_the_agents_back_is_seen(
+    http: httpx.Client, agent: Agent, name: str
+) -> None:
+    """The agent remembers a running container's init; a container stopped or restarted
+    outside the agent must still be reported as it is, and a PUT must start it again."""
+    import subprocess
+
+    first = put(http, name, SPEC)
+    assert http.get(f"/v1/containers/{name}").json()["pid"] == first["pid"]  # remembered
+    subprocess.run(
+        ["lxc-stop", "-P", str(agent.lxcpath), "-n", name, "-k"], check=True, capture_output=True
+    )
+    seen = http.get(f"/v1/containers/{name}").json()
+    assert seen["state"] == "stopped" and seen["pid"] is None
+    again = put(http, name, SPEC)
+    assert again["state"] == "running" and again["pid"] not in (None, first["pid"])
+    # Restarted outside the agent: the new init is found, not the old one remembered.
+    subprocess.run(
+        ["lxc-stop", "-P", str(agent.lxcpath), "-n", name, "-k"], check=True, capture_output=True
+    )
+    subprocess.run(
+        ["lxc-start", "-P", str(agent.lxcpath), "-n", name, "-d"], check=True, capture_output=True
+    )
+    outside = http.get(f"/v1/containers/{name}").json()
+    assert outside["state"] == "running"
+    assert outside["pid"] not in (None, first["pid"], again["pid"])
+    assert outside["limits"]["cpuset"] == cgroup_value(outside["pid"], "cpuset.cpus")
