@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: deps lint typecheck-tree test test-unit test-agent test-e2e demo demo-agent bench bench-agent \
-	bench-operator bench-pool openapi crds cluster-up cluster-down clean
+	bench-operator bench-pool openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -19,6 +19,8 @@ lint: deps typecheck-tree
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy -p tuxio.nodeagent -p tuxio.operator
+	$(VENV)/bin/hadolint operator/Dockerfile nodeagent/Dockerfile
+	$(VENV)/bin/shellcheck -x -P SCRIPTDIR hack/*.sh hack/lib/*.sh .ci/run
 
 test: lint
 	$(PY) -m pytest -q tests
@@ -46,6 +48,13 @@ cluster-up:
 
 cluster-down:
 	@hack/cluster-down.sh
+
+# tuxio deployed in a kind cluster from the manifests and images (needs docker or podman, and kind).
+kind-up:
+	@hack/kind-up.sh
+
+kind-down:
+	@hack/kind-down.sh
 
 bench: bench-agent bench-operator bench-pool
 
