@@ -215,9 +215,29 @@ async def node_changed(
         await _Hosts(rt).apply(desired)
 
 
-def node_index(name: str, body: kopf.Body, **_: Any) -> dict[str, bool]:
-    """Which Nodes should have a SandboxHost, for the sweep below."""
-    return {name: wants_host(body)}
+def node_index(name: str, body: kopf.Body, memo: Any, **_: Any) -> dict[str, Any]:
+    """The SandboxHost each Node should have (None: none), for the two handlers below."""
+    return {name: host_for_node(body, NodeAgents.of(memo.runtime.settings))}
+
+
+def _wanted(kwargs: Mapping[str, Any], node: str) -> dict[str, Any] | None:
+    nodes: kopf.Index[str, dict[str, Any] | None] = kwargs["node_index"]
+    return next((host for host in nodes.get(node, []) if host), None)
+
+
+async def node_host_deleted(
+    type: str | None, labels: kopf.Labels, memo: Any, logger: kopf.Logger, **kwargs: Any
+) -> None:
+    """A registered host is gone for good while its Node still wants one: register it again.
+
+    This is also how a Node deleted and made again under the same name gets its host back:
+    the new Node's events find the old host still being deleted, and leave it to this."""
+    if type != "DELETED":
+        return
+    desired = _wanted(kwargs, labels[NODE_LABEL])
+    if desired is not None:
+        logger.info("SandboxHost of node %s was deleted: registering it again", labels[NODE_LABEL])
+        await _Hosts(memo.runtime).apply(desired)
 
 
 async def node_host_sweep(
@@ -225,9 +245,8 @@ async def node_host_sweep(
 ) -> None:
     """Delete a registered host whose Node is gone or no LXC host any more: a change the
     operator missed while it was down (the events above catch the rest as they happen)."""
-    nodes: kopf.Index[str, bool] = kwargs["node_index"]
     node = labels[NODE_LABEL]
-    if not any(nodes.get(node, [])):
+    if _wanted(kwargs, node) is None:
         logger.info("node %s is gone or no LXC host: deleting its SandboxHost", node)
         await _Hosts(memo.runtime).delete(name)
 
@@ -236,12 +255,12 @@ def register(settings: OperatorSettings) -> bool:
     """Add the handlers above to kopf when node registration is on; whether it is."""
     if not settings.node_hosts:
         return False
+    hosts = (GROUP, VERSION, "sandboxhosts")
     kopf.on.event("", "v1", "nodes")(node_changed)
     kopf.index("", "v1", "nodes")(node_index)
+    kopf.on.event(*hosts, labels={NODE_LABEL: kopf.PRESENT})(node_host_deleted)
     kopf.timer(
-        GROUP,
-        VERSION,
-        "sandboxhosts",
+        *hosts,
         labels={NODE_LABEL: kopf.PRESENT},
         interval=settings.node_sweep_seconds,
         initial_delay=settings.node_sweep_seconds,
