@@ -216,7 +216,7 @@ async def node_changed(
 
 
 def node_index(name: str, body: kopf.Body, memo: Any, **_: Any) -> dict[str, Any]:
-    """The SandboxHost each Node should have (None: none), for the two handlers below."""
+    """The SandboxHost each Node should have (None: none), for the handler below."""
     return {name: host_for_node(body, NodeAgents.of(memo.runtime.settings))}
 
 
@@ -225,28 +225,29 @@ def _wanted(kwargs: Mapping[str, Any], node: str) -> dict[str, Any] | None:
     return next((host for host in nodes.get(node, []) if host), None)
 
 
-async def node_host_deleted(
-    type: str | None, labels: kopf.Labels, memo: Any, logger: kopf.Logger, **kwargs: Any
+async def node_host_event(
+    type: str | None,
+    name: str,
+    labels: kopf.Labels,
+    meta: kopf.Meta,
+    memo: Any,
+    logger: kopf.Logger,
+    **kwargs: Any,
 ) -> None:
-    """A registered host is gone for good while its Node still wants one: register it again.
+    """Any event of a registered host (also the initial listing, so after a restart too):
+    a host whose Node is gone or no LXC host any more is deleted; a host deleted for good
+    while its Node still wants one is registered again.
 
-    This is also how a Node deleted and made again under the same name gets its host back:
-    the new Node's events find the old host still being deleted, and leave it to this."""
-    if type != "DELETED":
-        return
-    desired = _wanted(kwargs, labels[NODE_LABEL])
-    if desired is not None:
-        logger.info("SandboxHost of node %s was deleted: registering it again", labels[NODE_LABEL])
-        await _Hosts(memo.runtime).apply(desired)
-
-
-async def node_host_sweep(
-    name: str, labels: kopf.Labels, memo: Any, logger: kopf.Logger, **kwargs: Any
-) -> None:
-    """Delete a registered host whose Node is gone or no LXC host any more: a change the
-    operator missed while it was down (the events above catch the rest as they happen)."""
+    The second case is also how a Node deleted and made again under its name gets its host
+    back: the new Node's events find the old host still being deleted, and leave it to this.
+    """
     node = labels[NODE_LABEL]
-    if _wanted(kwargs, node) is None:
+    desired = _wanted(kwargs, node)
+    if type == "DELETED":
+        if desired is not None:
+            logger.info("SandboxHost of node %s was deleted: registering it again", node)
+            await _Hosts(memo.runtime).apply(desired)
+    elif desired is None and not meta.get("deletionTimestamp"):
         logger.info("node %s is gone or no LXC host: deleting its SandboxHost", node)
         await _Hosts(memo.runtime).delete(name)
 
@@ -255,14 +256,10 @@ def register(settings: OperatorSettings) -> bool:
     """Add the handlers above to kopf when node registration is on; whether it is."""
     if not settings.node_hosts:
         return False
-    hosts = (GROUP, VERSION, "sandboxhosts")
     kopf.on.event("", "v1", "nodes")(node_changed)
     kopf.index("", "v1", "nodes")(node_index)
-    kopf.on.event(*hosts, labels={NODE_LABEL: kopf.PRESENT})(node_host_deleted)
-    kopf.timer(
-        *hosts,
-        labels={NODE_LABEL: kopf.PRESENT},
-        interval=settings.node_sweep_seconds,
-        initial_delay=settings.node_sweep_seconds,
-    )(node_host_sweep)
+    # An event handler, not a timer: a timer that deletes its own object waits on itself.
+    kopf.on.event(GROUP, VERSION, "sandboxhosts", labels={NODE_LABEL: kopf.PRESENT})(
+        node_host_event
+    )
     return True

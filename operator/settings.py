@@ -69,6 +69,3 @@ class OperatorSettings(BaseSettings):
     node_credentials_ca_key: str = Field(
         "ca.crt", description="Key of the agents' CA in that Secret; empty: the system CAs."
     )
-    node_sweep_seconds: float = Field(
-        60.0, gt=0, description="How often node hosts are checked for a Node gone unnoticed."
-    )

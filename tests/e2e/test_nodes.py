@@ -117,7 +117,6 @@ def node_operator(
         {
             "TUXIO_OPERATOR_NODE_HOSTS": "true",
             "TUXIO_OPERATOR_NODE_AGENT_PORT": str(node_agent.port),
-            "TUXIO_OPERATOR_NODE_SWEEP_SECONDS": "1",
         },
     )
     running.start()
