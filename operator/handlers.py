@@ -16,6 +16,7 @@ from typing import Any
 
 import kopf
 
+from .geo import Locator
 from .hosts import probe_host
 from .kube import Kube, NotFound, load_client
 from .models import GROUP, VERSION, SandboxPoolSpec
@@ -60,7 +61,10 @@ async def configure(
     client = load_client()
     kube = Kube(client)
     memo.runtime = Runtime(
-        settings=ours, kube=kube, agents=AgentRegistry(kube, ours.agent_timeout_seconds)
+        settings=ours,
+        kube=kube,
+        agents=AgentRegistry(kube, ours.agent_timeout_seconds),
+        locator=Locator(ours.geoip_database),
     )
     logger.info("tuxio operator configured: %s", ours.model_dump())
 

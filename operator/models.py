@@ -26,6 +26,8 @@ __all__ = [
     "HostLocation",
     "NetworkSpec",
     "Placement",
+    "PlacementStatus",
+    "PoolPlacement",
     "PoolRef",
     "Resources",
     "SandboxHostSpec",
@@ -192,14 +194,61 @@ class NetworkSpec(_Model):
 
 
 class Placement(_Model):
-    """Where a sandbox may run."""
+    """Where a sandbox may run, and who it is for."""
 
+    client_ip: str | None = Field(
+        None,
+        max_length=45,
+        description="The visitor's IP address, as a web frontend sees it: the sandbox goes to "
+        "the nearest host with room (by the operator's GeoIP database). An address that "
+        "cannot be placed (private, unknown, no database) falls back to region, then load.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "isIP(self)", "message": "clientIP must be an IPv4 or IPv6 address"}
+            ]
+        },
+    )
     region: str | None = Field(
         None, max_length=63, description="Only hosts whose location.region is this one."
     )
     host_selector: dict[str, str] | None = Field(
         None, description="Only hosts (SandboxHost objects) with all these labels."
     )
+
+
+class PoolPlacement(_Model):
+    """Where a pool keeps its warm containers."""
+
+    regions: list[Annotated[str, Field(max_length=63)]] | None = Field(
+        None,
+        max_length=64,
+        description="Only hosts in these regions (location.region); unset: any region.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    spread: Literal["Regions", "None"] = Field(
+        "Regions",
+        description="Regions: warm containers are spread evenly over the regions that have a "
+        "host that fits, so visitors everywhere find one near them. None: by load alone.",
+    )
+    host_selector: dict[str, str] | None = Field(
+        None, description="Only hosts (SandboxHost objects) with all these labels."
+    )
+
+
+class PlacementStatus(_Model):
+    """How the host was chosen."""
+
+    reason: Literal["Nearest", "Region", "Load"] = Field(
+        description="Nearest: by distance to the client (with load); Region: by load within "
+        "spec.placement.region; Load: by load alone."
+    )
+    distance_km: float | None = Field(
+        None, description="Great-circle distance from the client's location to the host."
+    )
+    client_location: str | None = Field(
+        None, description="Where GeoIP placed spec.placement.clientIP, e.g. 'Amsterdam, NL'."
+    )
+    message: str = Field("", description="The decision in words, with its numbers.")
 
 
 # ----- Sandbox -----------------------------------------------------------------------------
@@ -323,6 +372,9 @@ class SandboxStatus(_Model):
     from_pool: str | None = Field(
         None, description="The SandboxPool it took its container from, if any."
     )
+    placement: PlacementStatus | None = Field(
+        None, description="Why it runs on its host: reason, distance to the client."
+    )
     message: str | None = Field(None, description="The latest notable thing that happened.")
     observed_generation: int | None = Field(
         None, description="The .metadata.generation this status reflects."
@@ -348,9 +400,9 @@ class SandboxPoolSpec(_Model):
         description="Limits of the warm containers (a claiming Sandbox may change them).",
         json_schema_extra=_EMPTY_DEFAULT,
     )
-    placement: Placement = Field(
-        default_factory=Placement,
-        description="Constraints on the hosts that keep them.",
+    placement: PoolPlacement = Field(
+        default_factory=PoolPlacement,
+        description="The hosts that keep them: regions to pin them to, spread over regions.",
         json_schema_extra=_EMPTY_DEFAULT,
     )
 
@@ -381,6 +433,17 @@ class AgentCredentials(_Model):
 
 class HostLocation(_Model):
     """Where the host is."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.latitude) == has(self.longitude)",
+                    "message": "set both latitude and longitude, or neither",
+                }
+            ]
+        }
+    )
 
     latitude: float | None = Field(None, ge=-90, le=90, description="Degrees north.")
     longitude: float | None = Field(None, ge=-180, le=180, description="Degrees east.")

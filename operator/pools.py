@@ -11,12 +11,13 @@ one container is never adopted twice, not even across an operator restart.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import json
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tuxio.nodeagent.models import ContainerSpec, ContainerStatus, Limits
@@ -25,7 +26,7 @@ from tuxio.operator.agentclient import AgentError
 from .conditions import READY, Reason, condition, set_condition
 from .models import Resources, SandboxPoolSpec, bytes_of, cores_of
 from .runtime import CredentialsMissing, HostRecord, Runtime
-from .scheduling import Allocation, Request, Unschedulable, choose_host
+from .scheduling import Allocation, HostView, Request, Unschedulable, choose_host, reject_reason
 
 __all__ = [
     "POOL_SPEC",
@@ -257,8 +258,11 @@ async def sync_pool(
     if refresh_inventory or not state.loaded.is_set():
         await refresh(rt, state, hosts, claimed)
     current_hash = pool_hash(spec)
+    # Warm containers on a host that is not Ready cannot be claimed: the pool re-warms on the
+    # hosts that are, and trims the surplus once that host is back.
+    usable = [w for w in state.warm.values() if w.host in hosts and hosts[w.host].view.ready]
     plan = plan_pool(
-        state.warm.values(),
+        usable,
         spec.replicas,
         current_hash,
         spec.template,
@@ -293,16 +297,21 @@ async def sync_pool(
         template=spec.template,
         cpus=spec.resources.cpus,
         memory_bytes=bytes_of(spec.resources.memory),
-        region=spec.placement.region,
+        regions=frozenset(spec.placement.regions or ()),
         host_selector=spec.placement.host_selector or {},
     )
     used = dict(allocations)  # sandboxes and every pool's warm containers (Runtime.allocations)
+    views = [h.view for h in hosts.values()]
+    per_region = collections.Counter(hosts[w.host].view.region for w in usable)
     targets: list[HostRecord] = []
     for _ in range(plan.create):
         decision = choose_host(
-            (h.view for h in hosts.values()),
+            views,
             used,
-            request,
+            spread_request(request, views, used, per_region, rt.settings.memory_overcommit)
+            if spec.placement.spread == "Regions"
+            else request,
+            scorer=rt.scorer,
             memory_overcommit=rt.settings.memory_overcommit,
         )
         if isinstance(decision, Unschedulable):
@@ -311,6 +320,7 @@ async def sync_pool(
             break
         host_name = decision.host
         targets.append(hosts[host_name])
+        per_region[hosts[host_name].view.region] += 1
         prior = used.get(host_name, Allocation())
         used[host_name] = Allocation(
             prior.sandboxes + 1,
@@ -325,6 +335,27 @@ async def sync_pool(
     finally:
         state.creating -= len(targets)
     return None
+
+
+def spread_request(
+    request: Request,
+    hosts: Iterable[HostView],
+    used: Mapping[str, Allocation],
+    per_region: Mapping[str | None, int],
+    memory_overcommit: float,
+) -> Request:
+    """`request` narrowed to the region with the fewest warm containers among the regions
+    where some host fits (ties by name). Pure. Hosts without a region form one region."""
+    fits = {
+        h.region
+        for h in hosts
+        if reject_reason(h, used.get(h.name, Allocation()), request, memory_overcommit) is None
+    }
+    named = sorted(r for r in fits if r is not None)
+    if len(named) < 2 or None in fits:
+        return request  # nothing to spread over, or hosts no region narrowing can select
+    region = min(named, key=lambda r: (per_region.get(r, 0), r))
+    return replace(request, regions=frozenset([region]))
 
 
 async def remove_pool(

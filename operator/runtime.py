@@ -17,9 +17,10 @@ from typing import Any
 from tuxio.operator.agentclient import AgentClient
 
 from .conditions import HOST_READY
+from .geo import GeoPoint, Locator
 from .kube import Kube
 from .models import SandboxHostSpec, SandboxPoolSpec, SandboxSpec, bytes_of
-from .scheduling import Allocation, HostView
+from .scheduling import Allocation, HostView, Scorer, placement_scorer
 from .settings import OperatorSettings
 
 __all__ = [
@@ -67,6 +68,9 @@ def host_record(name: str, body: Mapping[str, Any]) -> HostRecord:
         region=spec.location.region,
         max_sandboxes=spec.max_sandboxes,
         load=float(status.get("load") or 0.0),
+        location=None
+        if spec.location.latitude is None or spec.location.longitude is None
+        else GeoPoint(spec.location.latitude, spec.location.longitude, name),
     )
     not_ready_since = None
     if ready and ready.get("status") != "True":
@@ -255,6 +259,7 @@ class Runtime:
     settings: OperatorSettings
     kube: Kube
     agents: AgentRegistry
+    locator: Locator = field(default_factory=lambda: Locator(None))
     assumed: AssumeCache = field(default_factory=AssumeCache)
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     # Pool inventories by pool UID (tuxio.operator.pools.PoolState), and claims in flight.
@@ -262,6 +267,10 @@ class Runtime:
     claims: Claims = field(default_factory=Claims)
     # Deleted Sandboxes whose containers are being destroyed, by UID.
     finalizing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    @property
+    def scorer(self) -> Scorer:
+        return placement_scorer(self.settings.distance_weight)
 
     def allocations(self, placed: Iterable[Placed]) -> dict[str, Allocation]:
         """What is on each host: sandboxes (seen and assumed) and warm containers."""

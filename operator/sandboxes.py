@@ -25,11 +25,12 @@ from tuxio.nodeagent.models import NetworkSpec as AgentNetwork
 from tuxio.operator.agentclient import AgentRejected, AgentUnreachable
 
 from .conditions import READY, SCHEDULED, Reason, condition, now, set_condition
+from .geo import GeoPoint, Unlocated
 from .kube import NotFound
 from .models import SandboxSpec, bytes_of
 from .pools import MANAGED_BY, OPERATOR, Warm, limits_of
 from .runtime import CredentialsMissing, HostRecord, Placed, PoolInfo, Runtime
-from .scheduling import Allocation, Request, Unschedulable, choose_host, rank_hosts
+from .scheduling import Allocation, Request, Unschedulable, choose_host, explain, rank_hosts
 
 __all__ = [
     "FINALIZER",
@@ -182,6 +183,7 @@ async def _claim(
         (h.view for h in hosts.values()),
         allocations,
         replace(request, memory_bytes=0),
+        scorer=rt.scorer,
         memory_overcommit=rt.settings.memory_overcommit,
     )
     warm: Warm | None = state.take(template, ranked)
@@ -206,29 +208,37 @@ async def _place(
     finds it here and neither places the sandbox twice nor hands the container to another."""
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     generation = int(meta.get("generation") or 0)
+    located = rt.locator.locate(spec.placement.client_ip) if spec.placement.client_ip else None
     request = Request(
         template=template,
         cpus=spec.resources.cpus,
         memory_bytes=bytes_of(spec.resources.memory),
-        region=spec.placement.region,
+        regions=frozenset([spec.placement.region]) if spec.placement.region else frozenset(),
         host_selector=spec.placement.host_selector or {},
+        client=located if isinstance(located, GeoPoint) else None,
     )
+    # An address GeoIP cannot place is no error: the decision falls back, and says why.
+    fallback = f"; {located.reason}" if isinstance(located, Unlocated) else ""
     allocations = rt.allocations(placed)
     warm = await _claim(rt, pool, template, hosts, allocations, request) if pool else None
     if warm is not None:
         host, container = warm.host, warm.name
+        kind, km, why = explain(hosts[host].view, request)
         scheduled = condition(
             SCHEDULED,
             True,
             Reason.CLAIMED,
-            f"adopted warm container {warm.name} of pool {pool.name if pool else ''}",
+            f"adopted warm container {warm.name} of pool {pool.name if pool else ''} "
+            f"({why}{fallback})",
             generation,
         )
+        placement = {"reason": kind, "distanceKm": km, "message": why + fallback}
     else:
         decision = choose_host(
             (h.view for h in hosts.values()),
             allocations,
             request,
+            scorer=rt.scorer,
             memory_overcommit=rt.settings.memory_overcommit,
         )
         if isinstance(decision, Unschedulable):
@@ -253,10 +263,13 @@ async def _place(
             )
         host, container = decision.host, container_name(uid)
         reason = Reason.POOL_EMPTY if pool else Reason.HOST_CHOSEN
-        why = decision.reason
+        why = decision.reason + fallback
+        placement = {"reason": decision.kind, "distanceKm": decision.distance_km, "message": why}
         if pool:
             why = f"pool {pool.name} had no warm container: created cold; {why}"
         scheduled = condition(SCHEDULED, True, reason, why, generation)
+    if request.client is not None:
+        placement["clientLocation"] = request.client.label
     conditions = set_condition(list(status.get("conditions") or []), scheduled)
     conditions = set_condition(
         conditions,
@@ -275,6 +288,7 @@ async def _place(
                 "containerName": container,
                 "template": template,
                 "fromPool": pool.name if warm is not None and pool else None,
+                "placement": placement,
                 "expiresAt": expires_at(meta["creationTimestamp"], spec),
                 "observedGeneration": generation,
                 "conditions": conditions,

@@ -1,16 +1,24 @@
 """Placement: which host a sandbox goes to. Pure functions, no I/O.
 
 `choose_host` filters hosts that can take the sandbox, then ranks them with a scorer. The
-scorer is a plain function of a host and the request, so another policy (geography, cost) is
+scorer is a plain function of a host and the request, so another policy (cost, say) is
 another function passed in, and every decision comes with the reason it was made.
+
+The default scorer, `placement_scorer`, adds nearness to the visitor (great-circle distance
+from the client's GeoIP location to the host's) to the load score: a near host wins unless
+it is much fuller than a farther one, and a full host (no room left) is not a candidate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
+
+from .geo import GeoPoint, haversine_km
 
 __all__ = [
+    "HALF_CIRCUMFERENCE_KM",
     "Allocation",
     "Decision",
     "HostView",
@@ -18,7 +26,10 @@ __all__ = [
     "Scorer",
     "Unschedulable",
     "choose_host",
+    "distance_km",
+    "explain",
     "load_score",
+    "placement_scorer",
     "rank_hosts",
     "reject_reason",
 ]
@@ -38,6 +49,7 @@ class HostView:
     region: str | None = None
     max_sandboxes: int | None = None
     load: float = 0.0
+    location: GeoPoint | None = None
 
 
 @dataclass(frozen=True)
@@ -56,8 +68,12 @@ class Request:
     template: str
     cpus: int
     memory_bytes: int
-    region: str | None = None
+    regions: frozenset[str] = frozenset()  # empty: any region
     host_selector: Mapping[str, str] = field(default_factory=dict)
+    client: GeoPoint | None = None  # where the visitor is, when GeoIP could tell
+
+
+PlacementKind = Literal["Nearest", "Region", "Load"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +81,8 @@ class Decision:
     host: str
     score: float
     reason: str
+    kind: PlacementKind = "Load"
+    distance_km: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,8 +112,8 @@ def reject_reason(
         return "unschedulable"
     if request.template not in host.templates:
         return f"without template {request.template}"
-    if request.region and host.region != request.region:
-        return f"outside region {request.region}"
+    if request.regions and host.region not in request.regions:
+        return f"outside region {', '.join(sorted(request.regions))}"
     if any(host.labels.get(k) != v for k, v in request.host_selector.items()):
         return "not matching hostSelector"
     if request.cpus > host.shared_cpus:
@@ -118,6 +136,34 @@ def load_score(host: HostView, used: Allocation, request: Request) -> float:
     crowding = (used.cpus + request.cpus) / max(1, host.shared_cpus)
     busy = host.load / max(1, host.shared_cpus)
     return round(free_memory - 0.1 * crowding - 0.5 * busy, 6)
+
+
+HALF_CIRCUMFERENCE_KM = 20015.1  # the farthest two places on Earth can be
+
+
+def distance_km(host: HostView, request: Request) -> float | None:
+    """From the visitor to the host; None when either place is unknown."""
+    if request.client is None or host.location is None:
+        return None
+    return haversine_km(request.client, host.location)
+
+
+def placement_scorer(distance_weight: float) -> Scorer:
+    """Load plus nearness: `distance_weight` for a host next to the visitor, 0 at the far side
+    of the Earth, linear between. A host without a location counts as the farthest; without a
+    client location this is the load score alone."""
+
+    def score(host: HostView, used: Allocation, request: Request) -> float:
+        base = load_score(host, used, request)
+        if request.client is None:
+            return base
+        km = distance_km(host, request)
+        nearness = (
+            0.0 if km is None else 1.0 - min(km, HALF_CIRCUMFERENCE_KM) / HALF_CIRCUMFERENCE_KM
+        )
+        return round(base + distance_weight * nearness, 6)
+
+    return score
 
 
 def rank_hosts(
@@ -146,7 +192,8 @@ def choose_host(
     memory_overcommit: float = 2.0,
 ) -> Decision | Unschedulable:
     """The best host for `request`; ties go to the name that sorts first (deterministic)."""
-    best: Decision | None = None
+    best: tuple[float, HostView, Allocation] | None = None
+    fitting = 0
     reasons: dict[str, int] = {}
     for host in sorted(hosts, key=lambda h: h.name):
         used = allocations.get(host.name, Allocation())
@@ -154,11 +201,32 @@ def choose_host(
         if why is not None:
             reasons[why] = reasons.get(why, 0) + 1
             continue
+        fitting += 1
         score = scorer(host, used, request)
-        if best is None or score > best.score:
-            best = Decision(
-                host.name,
-                score,
-                f"best score {score:.3f} of the hosts that fit ({used.sandboxes} sandboxes there)",
-            )
-    return best if best is not None else Unschedulable(reasons)
+        if best is None or score > best[0]:
+            best = (score, host, used)
+    if best is None:
+        return Unschedulable(reasons)
+    return _decision(*best, request, fitting)
+
+
+def _decision(
+    score: float, host: HostView, used: Allocation, request: Request, fitting: int
+) -> Decision:
+    ranking = (
+        f"score {score:.3f}, best of {fitting} hosts that fit ({used.sandboxes} sandboxes there)"
+    )
+    kind, km, why = explain(host, request)
+    return Decision(host.name, score, f"{why}; {ranking}", kind, km)
+
+
+def explain(host: HostView, request: Request) -> tuple[PlacementKind, float | None, str]:
+    """How a host was chosen for a request: Nearest (with the distance), Region or Load."""
+    km = distance_km(host, request)
+    if request.client is not None and km is not None:
+        km = round(km, 1)
+        where = f" ({request.client.label})" if request.client.label else ""
+        return "Nearest", km, f"nearest with room: {km:.0f} km from the client{where}"
+    if request.regions:
+        return "Region", None, f"least loaded in region {', '.join(sorted(request.regions))}"
+    return "Load", None, "least loaded"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -46,6 +47,18 @@ class OperatorSettings(BaseSettings):
     )
     pool_refresh_seconds: float = Field(
         5.0, gt=0, description="How often a pool's inventory is re-read from the agents."
+    )
+    geoip_database: Path | None = Field(
+        None,
+        description="A GeoIP2 or GeoLite2 City database (.mmdb) to place sandboxes near the "
+        "visitor's spec.placement.clientIP; unset: placement by region and load only.",
+    )
+    distance_weight: float = Field(
+        4.0,
+        ge=0,
+        description="Weight of nearness against load when placing: with 4.0, 1000 km count "
+        "as much as 20% of a host's memory free, so a half-full host next door still beats "
+        "an empty one across an ocean, and a (nearly) full one does not.",
     )
 
     # Node registration (operator/nodes.py): for the agent deployed as a DaemonSet.

@@ -38,8 +38,8 @@ REQUEST = Request(template="busybox", cpus=2, memory_bytes=GiB)
         (replace(HOST, ready=False), Allocation(), REQUEST, "not Ready"),
         (replace(HOST, unschedulable=True), Allocation(), REQUEST, "unschedulable"),
         (HOST, Allocation(), replace(REQUEST, template="alpine"), "without template alpine"),
-        (HOST, Allocation(), replace(REQUEST, region="us-east"), "outside region us-east"),
-        (HOST, Allocation(), replace(REQUEST, region="eu-west"), None),
+        (HOST, Allocation(), replace(REQUEST, regions=frozenset({"us-east"})), "outside region us-east"),
+        (HOST, Allocation(), replace(REQUEST, regions=frozenset({"eu-west"})), None),
         (
             HOST,
             Allocation(),
@@ -65,7 +65,8 @@ def test_emptier_host_wins() -> None:
     decision = choose_host(hosts, used, REQUEST)
     assert isinstance(decision, Decision)
     assert decision.host == "quiet"
-    assert "best score" in decision.reason
+    assert decision.reason.startswith("least loaded; score ")
+    assert decision.kind == "Load" and decision.distance_km is None
 
 
 def test_loaded_host_loses_to_idle_one() -> None:
