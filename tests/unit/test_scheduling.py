@@ -38,7 +38,12 @@ REQUEST = Request(template="busybox", cpus=2, memory_bytes=GiB)
         (replace(HOST, ready=False), Allocation(), REQUEST, "not Ready"),
         (replace(HOST, unschedulable=True), Allocation(), REQUEST, "unschedulable"),
         (HOST, Allocation(), replace(REQUEST, template="alpine"), "without template alpine"),
-        (HOST, Allocation(), replace(REQUEST, regions=frozenset({"us-east"})), "outside region us-east"),
+        (
+            HOST,
+            Allocation(),
+            replace(REQUEST, regions=frozenset({"us-east"})),
+            "outside region us-east",
+        ),
         (HOST, Allocation(), replace(REQUEST, regions=frozenset({"eu-west"})), None),
         (
             HOST,
