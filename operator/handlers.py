@@ -290,6 +290,7 @@ async def pool_filler(
             pool_hash(spec),
             int(body["metadata"].get("generation") or 0),
             blocker,
+            {h.name for h in views.hosts.values() if h.view.ready},
         )
         changes = {k: v for k, v in new.items() if status.get(k) != v}
         if changes:

@@ -198,6 +198,7 @@ class Placement(_Model):
 
     client_ip: str | None = Field(
         None,
+        alias="clientIP",
         max_length=45,
         description="The visitor's IP address, as a web frontend sees it: the sandbox goes to "
         "the nearest host with room (by the operator's GeoIP database). An address that "

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -162,12 +162,16 @@ def pool_status(
     current_hash: str,
     generation: int,
     blocker: str | None,
+    ready_hosts: Container[str],
 ) -> dict[str, Any]:
-    """The pool's status. Pure."""
+    """The pool's status. Pure. Warm containers on hosts that are not Ready do not count."""
     ready = sum(
         1
         for w in state.warm.values()
-        if w.ready and w.spec_hash == current_hash and w.template == spec.template
+        if w.ready
+        and w.spec_hash == current_hash
+        and w.template == spec.template
+        and w.host in ready_hosts
     )
     if ready >= spec.replicas:
         cond = condition(READY, True, "Filled", f"{ready} warm containers ready", generation)

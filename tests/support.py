@@ -69,10 +69,13 @@ class Agent:
     scheme: str = "http"
     verify: bool | ssl.SSLContext = True
     proc: subprocess.Popen[bytes] | None = None
+    address: str = "127.0.0.1"
+    # Argv the agent runs under, e.g. nsenter into a network namespace of its own.
+    wrapper: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}"
+        return f"{self.scheme}://{self.address}:{self.port}"
 
     @property
     def lxcpath(self) -> Path:
@@ -84,10 +87,13 @@ class Agent:
 
     def start(self) -> None:
         command = [
+            *self.wrapper,
             AGENT,
             "--data-dir",
             str(self.data_dir),
             "serve",
+            "--listen",
+            self.address,
             "--port",
             str(self.port),
             "--token-file",

@@ -306,7 +306,17 @@ def operator(
     log = RUN_DIR / "operator.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_bytes(b"")
-    running = Operator(cluster, log, operator_kubeconfig)
+    # The real GeoLite2 City database (hack/fetch-geolite2.sh), for placement near visitors.
+    fetched = subprocess.run(
+        [str(ROOT / "hack" / "fetch-geolite2.sh")], capture_output=True, text=True, check=False
+    )
+    assert fetched.returncode == 0, f"hack/fetch-geolite2.sh failed:\n{fetched.stderr}"
+    running = Operator(
+        cluster,
+        log,
+        operator_kubeconfig,
+        {"TUXIO_OPERATOR_GEOIP_DATABASE": fetched.stdout.strip()},
+    )
     running.start()
     wait_until(lambda: host_ready(custom, host.name), timeout=60)
     yield running

@@ -95,6 +95,11 @@ BAD_SANDBOXES: list[tuple[str, dict[str, Any] | None, str]] = [
         {"template": "busybox", "privileged": True},
         'unknown field "spec.privileged"',
     ),
+    (
+        "clientIP not an address",
+        {"template": "busybox", "placement": {"clientIP": "example.org"}},
+        'spec.placement.clientIP: Invalid value: "example.org": clientIP must be an IPv4 or IPv6 address',
+    ),
 ]
 
 
@@ -217,6 +222,31 @@ BAD_OTHERS: list[tuple[str, str, dict[str, Any], bool, str]] = [
         },
         False,
         "spec.location.latitude: Invalid value: 100",
+    ),
+    (
+        "host latitude without longitude",
+        "SandboxHost",
+        {
+            "endpoint": "https://h:7443",
+            "credentialsSecretRef": {"name": "s", "namespace": "n"},
+            "location": {"latitude": 52.37},
+        },
+        False,
+        "set both latitude and longitude, or neither",
+    ),
+    (
+        "pool spread unknown",
+        "SandboxPool",
+        {"template": "busybox", "placement": {"spread": "Everywhere"}},
+        True,
+        'spec.placement.spread: Unsupported value: "Everywhere"',
+    ),
+    (
+        "pool region listed twice",
+        "SandboxPool",
+        {"template": "busybox", "placement": {"regions": ["eu-west", "eu-west"]}},
+        True,
+        "spec.placement.regions[1]: Duplicate value",
     ),
     (
         "host without credentials",
