@@ -58,6 +58,9 @@ async def configure(
     settings.networking.request_timeout = 60
     # Workers per object exit soon after they idle: thousands of sandboxes, few of them busy.
     settings.queueing.idle_timeout = 2.0
+    # A timer stopped mid-run (a SandboxHost deleted while its probe is in flight) is looked
+    # at again after a second, not kopf's default minute: the host's deletion waits on it.
+    settings.background.cancellation_polling = 1.0
     client = load_client()
     kube = Kube(client)
     memo.runtime = Runtime(
