@@ -87,10 +87,17 @@ def host_index(name: str, body: kopf.Body, **_: Any) -> dict[str, HostRecord]:
 
 @kopf.index(*SANDBOXES)
 def placement_index(
-    uid: str, namespace: str | None, name: str, body: kopf.Body, **_: Any
+    uid: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
 ) -> dict[str, Placed] | None:
     placed = placed_of(uid, namespace or "", name, body)
+    memo.runtime.ledger.set(uid, placed)  # kept with the index: filled before any handler
     return {placed.host: placed} if placed else None
+
+
+@kopf.on.event(*SANDBOXES, when=lambda type, **_: type == "DELETED")
+def sandbox_gone(uid: str, memo: Any, **_: Any) -> None:
+    """kopf drops a deleted object from its indexes without calling them: so do we."""
+    memo.runtime.ledger.discard(uid)
 
 
 @kopf.index(*SANDBOXES)
@@ -118,7 +125,6 @@ class _Views:
     functions; its callback protocols do not know them, so handlers take them from **kwargs."""
 
     hosts: dict[str, HostRecord]
-    placed: list[Placed]
     by_host: kopf.Index[str, Placed]
     uids: kopf.Index[str, tuple[str, str]]
     pools: dict[tuple[str, str], PoolInfo]
@@ -131,7 +137,6 @@ class _Views:
         pools: kopf.Index[tuple[str, str], PoolInfo] = kwargs["pool_index"]
         return cls(
             hosts={name: next(iter(store)) for name, store in hosts.items() if store},
-            placed=[entry for store in placed.values() for entry in store],
             by_host=placed,
             uids=kwargs["uid_index"],
             pools={key: next(iter(store)) for key, store in pools.items() if store},
@@ -151,7 +156,7 @@ class _Views:
 @kopf.on.resume(*SANDBOXES)
 async def sandbox_changed(body: kopf.Body, memo: Any, retry: int, **kwargs: Any) -> None:
     views = _Views.of(kwargs)
-    await reconcile(memo.runtime, body, views.hosts, views.placed, views.pools, retry)
+    await reconcile(memo.runtime, body, views.hosts, views.pools, retry)
 
 
 def _deleting(body: kopf.Body, type: str | None, **_: Any) -> bool:
@@ -234,7 +239,7 @@ async def host_probe(
         if fresh["metadata"].get("deletionTimestamp"):
             return
         current = _Views.of(kwargs)
-        await reconcile(rt, fresh, current.hosts, current.placed, current.pools)
+        await reconcile(rt, fresh, current.hosts, current.pools)
 
     new = await probe_host(
         rt,
@@ -282,7 +287,7 @@ async def pool_filler(
             state,
             spec,
             views.hosts,
-            rt.allocations(views.placed),
+            rt.allocations(),
             views.claimed(rt),
             refresh_inventory=due,
         )

@@ -86,6 +86,7 @@ class Warm:
     ready: bool
     memory_bytes: int
     cpus: int
+    created: str = ""  # ISO 8601 from the agent: claims take the longest waiting first
 
 
 @dataclass
@@ -101,7 +102,8 @@ class PoolState:
     creating: int = 0
 
     def take(self, template: str, hosts_in_order: list[str]) -> Warm | None:
-        """Remove and return a ready warm container of `template`, on the first host possible.
+        """Remove and return a ready warm container of `template`, on the first host possible
+        (there, the one that has waited longest).
 
         Synchronous on purpose: between choosing and removing there is no await, so two claims
         in this process can never take the same container.
@@ -112,7 +114,7 @@ class PoolState:
         ]
         if not ready:
             return None
-        chosen = min(ready, key=lambda w: (rank[w.host], w.name))
+        chosen = min(ready, key=lambda w: (rank[w.host], w.created, w.name))
         del self.warm[chosen.name]
         self.wake.set()  # replenish
         return chosen
@@ -198,6 +200,7 @@ def warm_of(container: ContainerStatus, host: str) -> Warm:
         ready=container.state == "running",
         memory_bytes=limits.memory,
         cpus=limits.cpus,
+        created=container.created_at.isoformat() if container.created_at else "",
     )
 
 

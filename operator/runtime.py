@@ -10,7 +10,7 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ __all__ = [
     "CredentialsMissing",
     "HostRecord",
     "KeyedLocks",
+    "Ledger",
     "Placed",
     "PoolInfo",
     "Runtime",
@@ -127,6 +128,51 @@ class PoolInfo:
     spec: SandboxPoolSpec
 
 
+class Ledger:
+    """What each host holds in sandboxes, kept up to date as the Sandbox index changes.
+
+    The totals per host are adjusted entry by entry, so a scheduling decision reads them in
+    O(hosts) instead of adding up every sandbox (10 000 of them cost 2 ms a decision).
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str, int, int]] = {}
+        self._totals: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
+
+    def set(self, uid: str, placed: Placed | None) -> None:
+        """Record the sandbox as it is now (None or Failed: it holds nothing)."""
+        self.discard(uid)
+        if placed is None or placed.phase == "Failed":
+            return
+        entry = (placed.host, placed.memory_bytes, placed.cpus)
+        self._entries[uid] = entry
+        total = self._totals[entry[0]]
+        total[0] += 1
+        total[1] += entry[1]
+        total[2] += entry[2]
+
+    def discard(self, uid: str) -> None:
+        entry = self._entries.pop(uid, None)
+        if entry is None:
+            return
+        total = self._totals[entry[0]]
+        total[0] -= 1
+        total[1] -= entry[1]
+        total[2] -= entry[2]
+        if not total[0]:
+            del self._totals[entry[0]]
+
+    def __contains__(self, uid: object) -> bool:
+        return uid in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def totals(self) -> dict[str, list[int]]:
+        """Per host: [sandboxes, memory bytes, cpus] (a copy)."""
+        return {host: list(total) for host, total in self._totals.items()}
+
+
 class AssumeCache:
     """Decisions recorded but not yet back through the watch.
 
@@ -144,27 +190,21 @@ class AssumeCache:
     def forget(self, uid: str) -> None:
         self._assumed.pop(uid, None)
 
-    def allocations(self, placed: Iterable[Placed]) -> dict[str, Allocation]:
-        totals: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
-        seen: set[str] = set()
-        for entry in placed:
-            if entry.phase == "Failed":
-                continue
-            seen.add(entry.uid)
-            total = totals[entry.host]
-            total[0] += 1
-            total[1] += entry.memory_bytes
-            total[2] += entry.cpus
+    def allocations(self, ledger: Ledger) -> dict[str, list[int]]:
+        """Per host [sandboxes, memory bytes, cpus]: the ledger's plus the assumed ones."""
+        totals = collections.defaultdict(lambda: [0, 0, 0], ledger.totals())
+        if not self._assumed:
+            return totals
         cutoff = time.monotonic() - self.ttl
         for uid, (host, memory, cpus, when) in list(self._assumed.items()):
-            if uid in seen or when < cutoff:
+            if uid in ledger or when < cutoff:
                 del self._assumed[uid]
                 continue
             total = totals[host]
             total[0] += 1
             total[1] += memory
             total[2] += cpus
-        return {host: Allocation(t[0], t[1], t[2]) for host, t in totals.items()}
+        return totals
 
 
 class KeyedLocks:
@@ -260,6 +300,7 @@ class Runtime:
     kube: Kube
     agents: AgentRegistry
     locator: Locator = field(default_factory=lambda: Locator(None))
+    ledger: Ledger = field(default_factory=Ledger)
     assumed: AssumeCache = field(default_factory=AssumeCache)
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     # Pool inventories by pool UID (tuxio.operator.pools.PoolState), and claims in flight.
@@ -272,15 +313,13 @@ class Runtime:
     def scorer(self) -> Scorer:
         return placement_scorer(self.settings.distance_weight)
 
-    def allocations(self, placed: Iterable[Placed]) -> dict[str, Allocation]:
+    def allocations(self) -> dict[str, Allocation]:
         """What is on each host: sandboxes (seen and assumed) and warm containers."""
-        totals = self.assumed.allocations(placed)
+        totals = self.assumed.allocations(self.ledger)
         for state in self.pools.values():
             for warm in state.warm.values():
-                prior = totals.get(warm.host, Allocation())
-                totals[warm.host] = Allocation(
-                    prior.sandboxes + 1,
-                    prior.memory_bytes + warm.memory_bytes,
-                    prior.cpus + warm.cpus,
-                )
-        return totals
+                total = totals[warm.host]
+                total[0] += 1
+                total[1] += warm.memory_bytes
+                total[2] += warm.cpus
+        return {host: Allocation(t[0], t[1], t[2]) for host, t in totals.items()}

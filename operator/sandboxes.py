@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -29,7 +29,7 @@ from .geo import GeoPoint, Unlocated
 from .kube import NotFound
 from .models import SandboxSpec, bytes_of
 from .pools import MANAGED_BY, OPERATOR, Warm, limits_of
-from .runtime import CredentialsMissing, HostRecord, Placed, PoolInfo, Runtime
+from .runtime import CredentialsMissing, HostRecord, PoolInfo, Runtime
 from .scheduling import Allocation, Request, Unschedulable, choose_host, explain, rank_hosts
 
 __all__ = [
@@ -200,7 +200,6 @@ async def _place(
     template: str,
     pool: PoolInfo | None,
     hosts: Mapping[str, HostRecord],
-    placed: Iterable[Placed],
     meta: dict[str, Any],
 ) -> None:
     """Choose the container's host (adopting a warm container when the pool has one) and
@@ -219,7 +218,7 @@ async def _place(
     )
     # An address GeoIP cannot place is no error: the decision falls back, and says why.
     fallback = f"; {located.reason}" if isinstance(located, Unlocated) else ""
-    allocations = rt.allocations(placed)
+    allocations = rt.allocations()
     warm = await _claim(rt, pool, template, hosts, allocations, request) if pool else None
     if warm is not None:
         host, container = warm.host, warm.name
@@ -309,7 +308,6 @@ async def reconcile(
     rt: Runtime,
     body: Mapping[str, Any],
     hosts: Mapping[str, HostRecord],
-    placed: Iterable[Placed],
     pools: Mapping[tuple[str, str], PoolInfo],
     retry: int = 0,
 ) -> None:
@@ -341,7 +339,7 @@ async def reconcile(
             raise
 
         if not status.get("host"):
-            await _place(rt, body, spec, status, template, pool, hosts, placed, meta)
+            await _place(rt, body, spec, status, template, pool, hosts, meta)
             clock.mark("decision")
 
         host = hosts.get(status["host"])

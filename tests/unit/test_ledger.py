@@ -1,0 +1,74 @@
+"""The per-host ledger the scheduler reads: kept entry by entry, equal to a full recount."""
+
+from __future__ import annotations
+
+import random
+
+from tuxio.operator.runtime import AssumeCache, Ledger, Placed
+
+
+def placed(uid: str, host: str, memory: int, cpus: int, phase: str = "Running") -> Placed:
+    return Placed(
+        uid=uid,
+        namespace="ns",
+        name=uid,
+        host=host,
+        container=f"c-{uid}",
+        phase=phase,
+        state="Running",
+        restart_policy="Always",
+        memory_bytes=memory,
+        cpus=cpus,
+        usage_observed_at=None,
+        deleting=False,
+    )
+
+
+def recount(entries: dict[str, Placed]) -> dict[str, list[int]]:
+    totals: dict[str, list[int]] = {}
+    for entry in entries.values():
+        if entry.phase == "Failed":
+            continue
+        total = totals.setdefault(entry.host, [0, 0, 0])
+        total[0] += 1
+        total[1] += entry.memory_bytes
+        total[2] += entry.cpus
+    return totals
+
+
+def test_random_updates_match_a_recount() -> None:
+    rng = random.Random(7)
+    ledger, truth = Ledger(), {}
+    for step in range(5000):
+        uid = f"u{rng.randrange(300)}"
+        action = rng.random()
+        if action < 0.15:
+            ledger.discard(uid)
+            truth.pop(uid, None)
+        elif action < 0.2:
+            ledger.set(uid, None)  # status lost its host
+            truth.pop(uid, None)
+        else:
+            phase = "Failed" if rng.random() < 0.1 else "Running"
+            entry = placed(
+                uid, f"h{rng.randrange(5)}", rng.randrange(1, 9) << 20, rng.randrange(1, 4), phase
+            )
+            ledger.set(uid, entry)
+            truth[uid] = entry
+        if step % 250 == 0:
+            assert ledger.totals() == recount(truth)
+    assert ledger.totals() == recount(truth)
+    assert len(ledger) == sum(1 for e in truth.values() if e.phase != "Failed")
+
+
+def test_assumed_placements_count_until_seen() -> None:
+    ledger, assumed = Ledger(), AssumeCache()
+    ledger.set("a", placed("a", "h1", 100, 1))
+    assumed.assume("b", "h1", 50, 2)
+    assumed.assume("c", "h2", 10, 1)
+    assert assumed.allocations(ledger) == {"h1": [2, 150, 3], "h2": [1, 10, 1]}
+    ledger.set("b", placed("b", "h1", 50, 2))  # the watch brought it back: counted once
+    assert assumed.allocations(ledger)["h1"] == [2, 150, 3]
+    ledger.discard("a")
+    assert assumed.allocations(ledger)["h1"] == [1, 50, 2]
+    assert ledger.totals() == {"h1": [1, 50, 2]}  # the ledger itself is not changed by reads
