@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: deps lint typecheck-tree test test-unit test-agent test-e2e demo demo-agent bench bench-agent \
-	bench-operator bench-pool openapi crds cluster-up cluster-down kind-up kind-down clean
+	bench-operator bench-pool bench-placement openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -56,7 +56,7 @@ kind-up:
 kind-down:
 	@hack/kind-down.sh
 
-bench: bench-agent bench-operator bench-pool
+bench: bench-agent bench-operator bench-pool bench-placement
 
 openapi: deps
 	$(PY) hack/render-openapi.py
@@ -72,6 +72,9 @@ bench-operator: deps
 
 bench-pool: deps
 	$(PY) bench/pool_bench.py --out bench/results/pool.json
+
+bench-placement: deps
+	$(PY) bench/placement_bench.py --out bench/results/placement.json
 
 clean:
 	rm -rf .build .pytest_cache .mypy_cache .ruff_cache

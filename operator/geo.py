@@ -22,6 +22,7 @@ __all__ = ["EARTH_RADIUS_KM", "GeoPoint", "Locator", "Unlocated", "haversine_km"
 log = logging.getLogger(__name__)
 
 EARTH_RADIUS_KM = 6371.0088  # the mean radius (IUGG)
+_RAD = math.pi / 180
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,10 @@ class Unlocated:
 
 def haversine_km(a: GeoPoint, b: GeoPoint) -> float:
     """Great-circle distance between two points, in kilometres."""
-    lat1, lat2 = math.radians(a.latitude), math.radians(b.latitude)
-    dlat = lat2 - lat1
-    dlon = math.radians(b.longitude - a.longitude)
-    h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlon / 2) ** 2
+    lat1, lat2 = a.latitude * _RAD, b.latitude * _RAD
+    sin_dlat = math.sin((lat2 - lat1) / 2)
+    sin_dlon = math.sin((b.longitude - a.longitude) * _RAD / 2)
+    h = sin_dlat * sin_dlat + math.cos(lat1) * math.cos(lat2) * sin_dlon * sin_dlon
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
 
 

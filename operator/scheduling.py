@@ -151,17 +151,21 @@ def distance_km(host: HostView, request: Request) -> float | None:
 def placement_scorer(distance_weight: float) -> Scorer:
     """Load plus nearness: `distance_weight` for a host next to the visitor, 0 at the far side
     of the Earth, linear between. A host without a location counts as the farthest; without a
-    client location this is the load score alone."""
+    client location this is the load score alone. (The load part is load_score's formula,
+    inlined: this runs once per host per decision.)"""
 
     def score(host: HostView, used: Allocation, request: Request) -> float:
-        base = load_score(host, used, request)
-        if request.client is None:
-            return base
-        km = distance_km(host, request)
-        nearness = (
-            0.0 if km is None else 1.0 - min(km, HALF_CIRCUMFERENCE_KM) / HALF_CIRCUMFERENCE_KM
+        free_memory = 1.0 - (used.memory_bytes + request.memory_bytes) / max(1, host.memory_bytes)
+        shared = max(1, host.shared_cpus)
+        base = (
+            max(0.0, free_memory)
+            - 0.1 * (used.cpus + request.cpus) / shared
+            - 0.5 * host.load / shared
         )
-        return round(base + distance_weight * nearness, 6)
+        if request.client is None or host.location is None:
+            return base
+        km = min(haversine_km(request.client, host.location), HALF_CIRCUMFERENCE_KM)
+        return base + distance_weight * (1.0 - km / HALF_CIRCUMFERENCE_KM)
 
     return score
 

@@ -235,3 +235,26 @@ def test_no_database_places_nothing() -> None:
 def test_missing_database_file_is_a_clear_startup_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         Locator(tmp_path / "absent.mmdb")
+
+
+def test_scorer_without_a_client_is_exactly_the_load_score() -> None:
+    """placement_scorer inlines load_score's formula for speed: the two must not drift apart."""
+    import random
+
+    from tuxio.operator.scheduling import load_score
+
+    rng = random.Random(3)
+    for _ in range(500):
+        view = replace(
+            EU,
+            shared_cpus=rng.randrange(0, 64),
+            memory_bytes=rng.randrange(1, 512) * GiB,
+            load=rng.uniform(0, 40),
+        )
+        used = Allocation(rng.randrange(100), rng.randrange(0, 600) * GiB, rng.randrange(100))
+        request = replace(
+            REQUEST, cpus=rng.randrange(1, 8), memory_bytes=rng.randrange(1, 64) * GiB
+        )
+        assert SCORE(view, used, request) == pytest.approx(
+            load_score(view, used, request), abs=1e-6
+        )
