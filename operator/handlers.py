@@ -273,9 +273,14 @@ async def pool_filler(
     """Keep the pool's warm containers: one loop per pool, woken by claims and spec changes."""
     rt: Runtime = memo.runtime
     state: PoolState = rt.pools.setdefault(uid, PoolState(uid, namespace or "", name))
-    last_refresh = 0.0
+    last_refresh = last_write = 0.0
     status: dict[str, Any] = dict(body.get("status") or {})
     while not stopped:
+        # Claims come first: a refill waits until the claim that woke it had its turn at the
+        # agent and the API server (on a small host, a container start competes for the CPU).
+        quiet = state.last_take + rt.settings.pool_refill_delay_seconds - time.monotonic()
+        if quiet > 0:
+            await asyncio.sleep(quiet)
         views = _Views.of(kwargs)
         spec = SandboxPoolSpec.model_validate(dict(body["spec"]))
         due = time.monotonic() - last_refresh >= rt.settings.pool_refresh_seconds
@@ -301,15 +306,23 @@ async def pool_filler(
             {h.name for h in views.hosts.values() if h.view.ready},
         )
         changes = {k: v for k, v in new.items() if status.get(k) != v}
-        if changes:
+        # Counts alone change with every claim and refill: written at most every
+        # pool_status_interval_seconds (the Ready condition and generation at once).
+        urgent = bool(changes.keys() - {"replicas", "readyReplicas"})
+        due_write = time.monotonic() - last_write >= rt.settings.pool_status_interval_seconds
+        if changes and (urgent or due_write):
+            last_write = time.monotonic()
             logger.info("status: %s", {k: v for k, v in changes.items() if k != "conditions"})
             with contextlib.suppress(NotFound):
                 await rt.kube.patch_pool_status(namespace or "", name, changes)
             status.update(changes)
         busy = blocker is None and new["readyReplicas"] < spec.replicas
         if not busy:
+            # Also wakes in time to write counts that were held back.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.wake.wait(), timeout=1.0)
+                await asyncio.wait_for(
+                    state.wake.wait(), timeout=min(1.0, rt.settings.pool_status_interval_seconds)
+                )
 
 
 @kopf.on.delete(*POOLS)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -100,6 +101,7 @@ class PoolState:
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     creating: int = 0
+    last_take: float = 0.0  # time.monotonic() of the last claim
 
     def take(self, template: str, hosts_in_order: list[str]) -> Warm | None:
         """Remove and return a ready warm container of `template`, on the first host possible
@@ -116,6 +118,7 @@ class PoolState:
             return None
         chosen = min(ready, key=lambda w: (rank[w.host], w.created, w.name))
         del self.warm[chosen.name]
+        self.last_take = time.monotonic()
         self.wake.set()  # replenish
         return chosen
 

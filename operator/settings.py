@@ -45,6 +45,17 @@ class OperatorSettings(BaseSettings):
     pool_fill_parallelism: int = Field(
         16, ge=1, description="Warm containers one pool makes at once (bounds the refill)."
     )
+    pool_refill_delay_seconds: float = Field(
+        0.05,
+        ge=0,
+        description="A refill starts this long after the last claim, so claims are not "
+        "slowed by container starts on the same host.",
+    )
+    pool_status_interval_seconds: float = Field(
+        0.5,
+        gt=0,
+        description="Pool status counts are written at most this often (conditions at once).",
+    )
     pool_refresh_seconds: float = Field(
         5.0, gt=0, description="How often a pool's inventory is re-read from the agents."
     )
