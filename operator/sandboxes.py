@@ -297,11 +297,8 @@ async def _place(
     )
     if warm is None:
         rt.assumed.assume(uid, host, request.memory_bytes, request.cpus)
-    kopf.info(
-        event_target(body),
-        reason="Claimed" if warm else "Scheduled",
-        message=f"on {host}: {scheduled['message']}",
-    )
+    # No Event here: the decision is told in the Event of the phase it leads to (one Event
+    # per new Sandbox, not two: each is an API write) and is in the Scheduled condition.
 
 
 async def reconcile(
@@ -338,7 +335,8 @@ async def reconcile(
             )
             raise
 
-        if not status.get("host"):
+        placed_now = not status.get("host")
+        if placed_now:
             await _place(rt, body, spec, status, template, pool, hosts, meta)
             clock.mark("decision")
 
@@ -435,11 +433,13 @@ async def reconcile(
         clock.mark("status")
         log.info("timing %s/%s started=%.6f %s", namespace, name, clock.started, clock.report())
         if status.get("phase") != was:
-            kopf.info(
-                event_target(body),
-                reason=str(status["phase"]),
-                message=f"container {container} on {host.name}, cores {status.get('cpuset')}",
-            )
+            message = f"container {container} on {host.name}, cores {status.get('cpuset')}"
+            if placed_now:
+                scheduled: dict[str, Any] = next(
+                    (c for c in status.get("conditions") or [] if c.get("type") == SCHEDULED), {}
+                )
+                message += f"; {scheduled.get('reason')}: {scheduled.get('message')}"
+            kopf.info(event_target(body), reason=str(status["phase"]), message=message)
 
 
 class _Clock:

@@ -81,8 +81,11 @@ def test_sample_sandbox_end_to_end(
         "--field-selector",
         "involvedObject.name=visitor-42",
     ).stdout
-    reasons = {e["reason"] for e in json.loads(events)["items"]}
-    assert {"Scheduled", "Running"} <= reasons
+    # One Event for the new Sandbox, telling both the placement and the result.
+    running = [e for e in json.loads(events)["items"] if e["reason"] == "Running"]
+    assert len(running) == 1
+    assert "HostChosen: least loaded" in running[0]["message"], running[0]["message"]
+    assert status["containerName"] in running[0]["message"]
     # A command runs in it.
     with host.agent.client() as http:
         ran = http.post(
