@@ -21,7 +21,16 @@ from .hosts import probe_host
 from .kube import Kube, NotFound, load_client
 from .models import GROUP, VERSION, SandboxPoolSpec
 from .pools import PoolState, pool_hash, pool_status, remove_pool, sync_pool
-from .runtime import AgentRegistry, HostRecord, Placed, PoolInfo, Runtime, host_record, placed_of
+from .runtime import (
+    AgentRegistry,
+    HostRecord,
+    Placed,
+    PoolInfo,
+    Runtime,
+    assignment_of,
+    host_record,
+    placed_of,
+)
 from .sandboxes import FINALIZER, finalize_and_release, reconcile
 from .settings import OperatorSettings
 
@@ -101,8 +110,8 @@ def sandbox_gone(uid: str, memo: Any, **_: Any) -> None:
 
 
 @kopf.index(*SANDBOXES)
-def container_index(status: kopf.Status, **_: Any) -> dict[str, bool] | None:
-    container = status.get("containerName")
+def container_index(body: kopf.Body, **_: Any) -> dict[str, bool] | None:
+    container = assignment_of(body).get("containerName")
     return {container: True} if container else None
 
 

@@ -91,6 +91,40 @@ class Kube:
             _content_type="application/json-patch+json",
         )
 
+    async def record_assignment(
+        self,
+        namespace: str,
+        name: str,
+        meta: dict[str, Any],
+        finalizer: str,
+        key: str,
+        value: str,
+    ) -> None:
+        """One write to the Sandbox `meta["uid"]`: annotation `key` = `value`, and `finalizer`
+        unless it is there. A JSON patch that tests the uid first (never a namesake made
+        since); the API server refuses new finalizers on an object being deleted (422)."""
+        ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]}]
+        if meta.get("annotations"):
+            escaped = key.replace("~", "~0").replace("/", "~1")
+            ops.append({"op": "add", "path": f"/metadata/annotations/{escaped}", "value": value})
+        else:
+            ops.append({"op": "add", "path": "/metadata/annotations", "value": {key: value}})
+        present = list(meta.get("finalizers") or [])
+        if finalizer not in present:
+            ops.append(
+                {"op": "add", "path": "/metadata/finalizers", "value": [*present, finalizer]}
+            )
+        await self._call(
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            "sandboxes",
+            name,
+            ops,
+            _content_type="application/json-patch+json",
+        )
+
     async def remove_sandbox_finalizer(
         self, namespace: str, name: str, uid: str, finalizer: str, attempts: int = 10
     ) -> None:

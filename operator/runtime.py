@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from .scheduling import Allocation, HostView, Scorer, placement_scorer
 from .settings import OperatorSettings
 
 __all__ = [
+    "ASSIGNMENT",
     "AgentRegistry",
     "AssumeCache",
     "CredentialsMissing",
@@ -33,6 +35,7 @@ __all__ = [
     "Placed",
     "PoolInfo",
     "Runtime",
+    "assignment_of",
     "host_record",
     "placed_of",
 ]
@@ -97,8 +100,30 @@ class Placed:
     deleting: bool
 
 
-def placed_of(uid: str, namespace: str, name: str, body: Mapping[str, Any]) -> Placed | None:
+# The placement decision, written to the Sandbox's metadata (with its finalizer, in one write)
+# before the agent is told; copied into status with the first status write after that.
+ASSIGNMENT = "tux.io/assignment"
+
+
+def assignment_of(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The Sandbox's placement as recorded: status once written, else the annotation."""
     status = body.get("status") or {}
+    if status.get("host") and status.get("containerName"):
+        return dict(status)
+    raw = ((body.get("metadata") or {}).get("annotations") or {}).get(ASSIGNMENT)
+    if not raw:
+        return {}
+    try:
+        recorded = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(recorded, dict) or not recorded.get("host"):
+        return {}
+    return recorded
+
+
+def placed_of(uid: str, namespace: str, name: str, body: Mapping[str, Any]) -> Placed | None:
+    status = {**assignment_of(body), **{k: v for k, v in (body.get("status") or {}).items() if v}}
     if not status.get("host") or not status.get("containerName"):
         return None
     spec = SandboxSpec.model_validate(body.get("spec") or {})

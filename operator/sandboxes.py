@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +30,7 @@ from .geo import GeoPoint, Unlocated
 from .kube import NotFound
 from .models import SandboxSpec, bytes_of
 from .pools import MANAGED_BY, OPERATOR, Warm, limits_of
-from .runtime import CredentialsMissing, HostRecord, PoolInfo, Runtime
+from .runtime import ASSIGNMENT, CredentialsMissing, HostRecord, PoolInfo, Runtime, assignment_of
 from .scheduling import Allocation, Request, Unschedulable, choose_host, explain, rank_hosts
 
 __all__ = [
@@ -142,12 +143,24 @@ def _backoff(rt: Runtime, retry: int) -> float:
 
 
 async def _write(
-    rt: Runtime, namespace: str, name: str, current: dict[str, Any], new: dict[str, Any]
+    rt: Runtime,
+    namespace: str,
+    name: str,
+    current: dict[str, Any],
+    new: dict[str, Any],
+    unwritten: set[str] | None = None,
 ) -> None:
+    """Write the fields of `new` that differ from `current`, and the `unwritten` ones (known
+    in `current` but not yet in the API's status)."""
     changes = status_changes(current, new)
+    for key in unwritten or ():
+        if key not in changes and key in current:
+            changes[key] = current[key]
     if changes:
         await rt.kube.patch_sandbox_status(namespace, name, changes)
         current.update(changes)
+        if unwritten:
+            unwritten.clear()
 
 
 def _pool_of(
@@ -201,10 +214,11 @@ async def _place(
     pool: PoolInfo | None,
     hosts: Mapping[str, HostRecord],
     meta: dict[str, Any],
-) -> None:
+) -> dict[str, Any]:
     """Choose the container's host (adopting a warm container when the pool has one) and
     write the decision to the API, before the agent hears of it: after a crash the next run
-    finds it here and neither places the sandbox twice nor hands the container to another."""
+    finds it there and neither places the sandbox twice nor hands the container to another.
+    Returns the status fields the decision sets (written with the next status write)."""
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     generation = int(meta.get("generation") or 0)
     located = rt.locator.locate(spec.placement.client_ip) if spec.placement.client_ip else None
@@ -269,36 +283,40 @@ async def _place(
         scheduled = condition(SCHEDULED, True, reason, why, generation)
     if request.client is not None:
         placement["clientLocation"] = request.client.label
-    conditions = set_condition(list(status.get("conditions") or []), scheduled)
-    conditions = set_condition(
-        conditions,
-        condition(READY, False, Reason.CREATING, f"preparing the container on {host}", generation),
-    )
-    # The decision and the finalizer are independent writes (status and metadata): together.
-    await asyncio.gather(
-        _write(
-            rt,
-            namespace,
-            name,
-            status,
-            {
-                "phase": "Scheduled",
-                "host": host,
-                "containerName": container,
-                "template": template,
-                "fromPool": pool.name if warm is not None and pool else None,
-                "placement": placement,
-                "expiresAt": expires_at(meta["creationTimestamp"], spec),
-                "observedGeneration": generation,
-                "conditions": conditions,
-            },
+    decided = {
+        "phase": "Scheduled",
+        "host": host,
+        "containerName": container,
+        "template": template,
+        "fromPool": pool.name if warm is not None and pool else None,
+        "placement": placement,
+        "expiresAt": expires_at(meta["creationTimestamp"], spec),
+        "observedGeneration": generation,
+        "conditions": set_condition(
+            set_condition(list(status.get("conditions") or []), scheduled),
+            condition(
+                READY, False, Reason.CREATING, f"preparing the container on {host}", generation
+            ),
         ),
-        _hold(rt, meta),
-    )
+    }
+    # One write, to metadata: the decision and the finalizer together (a status write and a
+    # metadata write to one object would contend in the API server). Status follows with the
+    # agent's answer; until then placed_of and assignment_of read the decision from here.
+    try:
+        await rt.kube.record_assignment(
+            namespace, name, meta, FINALIZER, ASSIGNMENT, json.dumps(decided, sort_keys=True)
+        )
+    except NotFound:
+        raise kopf.TemporaryError("the Sandbox is gone", delay=1) from None
+    except ApiException as exc:
+        # 422: it is being deleted (no new finalizers then) or a namesake replaced it.
+        raise kopf.TemporaryError(f"cannot record the decision: {exc.reason}", delay=1) from None
+    meta["finalizers"] = [*(f for f in meta.get("finalizers") or [] if f != FINALIZER), FINALIZER]
     if warm is None:
         rt.assumed.assume(uid, host, request.memory_bytes, request.cpus)
     # No Event here: the decision is told in the Event of the phase it leads to (one Event
     # per new Sandbox, not two: each is an API write) and is in the Scheduled condition.
+    return decided
 
 
 async def reconcile(
@@ -317,8 +335,14 @@ async def reconcile(
     status: dict[str, Any] = dict(body.get("status") or {})
 
     async with rt.locks.hold(uid):
+        recorded = assignment_of(body)
         try:
-            template, pool = _pool_of(pools, namespace, spec)
+            # Once placed, the template is the recorded one: a claimed Sandbox outlives its pool.
+            template, pool = (
+                (str(recorded["template"]), None)
+                if recorded.get("template")
+                else _pool_of(pools, namespace, spec)
+            )
         except kopf.TemporaryError as exc:
             await _write(
                 rt,
@@ -335,10 +359,16 @@ async def reconcile(
             )
             raise
 
-        placed_now = not status.get("host")
-        if placed_now:
-            await _place(rt, body, spec, status, template, pool, hosts, meta)
-            clock.mark("decision")
+        placed_now = False
+        unwritten: set[str] = set()
+        if not status.get("host"):
+            decided = recorded  # the annotation of an earlier run that stopped after writing it
+            if not decided:
+                decided = await _place(rt, body, spec, status, template, pool, hosts, meta)
+                placed_now = True
+                clock.mark("decision")
+            status.update(decided)
+            unwritten = set(decided)
 
         host = hosts.get(status["host"])
         if host is None:
@@ -360,6 +390,7 @@ async def reconcile(
                         ),
                     ),
                 },
+                unwritten,
             )
             raise kopf.PermanentError(f"SandboxHost {status['host']} no longer exists")
 
@@ -401,6 +432,7 @@ async def reconcile(
                         ),
                     ),
                 },
+                unwritten,
             )
             kopf.warn(event_target(body), reason="AgentRejected", message=str(exc))
             raise kopf.PermanentError(str(exc)) from None
@@ -418,6 +450,7 @@ async def reconcile(
                         condition(READY, False, Reason.AGENT_UNREACHABLE, str(exc), generation),
                     ),
                 },
+                unwritten,
             )
             raise kopf.TemporaryError(str(exc), delay=_backoff(rt, retry)) from None
 
@@ -429,6 +462,7 @@ async def reconcile(
             name,
             status,
             observed_status(status, observed, spec, generation, usage_due),
+            unwritten,
         )
         clock.mark("status")
         log.info("timing %s/%s started=%.6f %s", namespace, name, clock.started, clock.report())
@@ -527,7 +561,7 @@ async def finalize(
     rt: Runtime, body: Mapping[str, Any], hosts: Mapping[str, HostRecord], retry: int = 0
 ) -> None:
     """Deletion: destroy the container, unless its host is gone for good."""
-    meta, status = body["metadata"], body.get("status") or {}
+    meta, status = body["metadata"], assignment_of(body)
     rt.assumed.forget(meta["uid"])
     host_name, container = status.get("host"), status.get("containerName")
     if not host_name or not container:

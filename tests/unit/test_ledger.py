@@ -72,3 +72,29 @@ def test_assumed_placements_count_until_seen() -> None:
     ledger.discard("a")
     assert assumed.allocations(ledger)["h1"] == [1, 50, 2]
     assert ledger.totals() == {"h1": [1, 50, 2]}  # the ledger itself is not changed by reads
+
+
+def test_the_decision_is_read_from_the_annotation_until_status_has_it() -> None:
+    import json
+
+    from tuxio.operator.runtime import ASSIGNMENT, assignment_of, placed_of
+
+    decided = {"host": "h1", "containerName": "pool-1", "template": "busybox", "fromPool": "p"}
+    body = {
+        "metadata": {"annotations": {ASSIGNMENT: json.dumps(decided)}},
+        "spec": {"poolRef": {"name": "p"}, "resources": {"memory": "256Mi", "cpus": 2}},
+        "status": {"conditions": []},
+    }
+    assert assignment_of(body) == decided
+    seen = placed_of("u1", "ns", "s", body)
+    assert seen is not None and (seen.host, seen.container, seen.cpus) == ("h1", "pool-1", 2)
+    assert seen.memory_bytes == 256 << 20
+    # Status, once written, is what counts.
+    body["status"] = {"host": "h2", "containerName": "pool-1", "phase": "Running"}
+    assert assignment_of(body)["host"] == "h2"
+    assert placed_of("u1", "ns", "s", body).host == "h2"  # type: ignore[union-attr]
+    # Nothing recorded, or a damaged annotation: not placed.
+    for recorded in ({}, {ASSIGNMENT: "{not json"}, {ASSIGNMENT: '"a string"'}):
+        bare = {"metadata": {"annotations": recorded}, "spec": {"template": "busybox"}}
+        assert assignment_of(bare) == {}
+        assert placed_of("u2", "ns", "s", bare) is None
