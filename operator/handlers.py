@@ -325,13 +325,12 @@ async def pool_filler(
             with contextlib.suppress(NotFound):
                 await rt.kube.patch_pool_status(namespace or "", name, changes)
             status.update(changes)
-        busy = blocker is None and new["readyReplicas"] < spec.replicas
-        if not busy:
-            # Also wakes in time to write counts that were held back.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    state.wake.wait(), timeout=min(1.0, rt.settings.pool_status_interval_seconds)
-                )
+        # Woken by a claim, a creation that ended or a spec change; else in time to write
+        # counts that were held back and to notice hosts that changed.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                state.wake.wait(), timeout=min(1.0, rt.settings.pool_status_interval_seconds)
+            )
 
 
 @kopf.on.delete(*POOLS)

@@ -411,7 +411,7 @@ class SandboxPoolSpec(_Model):
 class SandboxPoolStatus(_Model):
     """The observed state of a SandboxPool."""
 
-    replicas: int = Field(0, description="Warm containers that exist.")
+    replicas: int = Field(0, description="Warm containers that exist or are being made.")
     ready_replicas: int = Field(0, description="Warm containers running and ready to claim.")
     selector: str | None = Field(None, description="Label selector of its containers.")
     observed_generation: int | None = Field(None, description="Generation this reflects.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hashlib
 import json
 import logging
@@ -101,6 +102,9 @@ class PoolState:
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     creating: int = 0
+    # Warm containers being made: name -> (host, memory bytes, cpus), counted on their hosts.
+    inflight: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
     last_take: float = 0.0  # time.monotonic() of the last claim
 
     def take(self, template: str, hosts_in_order: list[str]) -> Warm | None:
@@ -185,7 +189,7 @@ def pool_status(
     else:
         cond = condition(READY, False, "Filling", f"{ready} of {spec.replicas} ready", generation)
     return {
-        "replicas": len(state.warm),
+        "replicas": len(state.warm) + len(state.inflight),  # made, or being made
         "readyReplicas": ready,
         "selector": f"{POOL_UID}={state.uid}",
         "observedGeneration": generation,
@@ -232,9 +236,13 @@ async def refresh(
 
 
 async def _create_one(
-    rt: Runtime, state: PoolState, spec: SandboxPoolSpec, current_hash: str, host: HostRecord
+    rt: Runtime,
+    state: PoolState,
+    spec: SandboxPoolSpec,
+    current_hash: str,
+    host: HostRecord,
+    name: str,
 ) -> None:
-    name = f"pool-{state.uid[:8]}-{secrets.token_hex(4)}"
     container = ContainerSpec(
         template=spec.template,
         limits=limits_of(spec.resources),
@@ -337,14 +345,27 @@ async def sync_pool(
             prior.memory_bytes + request.memory_bytes,
             prior.cpus + request.cpus,
         )
-    state.creating += len(targets)
-    try:
-        await asyncio.gather(
-            *(_create_one(rt, state, spec, current_hash, host) for host in targets)
-        )
-    finally:
-        state.creating -= len(targets)
+    # In the background, so the pipeline stays full: the next round starts as soon as one
+    # creation ends, not when the slowest of a batch does.
+    for host in targets:
+        name = f"pool-{state.uid[:8]}-{secrets.token_hex(4)}"
+        state.creating += 1
+        state.inflight[name] = (host.name, request.memory_bytes, request.cpus)
+        task = asyncio.create_task(_create_one(rt, state, spec, current_hash, host, name))
+        state.tasks.add(task)
+        task.add_done_callback(functools.partial(_created, state, name))
     return None
+
+
+def _created(state: PoolState, name: str, task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "pool %s/%s: making %s failed: %r", state.namespace, state.name, name, task.exception()
+        )
+    state.tasks.discard(task)
+    state.inflight.pop(name, None)
+    state.creating -= 1
+    state.wake.set()
 
 
 def spread_request(
@@ -372,6 +393,8 @@ async def remove_pool(
     rt: Runtime, state: PoolState, hosts: Mapping[str, HostRecord], claimed: Callable[[str], bool]
 ) -> None:
     """Destroy a deleted pool's unclaimed warm containers on every host that answers."""
+    if state.tasks:  # creations in flight finish first, so the listing below has them all
+        await asyncio.wait(set(state.tasks), timeout=rt.settings.agent_timeout_seconds)
     await refresh(rt, state, hosts, claimed)
     for warm in list(state.warm.values()):
         if claimed(warm.name) or warm.host not in hosts:

@@ -347,4 +347,9 @@ class Runtime:
                 total[0] += 1
                 total[1] += warm.memory_bytes
                 total[2] += warm.cpus
+            for host, memory, cpus in state.inflight.values():
+                total = totals[host]
+                total[0] += 1
+                total[1] += memory
+                total[2] += cpus
         return {host: Allocation(t[0], t[1], t[2]) for host, t in totals.items()}
