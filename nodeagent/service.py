@@ -131,6 +131,8 @@ class ContainerService:
         self._bursting: dict[str, int] = {}
         # Running containers' inits as LXC last named them: (pid, start time in ticks).
         self._inits: dict[str, tuple[int, int]] = {}
+        # Containers lxc-destroy is working on.
+        self._destroying: set[str] = set()
 
     # ----- start-up ---------------------------------------------------------------------
 
@@ -197,7 +199,13 @@ class ContainerService:
         statuses = []
         for record in sorted(chosen, key=lambda r: r.name):
             info = infos.get(record.name, LxcInfo("stopped", None))
-            statuses.append(self._status(record, await self._observe(record.name, info)))
+            try:
+                seen = await self._observe(record.name, info)
+            except LxcCommandFailed:
+                if record.name in self._destroying or record.name not in self.records:
+                    continue  # being destroyed while the list was read: not in the answer
+                raise
+            statuses.append(self._status(record, seen))
         return statuses
 
     async def delete(self, name: str) -> bool:
@@ -210,6 +218,7 @@ class ContainerService:
                 self.records.pop(name, None)
                 return False
             log.info("destroy started: %s", name)
+            self._destroying.add(name)
             try:
                 await self.lxc.destroy(name)
             except LxcCommandFailed:
@@ -217,6 +226,8 @@ class ContainerService:
                     raise
                 # LXC no longer knows it (no config): what is left is only files.
                 shutil.rmtree(directory)
+            finally:
+                self._destroying.discard(name)
             self.records.pop(name, None)
             log.info("destroy finished: %s", name)
             return True

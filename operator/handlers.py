@@ -22,6 +22,7 @@ from .kube import Kube, NotFound, load_client
 from .models import GROUP, VERSION, SandboxPoolSpec
 from .pools import PoolState, pool_hash, pool_status, remove_pool, sync_pool
 from .runtime import (
+    ASSIGNMENT,
     AgentRegistry,
     HostRecord,
     Placed,
@@ -55,8 +56,12 @@ async def configure(
     # Progress and the last handled spec go to annotations: the CRDs' structural schemas
     # would prune a status.kopf field, which is where kopf keeps them by default.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.tux.io")
+    # The decision annotation is the operator's own record, not a change to react to: left
+    # in the essence, its arrival would make kopf write the diff base once more per Sandbox.
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="kopf.tux.io", key="last-handled-configuration"
+        prefix="kopf.tux.io",
+        key="last-handled-configuration",
+        ignored_fields=[("metadata", "annotations", ASSIGNMENT)],
     )
     # Events are posted by the handlers themselves (kopf.info/warn), not from every log line.
     settings.posting.loggers = False

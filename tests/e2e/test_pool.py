@@ -45,9 +45,9 @@ def get_pool(custom: Custom, namespace: str, name: str) -> dict[str, Any]:
 
 def warm_containers(host: Host, pool_uid: str) -> list[dict[str, Any]]:
     with host.agent.client() as http:
-        items: list[dict[str, Any]] = http.get(
-            "/v1/containers", params={"label": f"tux.io/pool-uid={pool_uid}"}
-        ).json()["items"]
+        answer = http.get("/v1/containers", params={"label": f"tux.io/pool-uid={pool_uid}"})
+    assert answer.status_code == 200, answer.text
+    items: list[dict[str, Any]] = answer.json()["items"]
     return items
 
 

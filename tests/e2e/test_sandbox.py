@@ -59,6 +59,14 @@ def test_sample_sandbox_end_to_end(
     assert status["expiresAt"] is not None
     assert status["observedGeneration"] == body["metadata"]["generation"]
     assert condition_status(body, "Scheduled") == "True"
+    # The decision went to the API before the agent was asked (the annotation, with our
+    # finalizer; kopf's is there for the TTL daemon only); kopf's diff base leaves the
+    # annotation out, so its arrival cost no second diff-base write.
+    annotations = body["metadata"]["annotations"]
+    decided = json.loads(annotations["tux.io/assignment"])
+    assert (decided["host"], decided["containerName"]) == (host.name, status["containerName"])
+    assert sorted(body["metadata"]["finalizers"]) == ["kopf.tux.io/finalizer", "tux.io/container"]
+    assert "tux.io/assignment" not in annotations["kopf.tux.io/last-handled-configuration"]
     # The container is on the host, labelled with the Sandbox's UID, with the limits asked for.
     [container] = containers_of(host, body["metadata"]["uid"])
     assert container["name"] == status["containerName"]
