@@ -29,6 +29,7 @@ from tests.support import wait_until
 MANIFESTS = ROOT / "manifests"
 KUSTOMIZATIONS = [
     "overlays/default",
+    "overlays/geoip",
     "base/crds",
     "base/rbac",
     "base/operator",
