@@ -56,11 +56,12 @@ async def configure(
     # Progress and the last handled spec go to annotations: the CRDs' structural schemas
     # would prune a status.kopf field, which is where kopf keeps them by default.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.tux.io")
+    # The diff base goes to status, so that kopf writes it in one status patch with the
+    # status a handler leaves in `patch` (the Ready of a new Sandbox): one API write, not two.
     # The decision annotation is the operator's own record, not a change to react to: left
     # in the essence, its arrival would make kopf write the diff base once more per Sandbox.
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="kopf.tux.io",
-        key="last-handled-configuration",
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
+        field="status.lastHandledConfiguration",
         ignored_fields=[("metadata", "annotations", ASSIGNMENT)],
     )
     # Events are posted by the handlers themselves (kopf.info/warn), not from every log line.
@@ -168,9 +169,11 @@ class _Views:
 @kopf.on.create(*SANDBOXES)
 @kopf.on.update(*SANDBOXES, field="spec")
 @kopf.on.resume(*SANDBOXES)
-async def sandbox_changed(body: kopf.Body, memo: Any, retry: int, **kwargs: Any) -> None:
+async def sandbox_changed(
+    body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **kwargs: Any
+) -> None:
     views = _Views.of(kwargs)
-    await reconcile(memo.runtime, body, views.hosts, views.pools, retry)
+    await reconcile(memo.runtime, body, views.hosts, views.pools, retry, patch)
 
 
 def _deleting(body: kopf.Body, type: str | None, **_: Any) -> bool:

@@ -383,6 +383,11 @@ class SandboxStatus(_Model):
     conditions: Conditions = Field(
         default_factory=list, description="Scheduled and Ready, with reasons."
     )
+    last_handled_configuration: str | None = Field(
+        None,
+        description="The spec (and labels and annotations) the operator last acted on, as "
+        "JSON: its change detection, written with the status it led to.",
+    )
     usage: SandboxUsage | None = Field(None, description="Resource use.")
 
 
@@ -416,6 +421,11 @@ class SandboxPoolStatus(_Model):
     selector: str | None = Field(None, description="Label selector of its containers.")
     observed_generation: int | None = Field(None, description="Generation this reflects.")
     conditions: Conditions = Field(default_factory=list, description="Ready, with reasons.")
+    last_handled_configuration: str | None = Field(
+        None,
+        description="The spec (and labels and annotations) the operator last acted on, as "
+        "JSON: its change detection, written with the status it led to.",
+    )
 
 
 # ----- SandboxHost -------------------------------------------------------------------------
@@ -503,3 +513,8 @@ class SandboxHostStatus(_Model):
         json_schema_extra={"format": "date-time"},
     )
     conditions: Conditions = Field(default_factory=list, description="Ready, with reasons.")
+    last_handled_configuration: str | None = Field(
+        None,
+        description="The spec (and labels and annotations) the operator last acted on, as "
+        "JSON: its change detection, written with the status it led to.",
+    )

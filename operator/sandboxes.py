@@ -149,15 +149,19 @@ async def _write(
     current: dict[str, Any],
     new: dict[str, Any],
     unwritten: set[str] | None = None,
+    patch: kopf.Patch | None = None,
 ) -> None:
     """Write the fields of `new` that differ from `current`, and the `unwritten` ones (known
-    in `current` but not yet in the API's status)."""
+    in `current` but not yet in the API's status); into kopf's `patch` when given."""
     changes = status_changes(current, new)
     for key in unwritten or ():
         if key not in changes and key in current:
             changes[key] = current[key]
     if changes:
-        await rt.kube.patch_sandbox_status(namespace, name, changes)
+        if patch is not None:
+            patch.status.update(changes)
+        else:
+            await rt.kube.patch_sandbox_status(namespace, name, changes)
         current.update(changes)
         if unwritten:
             unwritten.clear()
@@ -325,8 +329,12 @@ async def reconcile(
     hosts: Mapping[str, HostRecord],
     pools: Mapping[tuple[str, str], PoolInfo],
     retry: int = 0,
+    patch: kopf.Patch | None = None,
 ) -> None:
-    """Converge one Sandbox: place it if needed, then PUT its container and write status."""
+    """Converge one Sandbox: place it if needed, then PUT its container and write status.
+
+    With kopf's `patch` (from a kopf handler), the final status goes there: kopf writes it
+    right after the handler together with its diff base, in one status write."""
     clock = _Clock()
     meta = dict(body["metadata"])  # a copy: _hold notes the finalizer it adds
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
@@ -463,6 +471,7 @@ async def reconcile(
             status,
             observed_status(status, observed, spec, generation, usage_due),
             unwritten,
+            patch,
         )
         clock.mark("status")
         log.info("timing %s/%s started=%.6f %s", namespace, name, clock.started, clock.report())
