@@ -56,68 +56,51 @@ class Kube:
                 raise NotFound(str(exc.reason)) from None
             raise
 
+    async def _object(
+        self, fn: Any, namespace: str, plural: str, name: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        """A call on one of our namespaced objects (group tux.io, this version)."""
+        return await self._call(fn, GROUP, VERSION, namespace, plural, name, *args, **kwargs)
+
     async def patch_sandbox_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
         """Merge `status` into the Sandbox's status subresource."""
-        return await self._call(
+        return await self._object(
             self.custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
             namespace,
             "sandboxes",
             name,
             {"status": status},
         )
 
-    async def add_sandbox_finalizer(
-        self, namespace: str, name: str, uid: str, present: list[str], finalizer: str
-    ) -> None:
-        """Append `finalizer` to the Sandbox `uid` (never to a namesake made since).
-
-        A JSON patch that tests the uid, then sets the list it was given plus ours: the same
-        whole-list write kopf makes for its own finalizers. The API server refuses new
-        finalizers on an object being deleted, which surfaces as an ApiException (422).
-        """
-        await self._call(
-            self.custom.patch_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            "sandboxes",
-            name,
-            [
-                {"op": "test", "path": "/metadata/uid", "value": uid},
-                {"op": "add", "path": "/metadata/finalizers", "value": [*present, finalizer]},
-            ],
-            _content_type="application/json-patch+json",
-        )
-
-    async def record_assignment(
+    async def hold_sandbox(
         self,
         namespace: str,
         name: str,
         meta: dict[str, Any],
         finalizer: str,
-        key: str,
-        value: str,
+        annotations: dict[str, str] | None = None,
     ) -> None:
-        """One write to the Sandbox `meta["uid"]`: annotation `key` = `value`, and `finalizer`
-        unless it is there. A JSON patch that tests the uid first (never a namesake made
-        since); the API server refuses new finalizers on an object being deleted (422)."""
+        """One write to the Sandbox `meta["uid"]`: `finalizer` unless it is there, and
+        `annotations`. A JSON patch that tests the uid first (never a namesake made since),
+        then sets the finalizer list it was given plus ours: the same whole-list write kopf
+        makes for its own finalizers. The API server refuses new finalizers on an object
+        being deleted, which surfaces as an ApiException (422)."""
         ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]}]
-        if meta.get("annotations"):
-            escaped = key.replace("~", "~0").replace("/", "~1")
-            ops.append({"op": "add", "path": f"/metadata/annotations/{escaped}", "value": value})
-        else:
-            ops.append({"op": "add", "path": "/metadata/annotations", "value": {key: value}})
+        if annotations and meta.get("annotations"):
+            for key, value in annotations.items():
+                escaped = key.replace("~", "~0").replace("/", "~1")
+                ops.append(
+                    {"op": "add", "path": f"/metadata/annotations/{escaped}", "value": value}
+                )
+        elif annotations:
+            ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
         present = list(meta.get("finalizers") or [])
         if finalizer not in present:
             ops.append(
                 {"op": "add", "path": "/metadata/finalizers", "value": [*present, finalizer]}
             )
-        await self._call(
+        await self._object(
             self.custom.patch_namespaced_custom_object,
-            GROUP,
-            VERSION,
             namespace,
             "sandboxes",
             name,
@@ -139,10 +122,8 @@ class Kube:
             if meta["uid"] != uid or finalizer not in present:
                 return
             try:
-                await self._call(
+                await self._object(
                     self.custom.patch_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
                     namespace,
                     "sandboxes",
                     name,
@@ -162,8 +143,8 @@ class Kube:
         raise RuntimeError(f"{namespace}/{name}: finalizers kept changing; {finalizer} stays")
 
     async def get_sandbox(self, namespace: str, name: str) -> dict[str, Any]:
-        found: dict[str, Any] = await self._call(
-            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "sandboxes", name
+        found: dict[str, Any] = await self._object(
+            self.custom.get_namespaced_custom_object, namespace, "sandboxes", name
         )
         return found
 
@@ -172,10 +153,8 @@ class Kube:
         options = kubernetes.client.V1DeleteOptions(
             preconditions=kubernetes.client.V1Preconditions(uid=uid) if uid else None
         )
-        await self._call(
+        await self._object(
             self.custom.delete_namespaced_custom_object,
-            GROUP,
-            VERSION,
             namespace,
             "sandboxes",
             name,
@@ -183,10 +162,8 @@ class Kube:
         )
 
     async def patch_pool_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
-        return await self._call(
+        return await self._object(
             self.custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
             namespace,
             "sandboxpools",
             name,

@@ -306,16 +306,7 @@ async def _place(
     # One write, to metadata: the decision and the finalizer together (a status write and a
     # metadata write to one object would contend in the API server). Status follows with the
     # agent's answer; until then placed_of and assignment_of read the decision from here.
-    try:
-        await rt.kube.record_assignment(
-            namespace, name, meta, FINALIZER, ASSIGNMENT, json.dumps(decided, sort_keys=True)
-        )
-    except NotFound:
-        raise kopf.TemporaryError("the Sandbox is gone", delay=1) from None
-    except ApiException as exc:
-        # 422: it is being deleted (no new finalizers then) or a namesake replaced it.
-        raise kopf.TemporaryError(f"cannot record the decision: {exc.reason}", delay=1) from None
-    meta["finalizers"] = [*(f for f in meta.get("finalizers") or [] if f != FINALIZER), FINALIZER]
+    await _hold(rt, meta, {ASSIGNMENT: json.dumps(decided, sort_keys=True)})
     if warm is None:
         rt.assumed.assume(uid, host, request.memory_bytes, request.cpus)
     # No Event here: the decision is told in the Event of the phase it leads to (one Event
@@ -541,21 +532,23 @@ async def _fail_if_gone(
     raise kopf.PermanentError(message)
 
 
-async def _hold(rt: Runtime, meta: dict[str, Any]) -> None:
-    """Put FINALIZER on the Sandbox, once (the body's list is updated to say so)."""
+async def _hold(
+    rt: Runtime, meta: dict[str, Any], annotations: dict[str, str] | None = None
+) -> None:
+    """Put FINALIZER on the Sandbox, with `annotations`, in one write; nothing to do when it
+    holds FINALIZER already and there are no annotations (`meta` is updated to say so)."""
     finalizers = list(meta.get("finalizers") or [])
-    if FINALIZER in finalizers:
+    if FINALIZER in finalizers and not annotations:
         return
     try:
-        await rt.kube.add_sandbox_finalizer(
-            meta["namespace"], meta["name"], meta["uid"], finalizers, FINALIZER
-        )
+        await rt.kube.hold_sandbox(meta["namespace"], meta["name"], meta, FINALIZER, annotations)
     except NotFound:
         raise kopf.TemporaryError("the Sandbox is gone", delay=1) from None
     except ApiException as exc:
         # 422: it is being deleted (no new finalizers then) or a namesake replaced it.
         raise kopf.TemporaryError(f"cannot hold the Sandbox: {exc.reason}", delay=1) from None
-    meta["finalizers"] = [*finalizers, FINALIZER]
+    if FINALIZER not in finalizers:
+        meta["finalizers"] = [*finalizers, FINALIZER]
 
 
 def _usage_due(status: Mapping[str, Any], every: float) -> bool:
