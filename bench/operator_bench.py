@@ -38,15 +38,15 @@ TIMING = re.compile(
 )
 
 
-def pct(samples: list[float]) -> dict[str, float]:
+def pct(samples: list[float], digits: int = 1) -> dict[str, float]:
     ordered = sorted(samples)
-    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)  # noqa: E731
+    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], digits)  # noqa: E731
     return {
         "n": len(ordered),
-        "p50": round(statistics.median(ordered), 1),
+        "p50": round(statistics.median(ordered), digits),
         "p90": pick(0.9),
         "p99": pick(0.99),
-        "max": round(ordered[-1], 1),
+        "max": round(ordered[-1], digits),
     }
 
 

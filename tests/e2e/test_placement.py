@@ -23,8 +23,8 @@ from tests.e2e.conftest import (
     Cluster,
     Host,
     Operator,
-    condition_status,
     get_sandbox,
+    host_ready,
     register_host,
     sandbox,
     wait_phase,
@@ -103,7 +103,7 @@ def sites(cluster: Cluster, operator: Operator, custom: Custom) -> Iterator[dict
             )
             made[name] = NetnsHost(netns, veth, host)
         for name in made:
-            wait_until(lambda n=name: _host_ready(custom, n), timeout=60)
+            wait_until(lambda n=name: host_ready(custom, n), timeout=60)
         yield made
     finally:
         for name, site in made.items():
@@ -112,11 +112,6 @@ def sites(cluster: Cluster, operator: Operator, custom: Custom) -> Iterator[dict
             destroy_everything(site.host.agent)
             subprocess.run(["ip", "link", "del", site.veth], capture_output=True, check=False)
             subprocess.run(["ip", "netns", "del", site.netns], capture_output=True, check=False)
-
-
-def _host_ready(custom: Custom, name: str) -> bool:
-    body = custom.get_cluster_custom_object(GROUP, VERSION, "sandboxhosts", name)
-    return condition_status(body, "Ready") == "True"
 
 
 def visitor(name: str, client_ip: str, **extra: Any) -> dict[str, Any]:
@@ -237,7 +232,7 @@ def test_pool_spreads_over_regions_and_claims_nearest_then_survives_a_host(
             custom.get_cluster_custom_object(GROUP, VERSION, "sandboxhosts", "geo-eu")
             .get("status", {})
             .get("conditions")
-            and not _host_ready(custom, "geo-eu")
+            and not host_ready(custom, "geo-eu")
         ),
         timeout=30,
     )
