@@ -121,7 +121,15 @@ class Stack:
             },
         ]
         self.kubectl("apply", "-f", "-", stdin="\n".join(json.dumps(m) for m in manifests))
-        env = {"KUBECONFIG": str(self.kubeconfig), **self.operator_env}
+        webhook_port = self.operator_port + 1
+        env = {
+            "KUBECONFIG": str(self.kubeconfig),
+            # Claims at admission: the API server calls the operator's webhook on loopback.
+            "TUXIO_OPERATOR_WEBHOOK_URL": f"https://127.0.0.1:{webhook_port}",
+            "TUXIO_OPERATOR_WEBHOOK_LISTEN": "127.0.0.1",
+            "TUXIO_OPERATOR_WEBHOOK_PORT": str(webhook_port),
+            **self.operator_env,
+        }
         self._spawn(
             "operator",
             [

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 AGENT_PORT = 7482
 OPERATOR_HEALTH = 18080
+OPERATOR_WEBHOOK = 18443
 NAMESPACE = "demo"
 
 
@@ -124,6 +125,10 @@ def main() -> int:
             **os.environ,
             "KUBECONFIG": str(kubeconfig),
             "TUXIO_OPERATOR_PROBE_INTERVAL_SECONDS": "1",
+            # Claims at admission: the API server calls the operator's webhook on loopback.
+            "TUXIO_OPERATOR_WEBHOOK_URL": f"https://127.0.0.1:{OPERATOR_WEBHOOK}",
+            "TUXIO_OPERATOR_WEBHOOK_LISTEN": "127.0.0.1",
+            "TUXIO_OPERATOR_WEBHOOK_PORT": str(OPERATOR_WEBHOOK),
         }
         operator = subprocess.Popen(
             [

@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -22,6 +22,7 @@ from .errors import (
     ContainerNotRunning,
     HostPrerequisiteMissing,
     InvalidSpec,
+    PreconditionFailed,
     SpecConflict,
     UnknownTemplate,
 )
@@ -35,9 +36,9 @@ from .models import (
     ExecResult,
     HostInfo,
 )
-from .service import ContainerService
+from .service import ANY, ContainerService
 
-__all__ = ["create_app", "openapi_document"]
+__all__ = ["MalformedHeader", "create_app", "openapi_document", "parse_if_match"]
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,12 @@ _STATUS: dict[type[AgentError], int] = {
     SpecConflict: 409,
     ContainerNotRunning: 409,
     ContainerNotFound: 404,
+    PreconditionFailed: 412,
     HostPrerequisiteMissing: 503,
 }
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 415, 422, 500)
+    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 412, 415, 422, 500)
 }
 
 ContainerName = Annotated[
@@ -67,6 +69,30 @@ ContainerName = Annotated[
 
 class _Unauthorized(Exception):
     pass
+
+
+class MalformedHeader(ValueError):
+    """A request header the agent reads is not well-formed (answered with 400)."""
+
+
+def parse_if_match(header: str, name: str = "If-Match") -> set[str]:
+    """The entity tags of an If-Match or If-None-Match header (RFC 9110 13.1): `*`, or a list
+    of quoted tags. Weak tags (W/"...") are left out: the agent compares strongly."""
+    if header.strip() == "*":
+        return {ANY}
+    tags: set[str] = set()
+    for item in header.split(","):
+        tag = item.strip()
+        if tag.startswith("W/"):
+            continue
+        if len(tag) < 2 or not (tag.startswith('"') and tag.endswith('"')) or '"' in tag[1:-1]:
+            raise MalformedHeader(f"{name}: {tag!r} is not a quoted entity tag or *")
+        tags.add(tag[1:-1])
+    return tags
+
+
+def _etag(status: ContainerStatus) -> str:
+    return f'"{status.spec_hash}"'
 
 
 def _error(status: int, reason: str, message: str, details: Any = None) -> JSONResponse:
@@ -119,16 +145,45 @@ async def get_host(service: Service) -> HostInfo:
 
 @v1.put("/containers/{name}", tags=["containers"])
 async def put_container(
-    name: ContainerName, spec: ContainerSpec, service: Service
+    name: ContainerName,
+    spec: ContainerSpec,
+    service: Service,
+    response: Response,
+    if_match: Annotated[
+        str | None,
+        Header(
+            description="Converge only a container that exists and whose ETag (the hash of "
+            "the spec it converged to) is one of these; else 412 and nothing changes. How a "
+            "caller adopts a container that others may be adopting at the same time."
+        ),
+    ] = None,
+    if_none_match: Annotated[
+        str | None,
+        Header(
+            description="`*`: converge only if no container of this name exists (create, "
+            "never take over); else 412 and nothing changes."
+        ),
+    ] = None,
 ) -> ContainerStatus:
     """Converge the container to `spec` and answer with what is observed afterwards."""
-    return await service.put(name, spec)
+    status = await service.put(
+        name,
+        spec,
+        None if if_match is None else parse_if_match(if_match),
+        None if if_none_match is None else parse_if_match(if_none_match, "If-None-Match"),
+    )
+    response.headers["ETag"] = _etag(status)
+    return status
 
 
 @v1.get("/containers/{name}", tags=["containers"])
-async def get_container(name: ContainerName, service: Service) -> ContainerStatus:
-    """The observed state of one container."""
-    return await service.get(name)
+async def get_container(
+    name: ContainerName, service: Service, response: Response
+) -> ContainerStatus:
+    """The observed state of one container; its ETag is the hash of the spec it converged to."""
+    status = await service.get(name)
+    response.headers["ETag"] = _etag(status)
+    return status
 
 
 @v1.get("/containers", tags=["containers"])
@@ -160,6 +215,10 @@ async def exec_in_container(
 
 async def _unauthorized(_: Request, __: Exception) -> JSONResponse:
     return _error(401, "Unauthorized", "a valid 'Authorization: Bearer <token>' is required")
+
+
+async def _malformed_header(_: Request, exc: Exception) -> JSONResponse:
+    return _error(400, "MalformedHeader", str(exc))
 
 
 async def _agent_error(request: Request, exc: Exception) -> JSONResponse:
@@ -232,6 +291,7 @@ def create_app(
     app.state.token = token
     app.add_exception_handler(_Unauthorized, _unauthorized)
     app.add_exception_handler(AgentError, _agent_error)
+    app.add_exception_handler(MalformedHeader, _malformed_header)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(Exception, _unexpected)
 

@@ -10,6 +10,7 @@ __all__ = [
     "InvalidSpec",
     "LimitsNotInForce",
     "LxcCommandFailed",
+    "PreconditionFailed",
     "SpecConflict",
     "TemplateBuildFailed",
     "UnknownTemplate",
@@ -42,6 +43,13 @@ class SpecConflict(AgentError):
     """The spec asks for a change that cannot be made in place (another template)."""
 
     reason = "SpecConflict"
+
+
+class PreconditionFailed(AgentError):
+    """An If-Match precondition does not hold: the container is gone or converged to another
+    spec since the caller looked (another caller adopted it, say). Nothing was changed."""
+
+    reason = "PreconditionFailed"
 
 
 class ContainerNotFound(AgentError):

@@ -16,7 +16,7 @@ import resource
 import shutil
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +31,7 @@ from .errors import (
     InvalidSpec,
     LimitsNotInForce,
     LxcCommandFailed,
+    PreconditionFailed,
     SpecConflict,
 )
 from .host import CAP_SYS_RESOURCE, HostCpus, has_capability, meminfo
@@ -59,13 +60,15 @@ from .records import (
 )
 from .templates import Template, TemplateStore
 
-__all__ = ["ContainerService", "NameLocks"]
+__all__ = ["ANY", "ContainerService", "NameLocks"]
 
 log = logging.getLogger(__name__)
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _RLIMITS = {"nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC}
+# In a precondition: any existing container matches (If-Match: *).
+ANY = "*"
 
 
 class NameLocks:
@@ -162,7 +165,17 @@ class ContainerService:
 
     # ----- the API ----------------------------------------------------------------------
 
-    async def put(self, name: str, spec: ContainerSpec) -> ContainerStatus:
+    async def put(
+        self,
+        name: str,
+        spec: ContainerSpec,
+        if_match: Collection[str] | None = None,
+        if_none_match: Collection[str] | None = None,
+    ) -> ContainerStatus:
+        """Converge `name` to `spec`. With `if_match` (spec hashes, or ANY), only a container
+        that exists and converged last to one of those specs is touched; with `if_none_match`,
+        only one that does not exist (ANY) or converged to none of those. Checked and converged
+        under the container's lock, so of two callers adopting one container only one wins."""
         template = self.templates.get(spec.template)
         if spec.limits.cpus > len(self.cpus.shared):
             raise InvalidSpec(
@@ -178,7 +191,29 @@ class ContainerService:
                         f"CAP_SYS_RESOURCE and can give at most its own limit, {ceiling}"
                     )
         async with self.locks.hold(name):
+            self._check_preconditions(name, if_match, if_none_match)
             return await self._converge(name, spec, template)
+
+    def _check_preconditions(
+        self, name: str, if_match: Collection[str] | None, if_none_match: Collection[str] | None
+    ) -> None:
+        """RFC 9110 13.1: the container's ETag is the hash of the spec it converged to."""
+        record = self.records.get(name)
+        if if_match is not None:
+            if record is None:
+                raise PreconditionFailed(f"If-Match: no container {name!r} on this host")
+            if ANY not in if_match and record.spec_hash not in if_match:
+                raise PreconditionFailed(
+                    f"If-Match: container {name!r} converged to spec {record.spec_hash}, not "
+                    "to " + ", ".join(sorted(if_match))
+                )
+        if if_none_match is not None and record is not None:
+            if ANY in if_none_match:
+                raise PreconditionFailed(f"If-None-Match: container {name!r} exists")
+            if record.spec_hash in if_none_match:
+                raise PreconditionFailed(
+                    f"If-None-Match: container {name!r} converged to spec {record.spec_hash}"
+                )
 
     async def get(self, name: str) -> ContainerStatus:
         record = self.records.get(name)

@@ -90,6 +90,7 @@ class AgentClient:
         *,
         json: Any = None,
         params: Any = None,
+        headers: dict[str, str] | None = None,
         timeout: float | None = None,
     ) -> httpx.Response:
         try:
@@ -98,6 +99,7 @@ class AgentClient:
                 path,
                 json=json,
                 params=params,
+                headers=headers,
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.HTTPError as exc:
@@ -121,11 +123,27 @@ class AgentClient:
     async def host(self) -> HostInfo:
         return HostInfo.model_validate_json((await self._call("GET", "/v1/host")).content)
 
-    async def put(self, name: str, spec: ContainerSpec) -> ContainerStatus:
+    async def put(
+        self,
+        name: str,
+        spec: ContainerSpec,
+        *,
+        if_match: str | None = None,
+        if_absent: bool = False,
+    ) -> ContainerStatus:
+        """Converge `name` to `spec`. With `if_match` (an ETag the agent gave), only if the
+        container still has it; with `if_absent`, only if there is no such container yet.
+        Otherwise AgentRejected with status 412, and nothing changed."""
+        headers = {}
+        if if_match is not None:
+            headers["If-Match"] = f'"{if_match}"'
+        if if_absent:
+            headers["If-None-Match"] = "*"
         response = await self._call(
             "PUT",
             f"/v1/containers/{name}",
             json=spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+            headers=headers or None,
         )
         return ContainerStatus.model_validate_json(response.content)
 

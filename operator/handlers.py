@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,13 @@ from typing import Any
 
 import kopf
 
+from .admission import (
+    HANDLER_ID,
+    apply_webhook_configuration,
+    remove_webhook_configuration,
+    webhook_configuration,
+    webhook_server,
+)
 from .geo import Locator
 from .hosts import probe_host
 from .kube import Kube, NotFound, load_client
@@ -32,7 +40,7 @@ from .runtime import (
     host_record,
     placed_of,
 )
-from .sandboxes import FINALIZER, finalize_and_release, reconcile
+from .sandboxes import FINALIZER, admit_claim, finalize_and_release, reconcile
 from .settings import OperatorSettings
 
 # Read at import: kopf takes timer intervals when the handlers are declared.
@@ -84,11 +92,20 @@ async def configure(
         agents=AgentRegistry(kube, ours.agent_timeout_seconds),
         locator=Locator(ours.geoip_database),
     )
+    if ours.claims_at_admission:
+        # Our webhook server (kopf serves it), and its configuration written by us: kopf's
+        # managed configuration has a 30 s timeout and no match conditions.
+        settings.admission.server, ca_pem = webhook_server(ours)
+        memo.webhook_version = await apply_webhook_configuration(
+            kube, webhook_configuration(ours, ca_pem)
+        )
     logger.info("tuxio operator configured: %s", ours.model_dump())
 
 
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
+    if memo.get("webhook_version"):
+        await remove_webhook_configuration(memo.runtime.kube, memo.webhook_version)
     await memo.runtime.agents.close()
 
 
@@ -174,6 +191,27 @@ async def sandbox_changed(
 ) -> None:
     views = _Views.of(kwargs)
     await reconcile(memo.runtime, body, views.hosts, views.pools, retry, patch)
+
+
+def sandbox_claim(
+    body: kopf.Body, patch: kopf.Patch, dryrun: bool, memo: Any, **kwargs: Any
+) -> None:
+    """Mutating admission of a new Sandbox with a poolRef: its claim, stored with it."""
+    if dryrun:
+        return  # a dry run must not take a container out of the pool
+    views = _Views.of(kwargs)
+    decided = admit_claim(memo.runtime, body, views.hosts, views.pools)
+    if decided is None:
+        return
+    patch.metadata.annotations[ASSIGNMENT] = json.dumps(decided, sort_keys=True)
+    patch.metadata["finalizers"] = [*(body.metadata.get("finalizers") or []), FINALIZER]
+
+
+if _SETTINGS.claims_at_admission:
+    # Registered only with a webhook server to serve it (kopf refuses to run otherwise).
+    kopf.on.mutate(*SANDBOXES, id=HANDLER_ID, operations=["CREATE"], side_effects=True)(
+        sandbox_claim
+    )
 
 
 def _deleting(body: kopf.Body, type: str | None, **_: Any) -> bool:

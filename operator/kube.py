@@ -45,6 +45,7 @@ class Kube:
     def __init__(self, client: kubernetes.client.ApiClient, workers: int = 32) -> None:
         self.custom = kubernetes.client.CustomObjectsApi(client)
         self.core = kubernetes.client.CoreV1Api(client)
+        self.admission = kubernetes.client.AdmissionregistrationV1Api(client)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -169,6 +170,28 @@ class Kube:
             name,
             {"status": status},
         )
+
+    async def apply_mutating_webhook_configuration(
+        self, configuration: dict[str, Any], field_manager: str
+    ) -> str:
+        """Server-side apply of a MutatingWebhookConfiguration (created if missing); returns
+        the resourceVersion written."""
+        applied = await self._call(
+            self.admission.patch_mutating_webhook_configuration,
+            configuration["metadata"]["name"],
+            configuration,
+            field_manager=field_manager,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+        return str(applied.metadata.resource_version)
+
+    async def delete_mutating_webhook_configuration(self, name: str, resource_version: str) -> None:
+        """Delete it, but only as written at `resource_version` (409 if changed since)."""
+        options = kubernetes.client.V1DeleteOptions(
+            preconditions=kubernetes.client.V1Preconditions(resource_version=resource_version)
+        )
+        await self._call(self.admission.delete_mutating_webhook_configuration, name, body=options)
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         """The Secret's data, decoded."""

@@ -89,6 +89,9 @@ class Warm:
     memory_bytes: int
     cpus: int
     created: str = ""  # ISO 8601 from the agent: claims take the longest waiting first
+    # The agent's ETag of the container as a warm one: a claim adopts it only while it still
+    # has that (If-Match), so two claimants can never both get it.
+    etag: str = ""
 
 
 @dataclass
@@ -208,6 +211,7 @@ def warm_of(container: ContainerStatus, host: str) -> Warm:
         memory_bytes=limits.memory,
         cpus=limits.cpus,
         created=container.created_at.isoformat() if container.created_at else "",
+        etag=container.spec_hash,
     )
 
 

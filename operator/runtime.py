@@ -301,20 +301,34 @@ class AgentRegistry:
 
 
 class Claims:
-    """Warm containers claimed by this process, until the Sandbox index shows the claim."""
+    """Warm containers claimed by this process, until the Sandbox index shows the claim.
+
+    A claim made at admission may never be stored (a later admission step or the storage
+    refuses the Sandbox): it is held for `ttl` seconds, longer than the API server takes to
+    answer a request, then the container is free again. Were it still stored after that, the
+    agent's compare-and-set would give the container to one claimant only.
+    """
 
     def __init__(self, ttl: float = 600.0) -> None:
         self.ttl = ttl
-        self._names: dict[str, float] = {}
+        self._until: dict[str, float] = {}
 
-    def add(self, name: str) -> None:
-        self._names[name] = time.monotonic()
+    def add(self, name: str, ttl: float | None = None) -> None:
+        self._until[name] = time.monotonic() + (self.ttl if ttl is None else ttl)
+
+    def discard(self, name: str) -> None:
+        self._until.pop(name, None)
 
     def __contains__(self, name: object) -> bool:
-        cutoff = time.monotonic() - self.ttl
-        for old in [n for n, t in self._names.items() if t < cutoff]:
-            del self._names[old]
-        return name in self._names
+        if not isinstance(name, str) or name not in self._until:
+            return False
+        if self._until[name] < time.monotonic():
+            del self._until[name]
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self._until)
 
 
 @dataclass

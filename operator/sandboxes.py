@@ -23,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tuxio.nodeagent.models import ContainerSpec, ContainerStatus
 from tuxio.nodeagent.models import NetworkSpec as AgentNetwork
-from tuxio.operator.agentclient import AgentRejected, AgentUnreachable
+from tuxio.operator.agentclient import AgentClient, AgentRejected, AgentUnreachable
 
 from .conditions import READY, SCHEDULED, Reason, condition, now, set_condition
 from .geo import GeoPoint, Unlocated
@@ -180,7 +180,32 @@ def _pool_of(
     return pool.spec.template, pool
 
 
-async def _claim(
+# In the assignment annotation of a claim (never in status): the ETag the warm container had
+# when it was taken. The first PUT adopts it only while it still has that (If-Match).
+ADOPT_IF_MATCH = "adoptIfMatch"
+
+
+class ContainerTaken(Exception):
+    """The container a placement names belongs to another Sandbox (a warm container another
+    claim won), or a claimed one is gone: place again."""
+
+
+def _request(rt: Runtime, spec: SandboxSpec, template: str) -> tuple[Request, str]:
+    """What a placement asks for, and why it cannot use the client's location (if so)."""
+    located = rt.locator.locate(spec.placement.client_ip) if spec.placement.client_ip else None
+    request = Request(
+        template=template,
+        cpus=spec.resources.cpus,
+        memory_bytes=bytes_of(spec.resources.memory),
+        regions=frozenset([spec.placement.region]) if spec.placement.region else frozenset(),
+        host_selector=spec.placement.host_selector or {},
+        client=located if isinstance(located, GeoPoint) else None,
+    )
+    # An address GeoIP cannot place is no error: the decision falls back, and says why.
+    return request, (f"; {located.reason}" if isinstance(located, Unlocated) else "")
+
+
+def _take_warm(
     rt: Runtime,
     pool: PoolInfo,
     template: str,
@@ -188,13 +213,11 @@ async def _claim(
     allocations: Mapping[str, Allocation],
     request: Request,
 ) -> Warm | None:
-    """Take a warm container of the pool, on the best host that has one."""
+    """Take a warm container of the pool, on the best host that has one. Synchronous: no
+    other claim in this process can take the same container."""
     state = rt.pools.get(pool.uid)
-    if state is None:
+    if state is None or not state.loaded.is_set():
         return None
-    if not state.loaded.is_set():  # just started: the inventory is being read from the agents
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(state.loaded.wait(), 5)
     # The warm container already holds its room on its host: rank without adding it again.
     ranked = rank_hosts(
         (h.view for h in hosts.values()),
@@ -204,9 +227,111 @@ async def _claim(
         memory_overcommit=rt.settings.memory_overcommit,
     )
     warm: Warm | None = state.take(template, ranked)
-    if warm is not None:
-        rt.claims.add(warm.name)
     return warm
+
+
+def _decision(
+    *,
+    host: str,
+    container: str,
+    template: str,
+    pool: PoolInfo | None,
+    warm: Warm | None,
+    scheduled: dict[str, Any],
+    placement: dict[str, Any],
+    request: Request,
+    expires: str | None,
+    generation: int,
+    conditions: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The recorded placement: the status fields it sets, plus the ETag of an adoption."""
+    if request.client is not None:
+        placement["clientLocation"] = request.client.label
+    decided: dict[str, Any] = {
+        "phase": "Scheduled",
+        "host": host,
+        "containerName": container,
+        "template": template,
+        "fromPool": pool.name if warm is not None and pool else None,
+        "placement": placement,
+        "expiresAt": expires,
+        "observedGeneration": generation,
+        "conditions": set_condition(
+            set_condition(conditions, scheduled),
+            condition(
+                READY, False, Reason.CREATING, f"preparing the container on {host}", generation
+            ),
+        ),
+    }
+    if warm is not None:
+        decided[ADOPT_IF_MATCH] = warm.etag
+    return decided
+
+
+def _claim_decision(
+    rt: Runtime,
+    pool: PoolInfo,
+    warm: Warm,
+    hosts: Mapping[str, HostRecord],
+    request: Request,
+    fallback: str,
+    expires: str | None,
+    generation: int,
+    conditions: list[dict[str, Any]],
+) -> dict[str, Any]:
+    kind, km, why = explain(hosts[warm.host].view, request)
+    scheduled = condition(
+        SCHEDULED,
+        True,
+        Reason.CLAIMED,
+        f"adopted warm container {warm.name} of pool {pool.name} ({why}{fallback})",
+        generation,
+    )
+    return _decision(
+        host=warm.host,
+        container=warm.name,
+        template=warm.template,
+        pool=pool,
+        warm=warm,
+        scheduled=scheduled,
+        placement={"reason": kind, "distanceKm": km, "message": why + fallback},
+        request=request,
+        expires=expires,
+        generation=generation,
+        conditions=conditions,
+    )
+
+
+def admit_claim(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    hosts: Mapping[str, HostRecord],
+    pools: Mapping[tuple[str, str], PoolInfo],
+) -> dict[str, Any] | None:
+    """The claim of a Sandbox being created, for a mutating admission webhook: a warm
+    container taken from its pool, as the assignment to store with the new Sandbox, in the
+    very write that creates it. None when there is nothing to claim (no poolRef, no such
+    pool, its inventory not read yet, no ready warm container) or the spec is invalid (the
+    API server refuses it next, with its own message): the operator places the Sandbox once
+    it is stored, as it places any other."""
+    meta = body.get("metadata") or {}
+    try:
+        spec = SandboxSpec.model_validate(body.get("spec") or {})
+    except ValueError:
+        return None
+    if spec.pool_ref is None:
+        return None
+    pool = pools.get((meta.get("namespace") or "", spec.pool_ref.name))
+    if pool is None:
+        return None
+    request, fallback = _request(rt, spec, pool.spec.template)
+    warm = _take_warm(rt, pool, pool.spec.template, hosts, rt.allocations(), request)
+    if warm is None:
+        return None
+    # Not stored yet, maybe never: held until the Sandbox shows up, or for a while.
+    rt.claims.add(warm.name, ttl=rt.settings.admission_claim_seconds)
+    log.info("claim at admission: %s of pool %s/%s", warm.name, pool.namespace, pool.name)
+    return _claim_decision(rt, pool, warm, hosts, request, fallback, None, 1, [])
 
 
 async def _place(
@@ -222,34 +347,26 @@ async def _place(
     """Choose the container's host (adopting a warm container when the pool has one) and
     write the decision to the API, before the agent hears of it: after a crash the next run
     finds it there and neither places the sandbox twice nor hands the container to another.
-    Returns the status fields the decision sets (written with the next status write)."""
+    Returns the decision (its status fields are written with the next status write)."""
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     generation = int(meta.get("generation") or 0)
-    located = rt.locator.locate(spec.placement.client_ip) if spec.placement.client_ip else None
-    request = Request(
-        template=template,
-        cpus=spec.resources.cpus,
-        memory_bytes=bytes_of(spec.resources.memory),
-        regions=frozenset([spec.placement.region]) if spec.placement.region else frozenset(),
-        host_selector=spec.placement.host_selector or {},
-        client=located if isinstance(located, GeoPoint) else None,
-    )
-    # An address GeoIP cannot place is no error: the decision falls back, and says why.
-    fallback = f"; {located.reason}" if isinstance(located, Unlocated) else ""
+    request, fallback = _request(rt, spec, template)
     allocations = rt.allocations()
-    warm = await _claim(rt, pool, template, hosts, allocations, request) if pool else None
-    if warm is not None:
-        host, container = warm.host, warm.name
-        kind, km, why = explain(hosts[host].view, request)
-        scheduled = condition(
-            SCHEDULED,
-            True,
-            Reason.CLAIMED,
-            f"adopted warm container {warm.name} of pool {pool.name if pool else ''} "
-            f"({why}{fallback})",
-            generation,
+    expires = expires_at(meta["creationTimestamp"], spec)
+    conditions = list(status.get("conditions") or [])
+    warm = None
+    if pool is not None:
+        state = rt.pools.get(pool.uid)
+        if state is not None and not state.loaded.is_set():
+            # Just started: the inventory is being read from the agents.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.loaded.wait(), 5)
+        warm = _take_warm(rt, pool, template, hosts, allocations, request)
+    if pool is not None and warm is not None:
+        rt.claims.add(warm.name)
+        decided = _claim_decision(
+            rt, pool, warm, hosts, request, fallback, expires, generation, conditions
         )
-        placement = {"reason": kind, "distanceKm": km, "message": why + fallback}
     else:
         decision = choose_host(
             (h.view for h in hosts.values()),
@@ -268,7 +385,7 @@ async def _place(
                     "phase": "Pending",
                     "observedGeneration": generation,
                     "conditions": set_condition(
-                        list(status.get("conditions") or []),
+                        conditions,
                         condition(
                             SCHEDULED, False, Reason.UNSCHEDULABLE, decision.message, generation
                         ),
@@ -278,40 +395,58 @@ async def _place(
             raise kopf.TemporaryError(
                 decision.message, delay=rt.settings.unschedulable_retry_seconds
             )
-        host, container = decision.host, container_name(uid)
         reason = Reason.POOL_EMPTY if pool else Reason.HOST_CHOSEN
         why = decision.reason + fallback
         placement = {"reason": decision.kind, "distanceKm": decision.distance_km, "message": why}
         if pool:
             why = f"pool {pool.name} had no warm container: created cold; {why}"
-        scheduled = condition(SCHEDULED, True, reason, why, generation)
-    if request.client is not None:
-        placement["clientLocation"] = request.client.label
-    decided = {
-        "phase": "Scheduled",
-        "host": host,
-        "containerName": container,
-        "template": template,
-        "fromPool": pool.name if warm is not None and pool else None,
-        "placement": placement,
-        "expiresAt": expires_at(meta["creationTimestamp"], spec),
-        "observedGeneration": generation,
-        "conditions": set_condition(
-            set_condition(list(status.get("conditions") or []), scheduled),
-            condition(
-                READY, False, Reason.CREATING, f"preparing the container on {host}", generation
-            ),
-        ),
-    }
+        decided = _decision(
+            host=decision.host,
+            container=container_name(uid),
+            template=template,
+            pool=pool,
+            warm=None,
+            scheduled=condition(SCHEDULED, True, reason, why, generation),
+            placement=placement,
+            request=request,
+            expires=expires,
+            generation=generation,
+            conditions=conditions,
+        )
+        rt.assumed.assume(uid, decision.host, request.memory_bytes, request.cpus)
     # One write, to metadata: the decision and the finalizer together (a status write and a
     # metadata write to one object would contend in the API server). Status follows with the
     # agent's answer; until then placed_of and assignment_of read the decision from here.
     await _hold(rt, meta, {ASSIGNMENT: json.dumps(decided, sort_keys=True)})
-    if warm is None:
-        rt.assumed.assume(uid, host, request.memory_bytes, request.cpus)
     # No Event here: the decision is told in the Event of the phase it leads to (one Event
     # per new Sandbox, not two: each is an API write) and is in the Scheduled condition.
     return decided
+
+
+async def _first_put(
+    agent: AgentClient, container: str, wanted: ContainerSpec, uid: str, etag: str | None
+) -> ContainerStatus:
+    """The PUT of a Sandbox's container before its status records the placement: it never
+    takes over a container that belongs to someone else (a decision read from an annotation
+    is not proof of ownership). A claimed warm container is adopted only while it is still
+    the warm container that was claimed (If-Match its ETag); any other must be new
+    (If-None-Match: *). A 412 for a container labelled for this very Sandbox is the work of an
+    earlier run that stopped before status recorded it: go on with it."""
+    try:
+        if etag:
+            return await agent.put(container, wanted, if_match=etag)
+        return await agent.put(container, wanted, if_absent=True)
+    except AgentRejected as exc:
+        if exc.status != 412:
+            raise
+    seen = await agent.get(container)
+    if seen is not None and seen.labels.get(SANDBOX_UID) == uid:
+        return await agent.put(container, wanted)
+    raise ContainerTaken(
+        f"container {container} belongs to another Sandbox"
+        if seen is not None
+        else f"warm container {container} is gone"
+    )
 
 
 async def reconcile(
@@ -358,100 +493,123 @@ async def reconcile(
             )
             raise
 
-        placed_now = False
+        # A Sandbox without a host in status is being placed: by the decision stored with it
+        # (a claim made at admission, or the record of an earlier run that stopped after
+        # writing it), else by a decision made and recorded now.
+        placed_now = not status.get("host")
+        adopt: str | None = None
         unwritten: set[str] = set()
-        if not status.get("host"):
-            decided = recorded  # the annotation of an earlier run that stopped after writing it
+        if placed_now:
+            decided = dict(recorded)
             if not decided:
                 decided = await _place(rt, body, spec, status, template, pool, hosts, meta)
-                placed_now = True
                 clock.mark("decision")
+            adopt = decided.pop(ADOPT_IF_MATCH, None)
+            decided["expiresAt"] = expires_at(meta["creationTimestamp"], spec)
             status.update(decided)
             unwritten = set(decided)
 
-        host = hosts.get(status["host"])
-        if host is None:
-            await _write(
-                rt,
-                namespace,
-                name,
-                status,
-                {
-                    "phase": "Lost",
-                    "conditions": set_condition(
-                        list(status.get("conditions") or []),
-                        condition(
-                            READY,
-                            False,
-                            Reason.HOST_GONE,
-                            f"SandboxHost {status['host']} no longer exists",
-                            generation,
-                        ),
-                    ),
-                },
-                unwritten,
-            )
-            raise kopf.PermanentError(f"SandboxHost {status['host']} no longer exists")
-
-        container = status["containerName"]
-        await _hold(rt, meta)  # placed by an earlier run that stopped before it held one
-        try:
-            agent = await rt.agents.client(host)
-            if spec.restart_policy == "Never" and status.get("phase") == "Running":
-                await _fail_if_gone(
+        for attempt in range(3):
+            host = hosts.get(status["host"])
+            if host is None:
+                await _write(
                     rt,
-                    agent_get=agent.get,
-                    container=container,
-                    namespace=namespace,
-                    name=name,
-                    body=body,
-                    status=status,
-                    generation=generation,
-                )
-            clock.mark("prepare")
-            observed = await agent.put(container, container_spec(spec, template, uid))
-            clock.mark("agent")
-        except AgentRejected as exc:
-            await _write(
-                rt,
-                namespace,
-                name,
-                status,
-                {
-                    "phase": "Failed",
-                    "message": exc.body.message if exc.body else str(exc),
-                    "conditions": set_condition(
-                        list(status.get("conditions") or []),
-                        condition(
-                            READY,
-                            False,
-                            Reason.AGENT_REJECTED,
-                            exc.body.message if exc.body else str(exc),
-                            generation,
+                    namespace,
+                    name,
+                    status,
+                    {
+                        "phase": "Lost",
+                        "conditions": set_condition(
+                            list(status.get("conditions") or []),
+                            condition(
+                                READY,
+                                False,
+                                Reason.HOST_GONE,
+                                f"SandboxHost {status['host']} no longer exists",
+                                generation,
+                            ),
                         ),
-                    ),
-                },
-                unwritten,
-            )
-            kopf.warn(event_target(body), reason="AgentRejected", message=str(exc))
-            raise kopf.PermanentError(str(exc)) from None
-        except (AgentUnreachable, CredentialsMissing) as exc:
-            if isinstance(exc, AgentUnreachable) and exc.status == 401:
-                await rt.agents.forget(host.name)
-            await _write(
-                rt,
-                namespace,
-                name,
-                status,
-                {
-                    "conditions": set_condition(
-                        list(status.get("conditions") or []),
-                        condition(READY, False, Reason.AGENT_UNREACHABLE, str(exc), generation),
-                    ),
-                },
-                unwritten,
-            )
-            raise kopf.TemporaryError(str(exc), delay=_backoff(rt, retry)) from None
+                    },
+                    unwritten,
+                )
+                raise kopf.PermanentError(f"SandboxHost {status['host']} no longer exists")
+
+            container = status["containerName"]
+            await _hold(rt, meta)  # placed by an earlier run that stopped before it held one
+            try:
+                agent = await rt.agents.client(host)
+                if spec.restart_policy == "Never" and status.get("phase") == "Running":
+                    await _fail_if_gone(
+                        rt,
+                        agent_get=agent.get,
+                        container=container,
+                        namespace=namespace,
+                        name=name,
+                        body=body,
+                        status=status,
+                        generation=generation,
+                    )
+                clock.mark("prepare")
+                wanted = container_spec(spec, template, uid)
+                observed = await (
+                    _first_put(agent, container, wanted, uid, adopt)
+                    if placed_now
+                    else agent.put(container, wanted)
+                )
+                clock.mark("agent")
+                break
+            except ContainerTaken as exc:
+                # Another Sandbox has the container (two claims of a warm one can only come
+                # from two operator runs): this one is placed again, the new decision recorded.
+                log.warning("%s/%s: %s; placing it again", namespace, name, exc)
+                if attempt == 2:
+                    raise kopf.TemporaryError(str(exc), delay=1) from None
+                _, pool = _pool_of(pools, namespace, spec)
+                decided = await _place(rt, body, spec, status, template, pool, hosts, meta)
+                adopt = decided.pop(ADOPT_IF_MATCH, None)
+                status.update(decided)
+                unwritten |= set(decided)
+            except AgentRejected as exc:
+                await _write(
+                    rt,
+                    namespace,
+                    name,
+                    status,
+                    {
+                        "phase": "Failed",
+                        "message": exc.body.message if exc.body else str(exc),
+                        "conditions": set_condition(
+                            list(status.get("conditions") or []),
+                            condition(
+                                READY,
+                                False,
+                                Reason.AGENT_REJECTED,
+                                exc.body.message if exc.body else str(exc),
+                                generation,
+                            ),
+                        ),
+                    },
+                    unwritten,
+                )
+                kopf.warn(event_target(body), reason="AgentRejected", message=str(exc))
+                raise kopf.PermanentError(str(exc)) from None
+            except (AgentUnreachable, CredentialsMissing) as exc:
+                if isinstance(exc, AgentUnreachable) and exc.status == 401:
+                    await rt.agents.forget(host.name)
+                await _write(
+                    rt,
+                    namespace,
+                    name,
+                    status,
+                    {
+                        "conditions": set_condition(
+                            list(status.get("conditions") or []),
+                            condition(READY, False, Reason.AGENT_UNREACHABLE, str(exc), generation),
+                        ),
+                    },
+                    unwritten,
+                )
+                raise kopf.TemporaryError(str(exc), delay=_backoff(rt, retry)) from None
 
         was = status.get("phase")
         usage_due = _usage_due(status, rt.settings.usage_write_seconds)
@@ -467,7 +625,7 @@ async def reconcile(
         clock.mark("status")
         log.info("timing %s/%s started=%.6f %s", namespace, name, clock.started, clock.report())
         if status.get("phase") != was:
-            message = f"container {container} on {host.name}, cores {status.get('cpuset')}"
+            message = f"container {container} on {status['host']}, cores {status.get('cpuset')}"
             if placed_now:
                 scheduled: dict[str, Any] = next(
                     (c for c in status.get("conditions") or [] if c.get("type") == SCHEDULED), {}

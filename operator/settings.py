@@ -56,6 +56,13 @@ class OperatorSettings(BaseSettings):
         gt=0,
         description="Pool status counts are written at most this often (conditions at once).",
     )
+    admission_claim_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="A warm container claimed at admission is held this long for a Sandbox "
+        "that may never be stored (a later admission step refused it); longer than the API "
+        "server takes to answer a request.",
+    )
     pool_refresh_seconds: float = Field(
         5.0, gt=0, description="How often a pool's inventory is re-read from the agents."
     )
@@ -71,6 +78,40 @@ class OperatorSettings(BaseSettings):
         "as much as 20% of a host's memory free, so a half-full host next door still beats "
         "an empty one across an ocean, and a (nearly) full one does not.",
     )
+
+    # Claims at admission (operator/admission.py): off unless the API server can reach us.
+    webhook_url: str | None = Field(
+        None,
+        description="Claim warm containers at admission, served at this https URL as the API "
+        "server reaches it (an operator outside the cluster, e.g. https://127.0.0.1:9443).",
+    )
+    webhook_service: str | None = Field(
+        None,
+        description="Claim warm containers at admission, served behind this Service (an "
+        "operator in the cluster); its namespace is webhook_service_namespace.",
+    )
+    webhook_service_namespace: str = Field(
+        "tuxio-system", description="Namespace of webhook_service (the operator's own)."
+    )
+    webhook_service_port: int = Field(443, ge=1, le=65535, description="Port of that Service.")
+    webhook_listen: str = Field("0.0.0.0", description="Address the webhook server binds.")  # noqa: S104
+    webhook_port: int = Field(9443, ge=1, le=65535, description="Port the webhook server binds.")
+    webhook_cert_dir: Path | None = Field(
+        None,
+        description="Where the webhook's self-signed certificate is written at start "
+        "(a fresh one each start); unset: a new temporary directory.",
+    )
+    webhook_timeout_seconds: int = Field(
+        2,
+        ge=1,
+        le=30,
+        description="How long the API server waits for a claim before storing the Sandbox "
+        "without one (the operator then places it as any other).",
+    )
+
+    @property
+    def claims_at_admission(self) -> bool:
+        return bool(self.webhook_url or self.webhook_service)
 
     # Node registration (operator/nodes.py): for the agent deployed as a DaemonSet.
     node_hosts: bool = Field(

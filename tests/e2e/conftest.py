@@ -57,6 +57,7 @@ OPERATOR_ENV = {
     "TUXIO_OPERATOR_USAGE_WRITE_SECONDS": "3",
     "TUXIO_OPERATOR_RETRY_DELAY_SECONDS": "0.5",
     "TUXIO_OPERATOR_UNSCHEDULABLE_RETRY_SECONDS": "1",
+    "TUXIO_OPERATOR_ADMISSION_CLAIM_SECONDS": "3",
 }
 
 
@@ -201,12 +202,16 @@ class Operator:
         self.kubeconfig = kubeconfig
         self.extra_env = extra_env or {}
         self.port = free_port()
+        self.webhook_port = free_port()  # claims at admission: the API server calls it here
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {
             **os.environ,
             **OPERATOR_ENV,
+            "TUXIO_OPERATOR_WEBHOOK_URL": f"https://127.0.0.1:{self.webhook_port}",
+            "TUXIO_OPERATOR_WEBHOOK_LISTEN": "127.0.0.1",
+            "TUXIO_OPERATOR_WEBHOOK_PORT": str(self.webhook_port),
             **self.extra_env,
             "KUBECONFIG": str(self.kubeconfig),
         }

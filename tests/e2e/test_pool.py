@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kubernetes
+import pytest
 
 from tests.e2e.conftest import (
     GROUP,
@@ -23,6 +24,7 @@ from tests.e2e.conftest import (
     wait_phase,
 )
 from tests.support import wait_until
+from tuxio.operator.runtime import ASSIGNMENT
 
 Custom = kubernetes.client.CustomObjectsApi
 
@@ -206,6 +208,87 @@ def test_empty_pool_falls_back_to_a_cold_create(
     scheduled = next(c for c in body["status"]["conditions"] if c["type"] == "Scheduled")
     assert scheduled["reason"] == "PoolEmpty"
     assert scheduled["message"].startswith("pool empty had no warm container: created cold")
+
+
+def test_claim_is_stored_with_the_create(
+    cluster: Cluster, custom: Custom, host: Host, namespace: str
+) -> None:
+    cluster.apply(pool("instant", 2), "-n", namespace)
+    uid = wait_ready_replicas(custom, namespace, "instant", 2)["metadata"]["uid"]
+    warm = {c["name"] for c in warm_containers(host, uid)}
+    body = sandbox("first", poolRef={"name": "instant"})
+    # A dry run goes through admission too, and must take nothing.
+    dry = custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "sandboxes", body, dry_run="All"
+    )
+    assert ASSIGNMENT not in (dry["metadata"].get("annotations") or {})
+    made = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "sandboxes", body)
+    # The claim is in the very object the create stored: before the agent heard of it.
+    decided = json.loads(made["metadata"]["annotations"][ASSIGNMENT])
+    assert decided["containerName"] in warm
+    assert decided["host"] == host.name
+    assert "tux.io/container" in made["metadata"]["finalizers"]
+    running = wait_phase(custom, namespace, "first", "Running")
+    assert running["status"]["containerName"] == decided["containerName"]
+    assert running["status"]["fromPool"] == "instant"
+    assert "adoptIfMatch" not in running["status"]
+    # Both warm containers were there for real claims: the dry run took none.
+    cluster.apply(sandbox("second", poolRef={"name": "instant"}), "-n", namespace)
+    second = wait_phase(custom, namespace, "second", "Running")
+    assert {running["status"]["containerName"], second["status"]["containerName"]} == warm
+
+
+def test_claim_of_a_refused_create_is_released(
+    custom: Custom, cluster: Cluster, host: Host, namespace: str
+) -> None:
+    cluster.apply(pool("held", 2), "-n", namespace)
+    uid = wait_ready_replicas(custom, namespace, "held", 2)["metadata"]["uid"]
+    body = sandbox("twin", poolRef={"name": "held"})
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "sandboxes", body)
+    # The same name again: claimed at admission, then refused by the storage.
+    with pytest.raises(kubernetes.client.exceptions.ApiException) as refused:
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "sandboxes", body)
+    assert refused.value.status == 409
+    wait_phase(custom, namespace, "twin", "Running")
+    # The pool refills what the refused create took; once its hold is over (3 s here) that
+    # container is the pool's again, and the surplus goes: two warm containers, not three.
+    wait_ready_replicas(custom, namespace, "held", 2)
+    wait_until(lambda: len(warm_containers(host, uid)) == 2, timeout=60)
+
+
+@pytest.mark.parametrize("etag", [None, "0123456789abcdef"])
+def test_a_forged_assignment_takes_over_nothing(
+    cluster: Cluster,
+    custom: Custom,
+    host: Host,
+    operator: Operator,
+    namespace: str,
+    etag: str | None,
+) -> None:
+    """Whoever may create Sandboxes may write annotations: one naming another Sandbox's
+    container must not hand it over. The first PUT of a placement never takes over a
+    container of someone else (If-None-Match, or If-Match the warm container's ETag)."""
+    cluster.apply(pool("guarded", 1), "-n", namespace)
+    wait_ready_replicas(custom, namespace, "guarded", 1)
+    cluster.apply(sandbox("owner", poolRef={"name": "guarded"}), "-n", namespace)
+    owner = wait_phase(custom, namespace, "owner", "Running")
+    taken = owner["status"]["containerName"]
+    forged = sandbox("thief", template="busybox", resources={"memory": "200Mi"})
+    assignment = {"host": host.name, "containerName": taken, "template": "busybox"}
+    if etag:
+        assignment["adoptIfMatch"] = etag
+    forged["metadata"]["annotations"] = {ASSIGNMENT: json.dumps(assignment)}
+    operator.stop()  # no claim at admission either: the forged annotation is stored as is
+    try:
+        cluster.apply(forged, "-n", namespace)
+    finally:
+        operator.start()
+    thief = wait_phase(custom, namespace, "thief", "Running")
+    assert thief["status"]["containerName"] != taken
+    with host.agent.client() as http:
+        seen = http.get(f"/v1/containers/{taken}").json()
+    assert seen["labels"]["tux.io/sandbox-uid"] == owner["metadata"]["uid"]
+    assert seen["limits"]["memory"] != 200 * 2**20
 
 
 def _storm(cluster: Cluster, namespace: str, names: list[str], pool_name: str) -> None:

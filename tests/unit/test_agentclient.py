@@ -109,3 +109,27 @@ async def test_exec_waits_longer_than_the_command() -> None:
     assert answer.stdout == "ok\n"
     assert json.loads(seen[0].content)["argv"] == ["echo", "ok"]
     assert seen[0].extensions["timeout"]["read"] == 130
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "headers"),
+    [
+        ({}, {}),
+        ({"if_match": "abc"}, {"if-match": '"abc"'}),
+        ({"if_absent": True}, {"if-none-match": "*"}),
+    ],
+)
+async def test_put_preconditions(kwargs: dict[str, Any], headers: dict[str, str]) -> None:
+    client, seen = client_for(lambda r: httpx.Response(200, json=STATUS))
+    await client.put("web", ContainerSpec(template="busybox"), **kwargs)
+    sent = {k: v for k, v in seen[0].headers.items() if k in ("if-match", "if-none-match")}
+    assert sent == headers
+
+
+async def test_412_is_rejected_as_precondition_failed() -> None:
+    body = {"reason": "PreconditionFailed", "message": "If-Match: container web converged to x"}
+    client, _ = client_for(lambda r: httpx.Response(412, json=body))
+    with pytest.raises(AgentRejected) as caught:
+        await client.put("web", ContainerSpec(template="busybox"), if_match="abc")
+    assert caught.value.status == 412
+    assert caught.value.reason == "PreconditionFailed"
