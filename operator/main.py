@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import kopf
@@ -34,8 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     del handlers
     register(OperatorSettings())  # node registration, when TUXIO_OPERATOR_NODE_HOSTS is set
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
-    # One line per agent request is noise at INFO; failures surface through our own logs.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     namespaces: list[str] = args.namespace
     kopf.run(
         # One replica with a Recreate rollout: there is never a second operator to peer with.

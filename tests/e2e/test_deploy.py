@@ -69,8 +69,19 @@ def test_overlay_has_what_the_issue_asks(cluster: Cluster) -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["port"] == "health"
     assert {"requests", "limits"} <= container["resources"].keys()
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") or e.get("valueFrom") for e in container["env"]}
     assert env["TUXIO_OPERATOR_NODE_HOSTS"] == "true"
+    # Claims at admission: served behind the webhook Service, certificate in memory.
+    assert env["TUXIO_OPERATOR_WEBHOOK_SERVICE"] == "tuxio-operator-webhook"
+    assert env["TUXIO_OPERATOR_WEBHOOK_SERVICE_NAMESPACE"] == {
+        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}
+    }
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == env["TUXIO_OPERATOR_WEBHOOK_CERT_DIR"]
+    assert {"containerPort": 9443, "name": "webhook", "protocol": "TCP"} in container["ports"]
+    service = items[("Service", "tuxio-operator-webhook")]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == "webhook"
 
     agent = items[("DaemonSet", "tuxio-agent")]["spec"]["template"]["spec"]
     assert agent["nodeSelector"] == {"tux.io/lxc-host": "true"}

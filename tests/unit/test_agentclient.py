@@ -1,12 +1,18 @@
-"""The agent client builds exact requests and turns answers into models or typed errors."""
+"""The agent client builds exact requests and turns answers into models or typed errors.
+
+Against a real HTTP server on loopback (aiohttp's), which records what it was sent.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pytest
+from aiohttp import web
 
 from tuxio.nodeagent.models import ContainerSpec, ExecRequest, Limits
 from tuxio.operator.agentclient import AgentClient, AgentRejected, AgentUnreachable
@@ -27,88 +33,76 @@ STATUS: dict[str, Any] = {
 }
 
 
-def client_for(handler: Any) -> tuple[AgentClient, list[httpx.Request]]:
-    seen: list[httpx.Request] = []
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    headers: dict[str, str]
+    body: bytes
 
-    def record(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return handler(request)  # type: ignore[no-any-return]
 
-    return AgentClient("http://agent:7443", "s3cret", transport=httpx.MockTransport(record)), seen
+@dataclass
+class Agent:
+    """A stand-in agent: answers with `reply`, records every request."""
+
+    reply: Callable[[web.Request], web.StreamResponse] = lambda _: web.json_response(STATUS)
+    seen: list[Seen] = field(default_factory=list)
+    url: str = ""
+    delay: float = 0.0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append(
+            Seen(
+                request.method,
+                request.path,
+                list(request.query.items()),
+                {k.lower(): v for k, v in request.headers.items()},
+                await request.read(),
+            )
+        )
+        await asyncio.sleep(self.delay)
+        return self.reply(request)
 
 
-async def test_put_sends_the_spec_in_camel_case() -> None:
-    client, seen = client_for(lambda r: httpx.Response(200, json=STATUS))
+@pytest.fixture
+async def agent() -> AsyncIterator[Agent]:
+    fake = Agent()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", fake.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    fake.url = f"http://127.0.0.1:{port}"
+    yield fake
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def client(agent: Agent) -> AsyncIterator[AgentClient]:
+    async with AgentClient(agent.url, "s3cret", timeout=5) as made:
+        yield made
+
+
+async def test_put_sends_the_spec_in_camel_case(agent: Agent, client: AgentClient) -> None:
     spec = ContainerSpec(
         template="busybox",
         limits=Limits(memory=128 * 2**20, burst_cpu_seconds=20),
         labels={"a": "b"},
     )
     status = await client.put("web", spec)
-    request = seen[0]
-    assert (request.method, str(request.url)) == ("PUT", "http://agent:7443/v1/containers/web")
+    (request,) = agent.seen
+    assert (request.method, request.path) == ("PUT", "/v1/containers/web")
     assert request.headers["authorization"] == "Bearer s3cret"
-    body = json.loads(request.content)
+    assert request.headers["content-type"] == "application/json"
+    body = json.loads(request.body)
     assert body["limits"]["memory"] == 128 * 2**20
     assert body["limits"]["burstCpuSeconds"] == 20
     assert "cpuQuota" not in body["limits"]  # None is left out, the agent's default applies
     assert status.pid == 42
     assert status.labels == {"a": "b"}
-
-
-async def test_list_passes_label_selectors() -> None:
-    client, seen = client_for(lambda r: httpx.Response(200, json={"items": [STATUS]}))
-    items = await client.list({"tux.io/sandbox-uid": "u1", "pool": "p"})
-    assert seen[0].url.params.get_list("label") == ["tux.io/sandbox-uid=u1", "pool=p"]
-    assert [i.name for i in items] == ["web"]
-
-
-async def test_get_missing_is_none() -> None:
-    body = {"reason": "ContainerNotFound", "message": "no container"}
-    client, _ = client_for(lambda r: httpx.Response(404, json=body))
-    assert await client.get("web") is None
-
-
-async def test_4xx_is_rejected_with_the_agents_reason() -> None:
-    body = {"reason": "InvalidSpec", "message": "limits.cpus is 9 but this host shares only 1"}
-    client, _ = client_for(lambda r: httpx.Response(422, json=body))
-    with pytest.raises(AgentRejected) as caught:
-        await client.put("web", ContainerSpec(template="busybox"))
-    assert caught.value.status == 422
-    assert caught.value.reason == "InvalidSpec"
-    assert "shares only 1" in str(caught.value)
-
-
-async def test_5xx_and_network_errors_are_unreachable() -> None:
-    client, _ = client_for(lambda r: httpx.Response(500, text="boom"))
-    with pytest.raises(AgentUnreachable) as caught:
-        await client.host()
-    assert caught.value.body is None
-
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
-
-    client, _ = client_for(refuse)
-    with pytest.raises(AgentUnreachable) as refused:
-        await client.delete("web")
-    assert refused.value.reason == "Unreachable"
-
-
-async def test_exec_waits_longer_than_the_command() -> None:
-    result = {
-        "exitCode": 0,
-        "stdout": "ok\n",
-        "stderr": "",
-        "stdoutTruncated": False,
-        "stderrTruncated": False,
-        "timedOut": False,
-        "durationSeconds": 0.01,
-    }
-    client, seen = client_for(lambda r: httpx.Response(200, json=result))
-    answer = await client.exec("web", ExecRequest(argv=["echo", "ok"], timeout_seconds=100))
-    assert answer.stdout == "ok\n"
-    assert json.loads(seen[0].content)["argv"] == ["echo", "ok"]
-    assert seen[0].extensions["timeout"]["read"] == 130
 
 
 @pytest.mark.parametrize(
@@ -119,17 +113,94 @@ async def test_exec_waits_longer_than_the_command() -> None:
         ({"if_absent": True}, {"if-none-match": "*"}),
     ],
 )
-async def test_put_preconditions(kwargs: dict[str, Any], headers: dict[str, str]) -> None:
-    client, seen = client_for(lambda r: httpx.Response(200, json=STATUS))
+async def test_put_preconditions(
+    agent: Agent, client: AgentClient, kwargs: dict[str, Any], headers: dict[str, str]
+) -> None:
     await client.put("web", ContainerSpec(template="busybox"), **kwargs)
-    sent = {k: v for k, v in seen[0].headers.items() if k in ("if-match", "if-none-match")}
+    sent = {k: v for k, v in agent.seen[0].headers.items() if k in ("if-match", "if-none-match")}
     assert sent == headers
 
 
-async def test_412_is_rejected_as_precondition_failed() -> None:
-    body = {"reason": "PreconditionFailed", "message": "If-Match: container web converged to x"}
-    client, _ = client_for(lambda r: httpx.Response(412, json=body))
+async def test_list_passes_label_selectors(agent: Agent, client: AgentClient) -> None:
+    agent.reply = lambda _: web.json_response({"items": [STATUS]})
+    items = await client.list({"tux.io/sandbox-uid": "u1", "pool": "p"})
+    assert agent.seen[0].path == "/v1/containers"
+    assert agent.seen[0].query == [("label", "tux.io/sandbox-uid=u1"), ("label", "pool=p")]
+    assert [i.name for i in items] == ["web"]
+
+
+async def test_get_missing_is_none(agent: Agent, client: AgentClient) -> None:
+    body = {"reason": "ContainerNotFound", "message": "no container"}
+    agent.reply = lambda _: web.json_response(body, status=404)
+    assert await client.get("web") is None
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "message"),
+    [
+        (422, "InvalidSpec", "limits.cpus is 9 but this host shares only 1"),
+        (412, "PreconditionFailed", "If-Match: container web converged to x"),
+    ],
+)
+async def test_4xx_is_rejected_with_the_agents_reason(
+    agent: Agent, client: AgentClient, status: int, reason: str, message: str
+) -> None:
+    agent.reply = lambda _: web.json_response({"reason": reason, "message": message}, status=status)
     with pytest.raises(AgentRejected) as caught:
-        await client.put("web", ContainerSpec(template="busybox"), if_match="abc")
-    assert caught.value.status == 412
-    assert caught.value.reason == "PreconditionFailed"
+        await client.put("web", ContainerSpec(template="busybox"))
+    assert caught.value.status == status
+    assert caught.value.reason == reason
+    assert message in str(caught.value)
+
+
+async def test_5xx_and_network_errors_are_unreachable(agent: Agent, client: AgentClient) -> None:
+    agent.reply = lambda _: web.Response(status=500, text="boom")
+    with pytest.raises(AgentUnreachable) as caught:
+        await client.host()
+    assert caught.value.body is None
+    assert "boom" in str(caught.value)
+
+    async with AgentClient("http://127.0.0.1:9", "s3cret", timeout=5) as nobody:  # discard port
+        with pytest.raises(AgentUnreachable) as refused:
+            await nobody.delete("web")
+    assert refused.value.reason == "Unreachable"
+
+
+async def test_exec_sends_the_argv(agent: Agent, client: AgentClient) -> None:
+    result = {
+        "exitCode": 0,
+        "stdout": "ok\n",
+        "stderr": "",
+        "stdoutTruncated": False,
+        "stderrTruncated": False,
+        "timedOut": False,
+        "durationSeconds": 0.01,
+    }
+    agent.reply = lambda _: web.json_response(result)
+    answer = await client.exec("web", ExecRequest(argv=["echo", "ok"], timeout_seconds=100))
+    assert answer.stdout == "ok\n"
+    assert (agent.seen[0].method, agent.seen[0].path) == ("POST", "/v1/containers/web/exec")
+    assert json.loads(agent.seen[0].body)["argv"] == ["echo", "ok"]
+
+
+async def test_exec_waits_longer_than_the_client_timeout(agent: Agent) -> None:
+    """A command may run for its own timeout: exec waits that long plus a margin, while
+    every other call gives up after the client's timeout."""
+    agent.delay = 1.5
+    async with AgentClient(agent.url, "s3cret", timeout=1) as slow:
+        with pytest.raises(AgentUnreachable) as timed_out:
+            await slow.put("web", ContainerSpec(template="busybox"))
+        assert "TimeoutError" in str(timed_out.value)
+        agent.reply = lambda _: web.json_response(
+            {
+                "exitCode": 0,
+                "stdout": "",
+                "stderr": "",
+                "stdoutTruncated": False,
+                "stderrTruncated": False,
+                "timedOut": False,
+                "durationSeconds": 1.5,
+            }
+        )
+        answer = await slow.exec("web", ExecRequest(argv=["sleep", "1"], timeout_seconds=5))
+    assert answer.exit_code == 0
