@@ -24,16 +24,16 @@ from .admission import (
     webhook_configuration,
     webhook_server,
 )
+from .diffbase import LeanStatusDiffBase
 from .geo import Locator
 from .hosts import probe_host
 from .kube import Kube, NotFound, load_client
 from .models import GROUP, VERSION, SandboxPoolSpec
-from .pools import PoolState, pool_hash, pool_status, remove_pool, sync_pool
+from .pools import PoolState, pool_hash, pool_status, refill_hold, remove_pool, sync_pool
 from .runtime import (
     ASSIGNMENT,
     AgentRegistry,
     HostRecord,
-    Placed,
     PoolInfo,
     Runtime,
     assignment_of,
@@ -68,7 +68,7 @@ async def configure(
     # status a handler leaves in `patch` (the Ready of a new Sandbox): one API write, not two.
     # The decision annotation is the operator's own record, not a change to react to: left
     # in the essence, its arrival would make kopf write the diff base once more per Sandbox.
-    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
+    settings.persistence.diffbase_storage = LeanStatusDiffBase(
         field="status.lastHandledConfiguration",
         ignored_fields=[("metadata", "annotations", ASSIGNMENT)],
     )
@@ -118,24 +118,24 @@ def host_index(name: str, body: kopf.Body, **_: Any) -> dict[str, HostRecord]:
 
 
 @kopf.index(*SANDBOXES)
-def placement_index(
+def sandbox_index(
     uid: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
-) -> dict[str, Placed] | None:
+) -> dict[str, tuple[str, str]]:
+    """The one Sandbox index: kopf fills it from the watch before any handler runs, and the
+    runtime's book and ledger are kept with it (one call per event instead of one per
+    lookup: by host, by container, by UID)."""
+    rt: Runtime = memo.runtime
     placed = placed_of(uid, namespace or "", name, body)
-    memo.runtime.ledger.set(uid, placed)  # kept with the index: filled before any handler
-    return {placed.host: placed} if placed else None
+    rt.ledger.set(uid, placed)
+    rt.book.set(uid, placed, assignment_of(body).get("containerName"))
+    return {uid: (namespace or "", name)}
 
 
 @kopf.on.event(*SANDBOXES, when=lambda type, **_: type == "DELETED")
 def sandbox_gone(uid: str, memo: Any, **_: Any) -> None:
     """kopf drops a deleted object from its indexes without calling them: so do we."""
     memo.runtime.ledger.discard(uid)
-
-
-@kopf.index(*SANDBOXES)
-def container_index(body: kopf.Body, **_: Any) -> dict[str, bool] | None:
-    container = assignment_of(body).get("containerName")
-    return {container: True} if container else None
+    memo.runtime.book.discard(uid)
 
 
 @kopf.index(*POOLS)
@@ -157,27 +157,24 @@ class _Views:
     functions; its callback protocols do not know them, so handlers take them from **kwargs."""
 
     hosts: dict[str, HostRecord]
-    by_host: kopf.Index[str, Placed]
     uids: kopf.Index[str, tuple[str, str]]
     pools: dict[tuple[str, str], PoolInfo]
-    containers: kopf.Index[str, str]
 
     @classmethod
     def of(cls, kwargs: dict[str, Any]) -> _Views:
         hosts: kopf.Index[str, HostRecord] = kwargs["host_index"]
-        placed: kopf.Index[str, Placed] = kwargs["placement_index"]
         pools: kopf.Index[tuple[str, str], PoolInfo] = kwargs["pool_index"]
         return cls(
             hosts={name: next(iter(store)) for name, store in hosts.items() if store},
-            by_host=placed,
-            uids=kwargs["uid_index"],
+            uids=kwargs["sandbox_index"],
             pools={key: next(iter(store)) for key, store in pools.items() if store},
-            containers=kwargs["container_index"],
         )
 
-    def claimed(self, rt: Runtime) -> Callable[[str], bool]:
-        """Whether a container belongs to a Sandbox (named in a status, or claimed just now)."""
-        return lambda name: name in self.containers or name in rt.claims
+    @staticmethod
+    def claimed(rt: Runtime) -> Callable[[str], bool]:
+        """Whether a container belongs to a Sandbox (named in a status or an assignment, or
+        claimed just now)."""
+        return lambda name: rt.book.names_container(name) or name in rt.claims
 
 
 # ----- Sandbox ---------------------------------------------------------------------------
@@ -284,7 +281,7 @@ async def host_probe(
 ) -> None:
     rt: Runtime = memo.runtime
     views = _Views.of(kwargs)
-    placed = list(views.by_host.get(name, []))
+    placed = rt.book.on_host(name)
 
     async def reconcile_one(namespace: str, sandbox: str) -> None:
         try:
@@ -331,13 +328,22 @@ async def pool_filler(
     last_refresh = last_write = 0.0
     status: dict[str, Any] = dict(body.get("status") or {})
     while not stopped:
-        # Claims come first: a refill waits until the claim that woke it had its turn at the
-        # agent and the API server (on a small host, a container start competes for the CPU).
-        quiet = state.last_take + rt.settings.pool_refill_delay_seconds - time.monotonic()
-        if quiet > 0:
-            await asyncio.sleep(quiet)
-        views = _Views.of(kwargs)
         spec = SandboxPoolSpec.model_validate(dict(body["spec"]))
+        # Claims come first: the refill waits while claims keep coming (on a small host a
+        # container start takes the CPU of several claims), unless the pool runs low.
+        while not stopped:
+            hold = refill_hold(
+                time.monotonic(),
+                state.last_take,
+                rt.settings.pool_refill_delay_seconds,
+                sum(1 for w in state.warm.values() if w.ready),
+                spec.replicas,
+                rt.settings.pool_refill_floor,
+            )
+            if hold <= 0:
+                break
+            await asyncio.sleep(hold)
+        views = _Views.of(kwargs)
         due = time.monotonic() - last_refresh >= rt.settings.pool_refresh_seconds
         if due:
             last_refresh = time.monotonic()

@@ -40,6 +40,7 @@ __all__ = [
     "plan_pool",
     "pool_hash",
     "pool_status",
+    "refill_hold",
     "remove_pool",
     "sync_pool",
 ]
@@ -198,6 +199,19 @@ def pool_status(
         "observedGeneration": generation,
         "conditions": set_condition(list(current.get("conditions") or []), cond),
     }
+
+
+def refill_hold(
+    now: float, last_take: float, delay: float, ready: int, replicas: int, floor: float
+) -> float:
+    """How long the refill waits for claims to pause, in seconds. Pure.
+
+    Claims come first: a container start costs the CPU of several claims on a small host.
+    But a pool whose ready containers fell below `floor` of its replicas refills at once.
+    """
+    if ready < floor * replicas:
+        return 0.0
+    return max(0.0, last_take + delay - now)
 
 
 def warm_of(container: ContainerStatus, host: str) -> Warm:

@@ -35,6 +35,7 @@ __all__ = [
     "Placed",
     "PoolInfo",
     "Runtime",
+    "SandboxBook",
     "assignment_of",
     "host_record",
     "placed_of",
@@ -198,6 +199,49 @@ class Ledger:
         return {host: list(total) for host, total in self._totals.items()}
 
 
+class SandboxBook:
+    """Every Sandbox the operator knows, by UID, host and container: kept with the one Sandbox
+    index kopf fills before any handler runs (so after a restart it is whole before use),
+    entry by entry, instead of one kopf index per lookup (each costs a call per event)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Placed | None, str | None]] = {}
+        self._by_host: dict[str, dict[str, Placed]] = collections.defaultdict(dict)
+        self._containers: dict[str, str] = {}
+
+    def set(self, uid: str, placed: Placed | None, container: str | None) -> None:
+        """Record the Sandbox as it is now: its placement, and the container it names."""
+        self.discard(uid)
+        self._entries[uid] = (placed, container)
+        if placed is not None:
+            self._by_host[placed.host][uid] = placed
+        if container:
+            self._containers[container] = uid
+
+    def discard(self, uid: str) -> None:
+        placed, container = self._entries.pop(uid, (None, None))
+        if placed is not None:
+            on_host = self._by_host[placed.host]
+            on_host.pop(uid, None)
+            if not on_host:
+                del self._by_host[placed.host]
+        if container and self._containers.get(container) == uid:
+            del self._containers[container]
+
+    def __contains__(self, uid: object) -> bool:
+        return uid in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def on_host(self, host: str) -> list[Placed]:
+        return list(self._by_host.get(host, {}).values())
+
+    def names_container(self, container: str) -> bool:
+        """Whether some Sandbox's status or assignment names this container."""
+        return container in self._containers
+
+
 class AssumeCache:
     """Decisions recorded but not yet back through the watch.
 
@@ -340,6 +384,7 @@ class Runtime:
     agents: AgentRegistry
     locator: Locator = field(default_factory=lambda: Locator(None))
     ledger: Ledger = field(default_factory=Ledger)
+    book: SandboxBook = field(default_factory=SandboxBook)
     assumed: AssumeCache = field(default_factory=AssumeCache)
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     # Pool inventories by pool UID (tuxio.operator.pools.PoolState), and claims in flight.

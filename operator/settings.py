@@ -46,10 +46,17 @@ class OperatorSettings(BaseSettings):
         16, ge=1, description="Warm containers one pool makes at once (bounds the refill)."
     )
     pool_refill_delay_seconds: float = Field(
-        0.05,
+        0.25,
         ge=0,
-        description="A refill starts this long after the last claim, so claims are not "
-        "slowed by container starts on the same host.",
+        description="Refills wait until no claim came for this long: while claims keep "
+        "coming, container starts would take the CPU they need (see pool_refill_floor).",
+    )
+    pool_refill_floor: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Below this share of replicas ready, a pool refills at once, claims or "
+        "not: a steady stream of claims cannot drain it.",
     )
     pool_status_interval_seconds: float = Field(
         0.5,

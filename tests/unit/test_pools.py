@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tuxio.operator.models import SandboxPoolSpec
-from tuxio.operator.pools import PoolState, Warm, plan_pool, pool_hash
+from tuxio.operator.pools import PoolState, Warm, plan_pool, pool_hash, refill_hold
 
 H = "current"
 
@@ -87,3 +87,19 @@ def test_pool_hash_follows_template_and_limits() -> None:
     assert pool_hash(base) != pool_hash(
         SandboxPoolSpec.model_validate({"template": "busybox", "resources": {"memory": "128Mi"}})
     )
+
+
+@pytest.mark.parametrize(
+    ("now", "last_take", "ready", "replicas", "hold"),
+    [
+        (10.0, 0.0, 5, 10, 0.0),  # no claim for long: refill now
+        (10.0, 9.95, 5, 10, 0.05),  # a claim 50 ms ago: wait until 100 ms have passed
+        (10.0, 10.0, 3, 10, 0.1),  # at the floor (a quarter of 10 is 2.5): still claims first
+        (10.0, 10.0, 2, 10, 0.0),  # below it: refill at once, claims or not
+        (10.0, 10.0, 0, 0, 0.1),  # an empty pool of zero replicas is not low
+    ],
+)
+def test_refill_waits_for_claims_to_pause(
+    now: float, last_take: float, ready: int, replicas: int, hold: float
+) -> None:
+    assert refill_hold(now, last_take, 0.1, ready, replicas, 0.25) == pytest.approx(hold)
