@@ -230,7 +230,7 @@ class ContainerService:
         ]
         if not chosen:
             return []
-        infos = await self.lxc.list_all()
+        infos = await self._infos([r.name for r in chosen])
         statuses = []
         for record in sorted(chosen, key=lambda r: r.name):
             info = infos.get(record.name, LxcInfo("stopped", None))
@@ -292,7 +292,7 @@ class ContainerService:
         )
 
     async def host_info(self) -> HostInfo:
-        infos = await self.lxc.list_all() if self.records else {}
+        infos = await self._infos(list(self.records))
         memory = meminfo()
         load = os.getloadavg()
         return HostInfo(
@@ -540,6 +540,36 @@ class ContainerService:
         if info is not None and info.pid is not None and ticks is not None:
             self._inits[name] = (info.pid, ticks)
         return info
+
+    async def _infos(self, names: list[str]) -> dict[str, LxcInfo]:
+        """LXC's view of several containers: those whose init is the very process LXC last
+        named are running (see _info); for the others one lxc-ls answers for all, and none
+        is spawned when every one of them is known to run (a probe of a host full of
+        running sandboxes costs no process at all)."""
+        infos: dict[str, LxcInfo] = {}
+        unknown = False
+        for name in names:
+            known = self._inits.get(name)
+            if known is not None and _start_ticks(known[0]) == known[1]:
+                infos[name] = LxcInfo("running", known[0])
+            else:
+                unknown = True
+        if not unknown:
+            return infos
+        listed = await self.lxc.list_all()
+        for name in names:
+            if name in infos:
+                continue
+            info = listed.get(name)
+            if info is None:
+                continue
+            infos[name] = info
+            ticks = _start_ticks(info.pid) if info.state == "running" and info.pid else None
+            if info.pid is not None and ticks is not None:
+                self._inits[name] = (info.pid, ticks)
+            else:
+                self._inits.pop(name, None)
+        return infos
 
     async def _observe(self, name: str, info: LxcInfo) -> _Observed:
         if info.state != "running" or info.pid is None:

@@ -275,6 +275,9 @@ def test_stopped_behind_the_agents_back_is_seen(
     )
     seen = http.get(f"/v1/containers/{name}").json()
     assert seen["state"] == "stopped" and seen["pid"] is None
+    listed = http.get("/v1/containers", params={"label": f"team={SPEC['labels']['team']}"})
+    mine = [c for c in listed.json()["items"] if c["name"] == name]
+    assert [(c["state"], c["pid"]) for c in mine] == [("stopped", None)]
     again = put(http, name, SPEC)
     assert again["state"] == "running" and again["pid"] not in (None, first["pid"])
     # Restarted outside the agent: the new init is found, not the old one remembered.
@@ -284,7 +287,10 @@ def test_stopped_behind_the_agents_back_is_seen(
     subprocess.run(
         ["lxc-start", "-P", str(agent.lxcpath), "-n", name, "-d"], check=True, capture_output=True
     )
+    listed = http.get("/v1/containers", params={"label": f"team={SPEC['labels']['team']}"})
+    (in_list,) = [c for c in listed.json()["items"] if c["name"] == name]
     outside = http.get(f"/v1/containers/{name}").json()
+    assert in_list["state"] == "running" and in_list["pid"] == outside["pid"]
     assert outside["state"] == "running"
     assert outside["pid"] not in (None, first["pid"], again["pid"])
     assert outside["limits"]["cpuset"] == cgroup_value(outside["pid"], "cpuset.cpus")
