@@ -11,6 +11,7 @@ the latency distributions next to it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -18,7 +19,6 @@ import subprocess
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,8 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from operator_bench import Watcher, pct
+from client import ClaimRun, LeanClient
+from operator_bench import pct
 from stack import BIN, GROUP, VERSION, Stack
 
 RESOURCES = {"cpus": 1, "memory": "64Mi", "pids": 64}
@@ -72,50 +73,34 @@ def claims(
     template: str = "busybox",
     closed_loop: bool = True,
 ) -> dict[str, Any]:
-    """`count` Sandboxes claiming from `pool` (or cold with `template`), `parallel` at a time."""
-    watcher = Watcher(stack.custom, namespace)
-    created: dict[str, float] = {}
+    """`count` Sandboxes claiming from `pool` (or cold with `template`), `parallel` at a time
+    (closed loop: each client creates its next once its last is Ready), or all at once from
+    `parallel` connections (open loop)."""
+    spec: dict[str, Any] = {"resources": RESOURCES}
+    spec.update({"poolRef": {"name": pool}} if pool else {"template": template})
     prefix = uuid.uuid4().hex[:4]
+    names = [f"c{prefix}-{i}" for i in range(count)]
 
-    def one(i: int) -> None:
-        name = f"c{prefix}-{i}"
-        spec: dict[str, Any] = {"resources": RESOURCES}
-        spec.update({"poolRef": {"name": pool}} if pool else {"template": template})
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Sandbox",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-        created[name] = time.time()
-        stack.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "sandboxes", body)
-        if closed_loop:
-            deadline = time.time() + 120
-            while name not in watcher.ready_at and time.time() < deadline:
-                time.sleep(0.0005)
+    async def run() -> tuple[ClaimRun, float]:
+        async with LeanClient(stack.kubeconfig) as client:
+            watched = ClaimRun(client, namespace)
+            await watched.start()
+            try:
+                if closed_loop:
+                    wall = await watched.closed_loop(names, spec, parallel)
+                else:
+                    wall = await watched.open_loop(names, spec, parallel)
+            finally:
+                await watched.stop()
+            return watched, wall
 
-    started = time.time()
-    with ThreadPoolExecutor(parallel) as workers:
-        list(workers.map(one, range(count)))
-    while (
-        len([n for n in created if n in watcher.ready_at]) < count and time.time() - started < 300
-    ):
-        time.sleep(0.005)
-    wall = time.time() - started
-    watcher.stop()
-    latencies = [
-        (watcher.ready_at[n] - t) * 1000 for n, t in created.items() if n in watcher.ready_at
-    ]
+    watched, wall = asyncio.run(run())
+    latencies = watched.latencies_ms()
     if len(latencies) < count:
         raise SystemExit(
             f"{count - len(latencies)} of {count} sandboxes in {namespace} never became Ready"
         )
-    warm = 0
-    for name in created:
-        status = stack.custom.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, "sandboxes", name
-        )["status"]
-        warm += 1 if status.get("fromPool") else 0
+    warm = sum(1 for n in names if watched.from_pool.get(n))
     return {
         "latencyMs": pct(latencies),
         "samples": sorted(round(x, 2) for x in latencies),
