@@ -116,17 +116,18 @@ def _parse_selector(labels: list[str]) -> dict[str, str]:
 _bearer = HTTPBearer(auto_error=False, description="The agent's token.")
 
 
-def _require_token(
+async def _require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
+    # async: FastAPI runs plain functions in a thread pool, a hand-off per request.
     # Constant-time comparison: the answer must not leak how much of a guess was right.
     given = credentials.credentials.encode() if credentials else b""
     if not hmac.compare_digest(given, request.app.state.token):
         raise _Unauthorized
 
 
-def _service(request: Request) -> ContainerService:
+async def _service(request: Request) -> ContainerService:
     service: ContainerService = request.app.state.service
     return service
 

@@ -134,6 +134,8 @@ class ContainerService:
         self._bursting: dict[str, int] = {}
         # Running containers' inits as LXC last named them: (pid, start time in ticks).
         self._inits: dict[str, tuple[int, int]] = {}
+        # The cgroup directories of running containers, found once per init (see _files).
+        self._cgroup_dirs: dict[str, tuple[int, CgroupFiles]] = {}
         # Containers lxc-destroy is working on.
         self._destroying: set[str] = set()
 
@@ -249,6 +251,7 @@ class ContainerService:
             directory = self.lxc.lxcpath / name
             self._bursting.pop(name, None)
             self._inits.pop(name, None)
+            self._cgroup_dirs.pop(name, None)
             if not directory.exists():
                 self.records.pop(name, None)
                 return False
@@ -345,7 +348,8 @@ class ContainerService:
         elif record.spec.network != spec.network:
             raise SpecConflict(f"container {name!r}: the network cannot change in place")
         elif record.spec_hash != spec_hash(spec):
-            record = self._reconfigure(record, spec)
+            assert info is not None
+            record = self._reconfigure(record, spec, running=info.state == "running")
         assert info is not None
 
         if spec.state == "running":
@@ -404,7 +408,13 @@ class ContainerService:
         log.info("clone finished: %s on cores %s", name, cpuset)
         return record
 
-    def _reconfigure(self, record: ContainerRecord, spec: ContainerSpec) -> ContainerRecord:
+    def _reconfigure(
+        self, record: ContainerRecord, spec: ContainerSpec, running: bool
+    ) -> ContainerRecord:
+        """A new spec for an existing container: its record now, and its LXC config now if it
+        is stopped. A running container takes its new limits live (_apply_live) and reads its
+        config only at its next start, which renders it first (_start): one file written on
+        the hot path of a claim instead of two."""
         cpuset = record.cpuset
         if len(parse_cpuset(cpuset)) != spec.limits.cpus:
             load = self._core_load(exclude=record.name)
@@ -418,17 +428,23 @@ class ContainerService:
             cpuset=cpuset,
             created_at=record.created_at,
         )
-        self._write(self.lxc.lxcpath / record.name, updated)
+        self._write(self.lxc.lxcpath / record.name, updated, config=not running)
         self.records[record.name] = updated
         log.info(
             "reconfigured %s (spec %s -> %s)", record.name, record.spec_hash, updated.spec_hash
         )
         return updated
 
-    def _write(self, directory: Path, record: ContainerRecord) -> None:
+    def _write(self, directory: Path, record: ContainerRecord, config: bool = True) -> None:
+        # The record first: a config without a record would be a container nobody owns.
+        write_record(directory, record)
+        if config:
+            write_atomically(directory / "config", self._config(directory, record))
+
+    def _config(self, directory: Path, record: ContainerRecord) -> str:
         # The container keeps the template version it was cloned from, even once rebuilt.
         template = self.templates.version_at(record.template, record.template_rootfs)
-        config = render_config(
+        return render_config(
             name=record.name,
             container_dir=directory,
             template=template,
@@ -438,12 +454,18 @@ class ContainerService:
             idmap_size=self.idmap_size,
             apparmor=self.apparmor,
         )
-        # The record first: a config without a record would be a container nobody owns.
-        write_record(directory, record)
-        write_atomically(directory / "config", config)
 
     async def _start(self, name: str) -> LxcInfo:
         log.info("start started: %s", name)
+        # The config a running container's reconfiguration left for its next start.
+        directory = self.lxc.lxcpath / name
+        wanted = self._config(directory, self.records[name])
+        try:
+            current = (directory / "config").read_text()
+        except FileNotFoundError:
+            current = None
+        if current != wanted:
+            write_atomically(directory / "config", wanted)
         try:
             await self.lxc.start(name)
         except LxcCommandFailed as exc:
@@ -469,7 +491,7 @@ class ContainerService:
 
     def _apply_live(self, name: str, record: ContainerRecord, pid: int) -> None:
         """Write only the limits that differ from what is in force; nothing when none do."""
-        files = self.cgroups.files_for(pid, name)
+        files = self._files(pid, name)
         reading = self.cgroups.read(files)
         wanted = self._cgroup_limits(record, reading.cpu_seconds)
         plan = self.cgroups.live_plan(reading, wanted)
@@ -541,6 +563,16 @@ class ContainerService:
             self._inits[name] = (info.pid, ticks)
         return info
 
+    def _files(self, pid: int, name: str) -> CgroupFiles:
+        """The cgroup files of the container whose init is `pid`: located through /proc once
+        per init, since a container's cgroup does not move while its init lives."""
+        cached = self._cgroup_dirs.get(name)
+        if cached is not None and cached[0] == pid:
+            return cached[1]
+        files = self.cgroups.files_for(pid, name)
+        self._cgroup_dirs[name] = (pid, files)
+        return files
+
     async def _infos(self, names: list[str]) -> dict[str, LxcInfo]:
         """LXC's view of several containers: those whose init is the very process LXC last
         named are running (see _info); for the others one lxc-ls answers for all, and none
@@ -575,7 +607,7 @@ class ContainerService:
         if info.state != "running" or info.pid is None:
             return _Observed(info, None, None, {}, None)
         try:
-            files = self.cgroups.files_for(info.pid, name)
+            files = self._files(info.pid, name)
             return _Observed(
                 info,
                 files,
@@ -700,7 +732,7 @@ class ContainerService:
             self._bursting.pop(name, None)
             return
         try:
-            files = self.cgroups.files_for(pid, name)
+            files = self._files(pid, name)
             used = self.cgroups.read(files).cpu_seconds
         except (OSError, ControllerMissing, ValueError):
             self._bursting.pop(name, None)  # gone; a restart registers it again

@@ -55,6 +55,9 @@ class TemplateStore:
         self.root = root
         self.idmap_base = idmap_base
         self.idmap_size = idmap_size
+        # A version never changes once built (a rebuild is a new version, pruning removes only
+        # versions no container uses and that are not current): its metadata is read once.
+        self._versions: dict[tuple[str, Path], Template] = {}
 
     def get(self, name: str) -> Template:
         """The current version of template `name`."""
@@ -62,6 +65,9 @@ class TemplateStore:
 
     def version_at(self, name: str, rootfs: Path) -> Template:
         """The version of template `name` whose root filesystem is `rootfs`."""
+        known = self._versions.get((name, rootfs))
+        if known is not None:
+            return known
         try:
             meta = json.loads((rootfs.parent / _META).read_text())
         except (OSError, ValueError):
@@ -69,7 +75,7 @@ class TemplateStore:
                 f"template {name!r} is not on this host; build it with "
                 f"'tuxio-agent template build {name}'"
             ) from None
-        return Template(
+        template = Template(
             name=name,
             rootfs=rootfs,
             built_at=datetime.fromisoformat(meta["builtAt"]),
@@ -77,6 +83,8 @@ class TemplateStore:
             init=list(meta["init"]),
             halt_signal=str(meta["haltSignal"]),
         )
+        self._versions[(name, rootfs)] = template
+        return template
 
     def all(self) -> list[Template]:
         found: list[Template] = []

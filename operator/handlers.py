@@ -33,6 +33,7 @@ from .pools import PoolState, pool_hash, pool_status, refill_hold, remove_pool, 
 from .runtime import (
     ASSIGNMENT,
     AgentRegistry,
+    EventBudget,
     HostRecord,
     PoolInfo,
     Runtime,
@@ -91,6 +92,7 @@ async def configure(
         kube=kube,
         agents=AgentRegistry(kube, ours.agent_timeout_seconds),
         locator=Locator(ours.geoip_database),
+        events=EventBudget(ours.event_rate_per_second, ours.event_burst),
     )
     if ours.claims_at_admission:
         # Our webhook server (kopf serves it), and its configuration written by us: kopf's

@@ -29,6 +29,7 @@ __all__ = [
     "AgentRegistry",
     "AssumeCache",
     "CredentialsMissing",
+    "EventBudget",
     "HostRecord",
     "KeyedLocks",
     "Ledger",
@@ -276,6 +277,29 @@ class AssumeCache:
         return totals
 
 
+class EventBudget:
+    """A token bucket for routine (Normal) Events, as the kubelet limits its own (qps and
+    burst): each Event is an API write, and a frontend making a Sandbox per visitor would
+    otherwise double the writes of every claim. Warnings are never limited."""
+
+    def __init__(self, per_second: float, burst: int) -> None:
+        self.per_second = per_second
+        self.burst = burst
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+        self.dropped = 0
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.per_second)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        self.dropped += 1
+        return False
+
+
 class KeyedLocks:
     """An asyncio lock per key, dropped when nobody holds or waits for it."""
 
@@ -390,6 +414,7 @@ class Runtime:
     # Pool inventories by pool UID (tuxio.operator.pools.PoolState), and claims in flight.
     pools: dict[str, Any] = field(default_factory=dict)
     claims: Claims = field(default_factory=Claims)
+    events: EventBudget = field(default_factory=lambda: EventBudget(10.0, 100))
     # Deleted Sandboxes whose containers are being destroyed, by UID.
     finalizing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 

@@ -42,6 +42,7 @@ __all__ = [
     "finalize",
     "finalize_and_release",
     "host_lost",
+    "notice",
     "observed_status",
     "reconcile",
     "status_changes",
@@ -61,6 +62,14 @@ FINALIZER = "tux.io/container"
 def event_target(body: Mapping[str, Any]) -> kopf.Body:
     """The object an Event is about (kopf reads only its apiVersion, kind and metadata)."""
     return cast(kopf.Body, body)
+
+
+def notice(rt: Runtime, body: Mapping[str, Any], reason: str, message: str) -> None:
+    """A routine (Normal) Event, within the operator's event budget; logged either way."""
+    meta = body.get("metadata") or {}
+    log.info("%s/%s: %s: %s", meta.get("namespace"), meta.get("name"), reason, message)
+    if rt.events.take():
+        kopf.info(event_target(body), reason=reason, message=message)
 
 
 def container_name(uid: str) -> str:
@@ -330,7 +339,7 @@ def admit_claim(
         return None
     # Not stored yet, maybe never: held until the Sandbox shows up, or for a while.
     rt.claims.add(warm.name, ttl=rt.settings.admission_claim_seconds)
-    log.info("claim at admission: %s of pool %s/%s", warm.name, pool.namespace, pool.name)
+    log.debug("claim at admission: %s of pool %s/%s", warm.name, pool.namespace, pool.name)
     return _claim_decision(rt, pool, warm, hosts, request, fallback, None, 1, [])
 
 
@@ -631,7 +640,7 @@ async def reconcile(
                     (c for c in status.get("conditions") or [] if c.get("type") == SCHEDULED), {}
                 )
                 message += f"; {scheduled.get('reason')}: {scheduled.get('message')}"
-            kopf.info(event_target(body), reason=str(status["phase"]), message=message)
+            notice(rt, body, str(status["phase"]), message)
 
 
 class _Clock:
@@ -728,11 +737,7 @@ async def finalize(
         return
     host = hosts.get(host_name)
     if host is None:
-        kopf.info(
-            event_target(body),
-            reason="HostGone",
-            message=f"SandboxHost {host_name} is gone; nothing to destroy",
-        )
+        notice(rt, body, "HostGone", f"SandboxHost {host_name} is gone; nothing to destroy")
         return
     if host_lost(host, rt.settings.lost_after_seconds, rt.settings.not_ready_after_seconds):
         kopf.warn(
@@ -751,11 +756,7 @@ async def finalize(
     except AgentRejected as exc:
         kopf.warn(event_target(body), reason="AgentRejected", message=str(exc))
         return
-    kopf.info(
-        event_target(body),
-        reason="Deleted",
-        message=f"container {container} destroyed on {host_name}",
-    )
+    notice(rt, body, "Deleted", f"container {container} destroyed on {host_name}")
 
 
 async def finalize_and_release(

@@ -73,6 +73,15 @@ class OperatorSettings(BaseSettings):
     pool_refresh_seconds: float = Field(
         5.0, gt=0, description="How often a pool's inventory is re-read from the agents."
     )
+    event_rate_per_second: float = Field(
+        10.0,
+        gt=0,
+        description="Routine Events (a Sandbox Running, deleted, ...) are posted at most this "
+        "often on average, as the kubelet limits its own; warnings always are.",
+    )
+    event_burst: int = Field(
+        100, ge=1, description="Routine Events that may be posted at once before the rate holds."
+    )
     geoip_database: Path | None = Field(
         None,
         description="A GeoIP2 or GeoLite2 City database (.mmdb) to place sandboxes near the "

@@ -118,7 +118,13 @@ def test_limits_change_live(http: httpx.Client, agent: Agent, name: str) -> None
     assert third["pid"] == pid
     assert cgroup_value(pid, memory_limit_key()) == str(96 * 2**20)
     assert third["limits"]["cpuQuota"] is None
-    # The config on disk carries the new limits for the next start.
+    # A running container's config is rendered at its next start: stopped and started
+    # again, it runs with the limits of its last spec from its first instruction.
+    put(http, name, {**SPEC, "state": "stopped"})
+    restarted = put(http, name, SPEC)
+    assert restarted["pid"] != pid
+    assert cgroup_value(restarted["pid"], "pids.max") == "100"
+    assert cgroup_value(restarted["pid"], memory_limit_key()) == str(96 * 2**20)
     assert "pids.max = 100" in (agent.lxcpath / name / "config").read_text()
 
 

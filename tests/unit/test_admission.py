@@ -14,7 +14,14 @@ from tuxio.nodeagent.service import ANY
 from tuxio.operator.admission import CONFIGURATION, webhook_configuration, webhook_hosts
 from tuxio.operator.models import SandboxHostSpec, SandboxPoolSpec
 from tuxio.operator.pools import PoolState, Warm
-from tuxio.operator.runtime import AgentRegistry, Claims, HostRecord, PoolInfo, Runtime
+from tuxio.operator.runtime import (
+    AgentRegistry,
+    Claims,
+    EventBudget,
+    HostRecord,
+    PoolInfo,
+    Runtime,
+)
 from tuxio.operator.sandboxes import ADOPT_IF_MATCH, admit_claim
 from tuxio.operator.scheduling import HostView
 from tuxio.operator.settings import OperatorSettings
@@ -191,3 +198,15 @@ def test_admit_claim_waits_for_no_inventory() -> None:
     pool = loaded_pool(rt, Warm("w1", "h1", "busybox", "ph", True, 64 * 2**20, 1, etag="e1"))
     rt.pools[pool.uid].loaded.clear()  # just started: the inventory is being read
     assert admit_claim(rt, new_sandbox(), {"h1": host("h1")}, {("ns", "warm"): pool}) is None
+
+
+def test_event_budget_holds_routine_events_to_its_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    budget = EventBudget(per_second=10, burst=3)
+    assert [budget.take() for _ in range(5)] == [True, True, True, False, False]
+    assert budget.dropped == 2
+    clock[0] += 0.25  # 2.5 tokens later
+    assert [budget.take() for _ in range(3)] == [True, True, False]
+    clock[0] += 60  # never more than the burst
+    assert sum(budget.take() for _ in range(10)) == 3
