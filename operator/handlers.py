@@ -41,7 +41,7 @@ from .runtime import (
     host_record,
     placed_of,
 )
-from .sandboxes import FINALIZER, admit_claim, finalize_and_release, reconcile
+from .sandboxes import FINALIZER, admit_claim, finalize_and_release, needs_reconcile, reconcile
 from .settings import OperatorSettings
 
 # Read at import: kopf takes timer intervals when the handlers are declared.
@@ -65,13 +65,10 @@ async def configure(
     # Progress and the last handled spec go to annotations: the CRDs' structural schemas
     # would prune a status.kopf field, which is where kopf keeps them by default.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.tux.io")
-    # The diff base goes to status, so that kopf writes it in one status patch with the
-    # status a handler leaves in `patch` (the Ready of a new Sandbox): one API write, not two.
-    # The decision annotation is the operator's own record, not a change to react to: left
-    # in the essence, its arrival would make kopf write the diff base once more per Sandbox.
+    # kopf's diff base (its change detection, for the SandboxPool deletion handler; Sandboxes
+    # are level-triggered without one) in the declared status field, built cheaply.
     settings.persistence.diffbase_storage = LeanStatusDiffBase(
-        field="status.lastHandledConfiguration",
-        ignored_fields=[("metadata", "annotations", ASSIGNMENT)],
+        field="status.lastHandledConfiguration"
     )
     # Events are posted by the handlers themselves (kopf.info/warn), not from every log line.
     settings.posting.loggers = False
@@ -106,21 +103,24 @@ async def configure(
 
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
+    await memo.runtime.queue.close()
     if memo.get("webhook_version"):
         await remove_webhook_configuration(memo.runtime.kube, memo.webhook_version)
     await memo.runtime.agents.close()
 
 
 # ----- indexes ---------------------------------------------------------------------------
+# Every handler here is `async def`, even where it awaits nothing: kopf runs plain functions
+# in a thread pool, a hand-off per event, and the indexes' books would be changed from threads.
 
 
 @kopf.index(*HOSTS)
-def host_index(name: str, body: kopf.Body, **_: Any) -> dict[str, HostRecord]:
+async def host_index(name: str, body: kopf.Body, **_: Any) -> dict[str, HostRecord]:
     return {name: host_record(name, body)}
 
 
 @kopf.index(*SANDBOXES)
-def sandbox_index(
+async def sandbox_index(
     uid: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
 ) -> dict[str, tuple[str, str]]:
     """The one Sandbox index: kopf fills it from the watch before any handler runs, and the
@@ -133,24 +133,12 @@ def sandbox_index(
     return {uid: (namespace or "", name)}
 
 
-@kopf.on.event(*SANDBOXES, when=lambda type, **_: type == "DELETED")
-def sandbox_gone(uid: str, memo: Any, **_: Any) -> None:
-    """kopf drops a deleted object from its indexes without calling them: so do we."""
-    memo.runtime.ledger.discard(uid)
-    memo.runtime.book.discard(uid)
-
-
 @kopf.index(*POOLS)
-def pool_index(
+async def pool_index(
     uid: str, namespace: str | None, name: str, spec: kopf.Spec, **_: Any
 ) -> dict[tuple[str, str], PoolInfo]:
     info = PoolInfo(uid, namespace or "", name, SandboxPoolSpec.model_validate(dict(spec)))
     return {(namespace or "", name): info}
-
-
-@kopf.index(*SANDBOXES)
-def uid_index(uid: str, namespace: str | None, name: str, **_: Any) -> dict[str, tuple[str, str]]:
-    return {uid: (namespace or "", name)}
 
 
 @dataclass(frozen=True)
@@ -182,17 +170,7 @@ class _Views:
 # ----- Sandbox ---------------------------------------------------------------------------
 
 
-@kopf.on.create(*SANDBOXES)
-@kopf.on.update(*SANDBOXES, field="spec")
-@kopf.on.resume(*SANDBOXES)
-async def sandbox_changed(
-    body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **kwargs: Any
-) -> None:
-    views = _Views.of(kwargs)
-    await reconcile(memo.runtime, body, views.hosts, views.pools, retry, patch)
-
-
-def sandbox_claim(
+async def sandbox_claim(
     body: kopf.Body, patch: kopf.Patch, dryrun: bool, memo: Any, **kwargs: Any
 ) -> None:
     """Mutating admission of a new Sandbox with a poolRef: its claim, stored with it."""
@@ -213,30 +191,45 @@ if _SETTINGS.claims_at_admission:
     )
 
 
-def _deleting(body: kopf.Body, type: str | None, **_: Any) -> bool:
-    meta = body.get("metadata") or {}
-    return (
-        type != "DELETED"
-        and bool(meta.get("deletionTimestamp"))
-        and FINALIZER in (meta.get("finalizers") or [])
-    )
-
-
-# Deletion: kopf runs on.delete handlers only while its own finalizer holds an object, and a
-# Sandbox is held by ours (see sandboxes.FINALIZER). Every event of a Sandbox being deleted
-# (the initial listing after a restart included) lands here; one task per Sandbox destroys
-# the container, with retries, and lets the Sandbox go.
-@kopf.on.event(*SANDBOXES, when=_deleting)
-async def sandbox_deleting(body: kopf.Body, uid: str, memo: Any, **kwargs: Any) -> None:
+@kopf.on.event(*SANDBOXES)
+async def sandbox_event(
+    type: str | None, body: kopf.Body, uid: str, memo: Any, **kwargs: Any
+) -> None:
+    """Every watch event of a Sandbox, the initial listing after a start included (type
+    None), in one handler. Level-triggered: a Sandbox not placed yet, or whose spec changed
+    since its status was written, goes to the work queue, and at a start every one does (the
+    resume); the queue reconciles the newest body, once at a time per Sandbox, and retries.
+    A Sandbox being deleted gets a task that destroys its container and lets it go: kopf runs
+    on.delete handlers only under its own finalizer, and a Sandbox is held by ours."""
     rt: Runtime = memo.runtime
-    if uid in rt.finalizing:
+    if type == "DELETED":
+        # kopf drops a deleted object from its indexes without calling them: so do we.
+        rt.ledger.discard(uid)
+        rt.book.discard(uid)
+        rt.queue.forget(uid)
         return
-    task = asyncio.create_task(
-        finalize_and_release(rt, dict(body), lambda: _Views.of(kwargs).hosts),
-        name=f"finalize {uid}",
-    )
-    rt.finalizing[uid] = task
-    task.add_done_callback(lambda done: _finalized(rt, uid, done))
+    meta = body.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        rt.queue.forget(uid)
+        if FINALIZER in (meta.get("finalizers") or []) and uid not in rt.finalizing:
+            task = asyncio.create_task(
+                finalize_and_release(rt, dict(body), lambda: _Views.of(kwargs).hosts),
+                name=f"finalize {uid}",
+            )
+            rt.finalizing[uid] = task
+            task.add_done_callback(lambda done: _finalized(rt, uid, done))
+        return
+    if type is not None and not needs_reconcile(body):
+        # The newest state is settled: work queued for an older one is obsolete.
+        rt.queue.drop(uid)
+        return
+    snapshot = dict(body)
+
+    async def work(failures: int) -> None:
+        views = _Views.of(kwargs)
+        await reconcile(rt, snapshot, views.hosts, views.pools, failures)
+
+    rt.queue.add(uid, work)
 
 
 def _finalized(rt: Runtime, uid: str, task: asyncio.Task[None]) -> None:

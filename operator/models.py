@@ -383,11 +383,6 @@ class SandboxStatus(_Model):
     conditions: Conditions = Field(
         default_factory=list, description="Scheduled and Ready, with reasons."
     )
-    last_handled_configuration: str | None = Field(
-        None,
-        description="The spec (and labels and annotations) the operator last acted on, as "
-        "JSON: its change detection, written with the status it led to.",
-    )
     usage: SandboxUsage | None = Field(None, description="Resource use.")
 
 

@@ -215,7 +215,7 @@ async def node_changed(
         await _Hosts(rt).apply(desired)
 
 
-def node_index(name: str, body: kopf.Body, memo: Any, **_: Any) -> dict[str, Any]:
+async def node_index(name: str, body: kopf.Body, memo: Any, **_: Any) -> dict[str, Any]:
     """The SandboxHost each Node should have (None: none), for the handler below."""
     return {name: host_for_node(body, NodeAgents.of(memo.runtime.settings))}
 

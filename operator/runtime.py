@@ -23,6 +23,7 @@ from .kube import Kube
 from .models import SandboxHostSpec, SandboxPoolSpec, SandboxSpec, bytes_of
 from .scheduling import Allocation, HostView, Scorer, placement_scorer
 from .settings import OperatorSettings
+from .workqueue import WorkQueue
 
 __all__ = [
     "ASSIGNMENT",
@@ -415,6 +416,8 @@ class Runtime:
     pools: dict[str, Any] = field(default_factory=dict)
     claims: Claims = field(default_factory=Claims)
     events: EventBudget = field(default_factory=lambda: EventBudget(10.0, 100))
+    # Sandboxes to reconcile: the newest body of each, one reconciliation at a time.
+    queue: WorkQueue = field(default_factory=WorkQueue)
     # Deleted Sandboxes whose containers are being destroyed, by UID.
     finalizing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 

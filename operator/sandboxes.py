@@ -42,6 +42,7 @@ __all__ = [
     "finalize",
     "finalize_and_release",
     "host_lost",
+    "needs_reconcile",
     "notice",
     "observed_status",
     "reconcile",
@@ -131,6 +132,19 @@ def observed_status(
     return new
 
 
+def needs_reconcile(body: Mapping[str, Any]) -> bool:
+    """Whether a watch event calls for a reconciliation (level-triggered, as kubebuilder's
+    controllers decide): a Sandbox not placed yet, or whose spec changed since its status was
+    written. Pure."""
+    meta = body.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return False
+    status = body.get("status") or {}
+    if not status.get("host"):
+        return True
+    return bool(status.get("observedGeneration") != meta.get("generation"))
+
+
 def status_changes(current: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of `new` that differ from `current` (a merge patch; None deletes)."""
     return {k: v for k, v in new.items() if current.get(k) != v}
@@ -158,19 +172,15 @@ async def _write(
     current: dict[str, Any],
     new: dict[str, Any],
     unwritten: set[str] | None = None,
-    patch: kopf.Patch | None = None,
 ) -> None:
     """Write the fields of `new` that differ from `current`, and the `unwritten` ones (known
-    in `current` but not yet in the API's status); into kopf's `patch` when given."""
+    in `current` but not yet in the API's status)."""
     changes = status_changes(current, new)
     for key in unwritten or ():
         if key not in changes and key in current:
             changes[key] = current[key]
     if changes:
-        if patch is not None:
-            patch.status.update(changes)
-        else:
-            await rt.kube.patch_sandbox_status(namespace, name, changes)
+        await rt.kube.patch_sandbox_status(namespace, name, changes)
         current.update(changes)
         if unwritten:
             unwritten.clear()
@@ -464,12 +474,9 @@ async def reconcile(
     hosts: Mapping[str, HostRecord],
     pools: Mapping[tuple[str, str], PoolInfo],
     retry: int = 0,
-    patch: kopf.Patch | None = None,
 ) -> None:
-    """Converge one Sandbox: place it if needed, then PUT its container and write status.
-
-    With kopf's `patch` (from a kopf handler), the final status goes there: kopf writes it
-    right after the handler together with its diff base, in one status write."""
+    """Converge one Sandbox: place it if needed, then PUT its container and write status
+    (one status write: the decision's fields, if new, together with the agent's answer)."""
     clock = _Clock()
     meta = dict(body["metadata"])  # a copy: _hold notes the finalizer it adds
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
@@ -528,6 +535,7 @@ async def reconcile(
                     status,
                     {
                         "phase": "Lost",
+                        "observedGeneration": generation,
                         "conditions": set_condition(
                             list(status.get("conditions") or []),
                             condition(
@@ -586,6 +594,7 @@ async def reconcile(
                     status,
                     {
                         "phase": "Failed",
+                        "observedGeneration": generation,
                         "message": exc.body.message if exc.body else str(exc),
                         "conditions": set_condition(
                             list(status.get("conditions") or []),
@@ -629,7 +638,6 @@ async def reconcile(
             status,
             observed_status(status, observed, spec, generation, usage_due),
             unwritten,
-            patch,
         )
         clock.mark("status")
         log.info("timing %s/%s started=%.6f %s", namespace, name, clock.started, clock.report())
@@ -686,6 +694,7 @@ async def _fail_if_gone(
         status,
         {
             "phase": "Failed",
+            "observedGeneration": generation,
             "message": message,
             "conditions": set_condition(
                 list(status.get("conditions") or []),
