@@ -89,6 +89,7 @@ class ClaimRun:
         self.client = client
         self.namespace = namespace
         self.sent: dict[str, float] = {}
+        self.answered: dict[str, float] = {}  # when the create call returned
         self.ready_at: dict[str, float] = {}
         self.from_pool: dict[str, str | None] = {}
         self._waiters: dict[str, asyncio.Event] = {}
@@ -140,6 +141,7 @@ class ClaimRun:
         }
         self.sent[name] = time.time()
         await self.client.create(self.namespace, body)
+        self.answered[name] = time.time()
         await asyncio.wait_for(waiter.wait(), timeout)
 
     async def closed_loop(self, names: Iterable[str], spec: dict[str, Any], parallel: int) -> float:

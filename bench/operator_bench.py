@@ -2,33 +2,32 @@
 """Benchmark: Sandbox create to Ready, cold (a new container cloned and started), through the
 real API server, operator and agent, all on this machine.
 
-The client creates Sandboxes and watches them; Ready is the moment the watch delivers the
-Ready=True condition. The breakdown comes from the client's clock and the operator's timing
-log (same machine, same clock): API write (the create call), operator pickup (create answered
--> handler started), decision write, agent call, status write, and the watch delivering it.
+The client (bench/client.py) creates Sandboxes and watches them; Ready is the moment the
+watch delivers the Ready=True condition. The breakdown comes from the client's clock and the
+operator's timing log (same machine, same clock): API write (the create call), operator pickup
+(create answered -> reconciliation started), decision write, agent call, status write, and the
+watch delivering it.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
 import re
 import statistics
 import sys
-import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import kubernetes
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stack import GROUP, VERSION, Stack
+from client import ClaimRun, LeanClient
+from stack import Stack
 
 SPEC = {"template": "busybox", "resources": {"cpus": 1, "memory": "64Mi", "pids": 64}}
 TIMING = re.compile(
@@ -50,100 +49,26 @@ def pct(samples: list[float], digits: int = 1) -> dict[str, float]:
     }
 
 
-class Watcher:
-    """Records when each Sandbox first shows a host and first shows Ready=True."""
-
-    def __init__(self, custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
-        self.custom, self.namespace = custom, namespace
-        self.host_at: dict[str, float] = {}
-        self.ready_at: dict[str, float] = {}
-        self.watch = kubernetes.watch.Watch()
-        self.stopped = False
-        listing = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "sandboxes")
-        self.version = listing["metadata"]["resourceVersion"]
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        # A watch can end early (a dropped connection, an expired resourceVersion): start it
-        # again from where it was, or from a fresh list, until stopped.
-        while not self.stopped:
-            try:
-                self._stream()
-            except Exception:
-                if self.stopped:
-                    return
-                listing = self.custom.list_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, "sandboxes"
-                )
-                for body in listing["items"]:
-                    self._seen(body, time.time())
-                self.version = listing["metadata"]["resourceVersion"]
-
-    def _seen(self, body: dict[str, Any], now: float) -> None:
-        name, status = body["metadata"]["name"], body.get("status") or {}
-        if status.get("host"):
-            self.host_at.setdefault(name, now)
-        if any(
-            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
-        ):
-            self.ready_at.setdefault(name, now)
-
-    def _stream(self) -> None:
-        for event in self.watch.stream(
-            self.custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            "sandboxes",
-            resource_version=self.version,
-            timeout_seconds=600,
-        ):
-            body = event["object"]
-            self.version = body["metadata"]["resourceVersion"]
-            self._seen(body, time.time())
-
-    def stop(self) -> None:
-        self.stopped = True
-        self.watch.stop()
-
-
 def run_round(stack: Stack, count: int, parallel: int) -> dict[str, Any]:
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     stack.kubectl("create", "namespace", namespace)
-    watcher = Watcher(stack.custom, namespace)
-    created: dict[str, tuple[float, float]] = {}
-
-    def create(name: str) -> None:
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Sandbox",
-            "metadata": {"name": name},
-            "spec": SPEC,
-        }
-        t0 = time.time()
-        stack.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "sandboxes", body)
-        created[name] = (t0, time.time())
-
-    def create_and_wait(name: str) -> None:
-        create(name)
-        deadline = time.time() + 120
-        while name not in watcher.ready_at and time.time() < deadline:
-            time.sleep(0.001)
+    names = [f"s{i}" for i in range(count)]
 
     # A closed loop: `parallel` clients, each creating its next Sandbox once the last is Ready.
-    names = [f"s{i}" for i in range(count)]
-    started = time.time()
-    with ThreadPoolExecutor(parallel) as pool:
-        list(pool.map(create_and_wait, names))
-    deadline = time.time() + 120
-    while len(watcher.ready_at) < count and time.time() < deadline:
-        time.sleep(0.01)
-    wall = time.time() - started
-    watcher.stop()
-    missing = [n for n in names if n not in watcher.ready_at]
+    async def run() -> tuple[ClaimRun, float]:
+        async with LeanClient(stack.kubeconfig) as client:
+            watched = ClaimRun(client, namespace)
+            await watched.start()
+            try:
+                return watched, await watched.closed_loop(names, SPEC, parallel)
+            finally:
+                await watched.stop()
+
+    watched, wall = asyncio.run(run())
+    missing = [n for n in names if n not in watched.ready_at]
     if missing:
         raise SystemExit(f"{len(missing)} sandboxes never became Ready, e.g. {missing[:3]}")
+    created = {n: (watched.sent[n], watched.answered[n]) for n in names}
 
     timings: dict[str, re.Match[str]] = {}
     deadline = time.time() + 10
@@ -156,7 +81,7 @@ def run_round(stack: Stack, count: int, parallel: int) -> dict[str, Any]:
     end_to_end, api, pickup, decision, agent, status, watch_lag = [], [], [], [], [], [], []
     for name in names:
         t0, t1 = created[name]
-        ready = watcher.ready_at[name]
+        ready = watched.ready_at[name]
         end_to_end.append((ready - t0) * 1000)
         api.append((t1 - t0) * 1000)
         match = timings[name]

@@ -104,6 +104,7 @@ async def configure(
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
     await memo.runtime.queue.close()
+    await memo.runtime.kube.http.close()
     if memo.get("webhook_version"):
         await remove_webhook_configuration(memo.runtime.kube, memo.webhook_version)
     await memo.runtime.agents.close()

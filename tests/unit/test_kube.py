@@ -1,0 +1,101 @@
+"""The operator's own API writes: exact requests, the official client's credentials, errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import kubernetes
+import pytest
+from aiohttp import web
+from kubernetes.client.exceptions import ApiException
+
+from tuxio.operator.kube import AsyncApi, Kube, NotFound
+
+
+class Server:
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self.status = 200
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.seen.append(
+            {
+                "method": request.method,
+                "path": request.path,
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+                "body": json.loads(await request.read()),
+            }
+        )
+        if self.status >= 400:
+            return web.json_response({"kind": "Status", "message": "no"}, status=self.status)
+        return web.json_response({"metadata": {"name": "s"}})
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    fake = Server()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", fake.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    fake.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    yield fake
+    await runner.cleanup()
+
+
+def configuration(url: str) -> kubernetes.client.Configuration:
+    config = kubernetes.client.Configuration(host=url)
+    config.api_key["BearerToken"] = "Bearer s3cret"  # as load_kube_config and in-cluster put it
+    return config
+
+
+async def test_status_patch_is_a_merge_patch_of_the_subresource(server: Server) -> None:
+    kube = Kube(kubernetes.client.ApiClient(configuration(server.url)))
+    try:
+        await kube.patch_sandbox_status("ns", "s", {"phase": "Running"})
+    finally:
+        await kube.http.close()
+    (request,) = server.seen
+    assert (request["method"], request["path"]) == (
+        "PATCH",
+        "/apis/tux.io/v1alpha1/namespaces/ns/sandboxes/s/status",
+    )
+    assert request["headers"]["content-type"] == "application/merge-patch+json"
+    assert request["headers"]["authorization"] == "Bearer s3cret"
+    assert request["body"] == {"status": {"phase": "Running"}}
+
+
+async def test_hold_is_one_json_patch_testing_the_uid(server: Server) -> None:
+    kube = Kube(kubernetes.client.ApiClient(configuration(server.url)))
+    meta = {"uid": "u-1", "annotations": {"x": "y"}, "finalizers": ["other"]}
+    try:
+        await kube.hold_sandbox("ns", "s", meta, "tux.io/container", {"tux.io/assignment": "{}"})
+    finally:
+        await kube.http.close()
+    (request,) = server.seen
+    assert request["path"] == "/apis/tux.io/v1alpha1/namespaces/ns/sandboxes/s"
+    assert request["headers"]["content-type"] == "application/json-patch+json"
+    assert request["body"] == [
+        {"op": "test", "path": "/metadata/uid", "value": "u-1"},
+        {"op": "add", "path": "/metadata/annotations/tux.io~1assignment", "value": "{}"},
+        {"op": "add", "path": "/metadata/finalizers", "value": ["other", "tux.io/container"]},
+    ]
+
+
+@pytest.mark.parametrize(("status", "error"), [(404, NotFound), (422, ApiException)])
+async def test_errors(server: Server, status: int, error: type[Exception]) -> None:
+    server.status = status
+    api = AsyncApi(configuration(server.url))
+    try:
+        with pytest.raises(error) as caught:
+            await api.patch("/x", {}, "application/merge-patch+json")
+    finally:
+        await api.close()
+    if isinstance(caught.value, ApiException):
+        assert caught.value.status == 422
+        assert "no" in str(caught.value.reason)
