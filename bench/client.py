@@ -70,6 +70,23 @@ class LeanClient:
                 raise SystemExit(f"create failed: {response.status} {await response.text()}")
             await response.read()
 
+    async def wait_pool_ready(self, namespace: str, name: str, replicas: int) -> float:
+        """Watch a SandboxPool until its status counts `replicas` made and ready; returns
+        the time.time() the watch delivered that (a watch: polling would load the server)."""
+        assert self.session is not None
+        url = f"{self.server}/apis/{GROUP}/{VERSION}/namespaces/{namespace}/sandboxpools"
+        params = {"watch": "1", "fieldSelector": f"metadata.name={name}"}
+        while True:
+            async with self.session.get(url, params=params) as response:
+                async for line in response.content:
+                    now = time.time()
+                    status = json.loads(line)["object"].get("status") or {}
+                    if (
+                        status.get("readyReplicas", -1) >= replicas
+                        and status.get("replicas", -1) >= replicas
+                    ):
+                        return now
+
     async def resource_version(self, namespace: str) -> str:
         assert self.session is not None
         async with self.session.get(self.url(namespace), params={"limit": "1"}) as response:

@@ -36,32 +36,26 @@ RESOURCES = {"cpus": 1, "memory": "64Mi", "pids": 64}
 def make_pool(
     stack: Stack, namespace: str, name: str, replicas: int, template: str = "busybox"
 ) -> float:
-    """Create a pool and return the seconds until all its warm containers are ready."""
+    """Create a pool and return the seconds until all its warm containers are ready, as a
+    watch on the pool delivers its status."""
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "SandboxPool",
         "metadata": {"name": name},
         "spec": {"template": template, "replicas": replicas, "resources": RESOURCES},
     }
-    started = time.time()
-    stack.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "sandboxpools", body)
-    return wait_filled(stack, namespace, name, replicas, started)
 
+    async def run() -> float:
+        async with LeanClient(stack.kubeconfig) as client:
+            watching = asyncio.create_task(client.wait_pool_ready(namespace, name, replicas))
+            await asyncio.sleep(0.2)  # the watch is open before the pool exists
+            started = time.time()
+            stack.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, "sandboxpools", body
+            )
+            return await asyncio.wait_for(watching, 300) - started
 
-def wait_filled(
-    stack: Stack, namespace: str, name: str, replicas: int, started: float, timeout: float = 300
-) -> float:
-    while time.time() - started < timeout:
-        status = (
-            stack.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, "sandboxpools", name
-            ).get("status")
-            or {}
-        )
-        if status.get("readyReplicas", -1) >= replicas and status.get("replicas", -1) >= replicas:
-            return time.time() - started
-        time.sleep(0.01)
-    raise SystemExit(f"pool {name} did not fill to {replicas} in {timeout}s")
+    return asyncio.run(run())
 
 
 def claims(

@@ -467,9 +467,14 @@ class ContainerService:
         if current != wanted:
             write_atomically(directory / "config", wanted)
         try:
-            await self.lxc.start(name)
+            init = await self.lxc.start(name)
         except LxcCommandFailed as exc:
             raise LxcCommandFailed(f"{exc.message}\n{self._log_tail(name)}".strip()) from None
+        ticks = _start_ticks(init) if init is not None else None
+        if init is not None and ticks is not None:
+            self._inits[name] = (init, ticks)  # _info answers from it, no lxc-info spawned
+        else:
+            self._inits.pop(name, None)
         info = await self._info(name)
         if info is None or info.state != "running" or info.pid is None:
             raise LxcCommandFailed(
