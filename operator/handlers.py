@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,11 +17,10 @@ from typing import Any
 import kopf
 
 from .admission import (
-    HANDLER_ID,
+    ClaimWebhook,
     apply_webhook_configuration,
     remove_webhook_configuration,
     webhook_configuration,
-    webhook_server,
 )
 from .diffbase import LeanStatusDiffBase
 from .geo import Locator
@@ -31,7 +29,6 @@ from .kube import Kube, NotFound, load_client
 from .models import GROUP, VERSION, SandboxPoolSpec
 from .pools import PoolState, pool_hash, pool_status, refill_hold, remove_pool, sync_pool
 from .runtime import (
-    ASSIGNMENT,
     AgentRegistry,
     EventBudget,
     HostRecord,
@@ -92,11 +89,12 @@ async def configure(
         events=EventBudget(ours.event_rate_per_second, ours.event_burst),
     )
     if ours.claims_at_admission:
-        # Our webhook server (kopf serves it), and its configuration written by us: kopf's
-        # managed configuration has a 30 s timeout and no match conditions.
-        settings.admission.server, ca_pem = webhook_server(ours)
+        # The claim webhook, and its configuration written by us (see operator/admission.py).
+        rt: Runtime = memo.runtime
+        memo.webhook = ClaimWebhook(ours, lambda body: _claim_at_admission(rt, body))
+        await memo.webhook.start()
         memo.webhook_version = await apply_webhook_configuration(
-            kube, webhook_configuration(ours, ca_pem)
+            kube, webhook_configuration(ours, memo.webhook.ca_pem)
         )
     logger.info("tuxio operator configured: %s", ours.model_dump())
 
@@ -107,6 +105,8 @@ async def close(memo: Any, **_: Any) -> None:
     await memo.runtime.kube.http.close()
     if memo.get("webhook_version"):
         await remove_webhook_configuration(memo.runtime.kube, memo.webhook_version)
+    if memo.get("webhook"):
+        await memo.webhook.stop()
     await memo.runtime.agents.close()
 
 
@@ -171,25 +171,13 @@ class _Views:
 # ----- Sandbox ---------------------------------------------------------------------------
 
 
-async def sandbox_claim(
-    body: kopf.Body, patch: kopf.Patch, dryrun: bool, memo: Any, **kwargs: Any
-) -> None:
-    """Mutating admission of a new Sandbox with a poolRef: its claim, stored with it."""
-    if dryrun:
-        return  # a dry run must not take a container out of the pool
-    views = _Views.of(kwargs)
-    decided = admit_claim(memo.runtime, body, views.hosts, views.pools)
-    if decided is None:
-        return
-    patch.metadata.annotations[ASSIGNMENT] = json.dumps(decided, sort_keys=True)
-    patch.metadata["finalizers"] = [*(body.metadata.get("finalizers") or []), FINALIZER]
-
-
-if _SETTINGS.claims_at_admission:
-    # Registered only with a webhook server to serve it (kopf refuses to run otherwise).
-    kopf.on.mutate(*SANDBOXES, id=HANDLER_ID, operations=["CREATE"], side_effects=True)(
-        sandbox_claim
-    )
+def _claim_at_admission(rt: Runtime, body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The claim of a Sandbox being created, from the views the handlers last saw (the
+    webhook is no kopf handler: kopf hands its indexes, live objects, only to handlers)."""
+    if rt.views is None:
+        return None  # no handler ran yet: the operator claims once the Sandbox is stored
+    views: _Views = rt.views()
+    return admit_claim(rt, body, views.hosts, views.pools)
 
 
 @kopf.on.event(*SANDBOXES)
@@ -203,11 +191,13 @@ async def sandbox_event(
     A Sandbox being deleted gets a task that destroys its container and lets it go: kopf runs
     on.delete handlers only under its own finalizer, and a Sandbox is held by ours."""
     rt: Runtime = memo.runtime
+    rt.views = lambda: _Views.of(kwargs)
     if type == "DELETED":
         # kopf drops a deleted object from its indexes without calling them: so do we.
         rt.ledger.discard(uid)
         rt.book.discard(uid)
         rt.queue.forget(uid)
+        rt.settled.pop(uid, None)
         return
     meta = body.get("metadata") or {}
     if meta.get("deletionTimestamp"):
@@ -225,8 +215,13 @@ async def sandbox_event(
         rt.queue.drop(uid)
         return
     snapshot = dict(body)
+    generation = int(meta.get("generation") or 0)
 
     async def work(failures: int) -> None:
+        if rt.settled.get(uid) == generation:
+            # Queued behind the reconciliation that settled this generation, with a body
+            # from before it: the watch has yet to deliver what that one wrote.
+            return
         views = _Views.of(kwargs)
         await reconcile(rt, snapshot, views.hosts, views.pools, failures)
 
@@ -276,6 +271,7 @@ async def host_probe(
     **kwargs: Any,
 ) -> None:
     rt: Runtime = memo.runtime
+    rt.views = lambda: _Views.of(kwargs)
     views = _Views.of(kwargs)
     placed = rt.book.on_host(name)
 
@@ -320,6 +316,7 @@ async def pool_filler(
 ) -> None:
     """Keep the pool's warm containers: one loop per pool, woken by claims and spec changes."""
     rt: Runtime = memo.runtime
+    rt.views = lambda: _Views.of(kwargs)
     state: PoolState = rt.pools.setdefault(uid, PoolState(uid, namespace or "", name))
     last_refresh = last_write = 0.0
     status: dict[str, Any] = dict(body.get("status") or {})

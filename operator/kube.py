@@ -15,6 +15,7 @@ import base64
 import json
 import logging
 import ssl
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -53,6 +54,8 @@ class AsyncApi:
         self.configuration = configuration
         self.server = configuration.host.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
+        self._auth: str | None = None
+        self._auth_at = float("-inf")
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if not self.configuration.verify_ssl:
@@ -70,22 +73,42 @@ class AsyncApi:
             )
         return self._session
 
-    def _headers(self, content_type: str) -> dict[str, str]:
-        headers = {"Content-Type": content_type, "Accept": "application/json"}
+    def _authorization(self) -> str | None:
+        # Asked of the configuration at most every few seconds: its refresh hook (which re-reads
+        # a service account's token when due) costs a tenth of a millisecond per call.
+        now = time.monotonic()
+        if now - self._auth_at < 5.0:
+            return self._auth
         key = self.configuration.get_api_key_with_prefix(
             "BearerToken"
         ) or self.configuration.get_api_key_with_prefix("authorization")
-        if key:
-            headers["Authorization"] = key
-        elif self.configuration.username:
-            headers["Authorization"] = aiohttp.BasicAuth(
+        if not key and self.configuration.username:
+            key = aiohttp.BasicAuth(
                 self.configuration.username, self.configuration.password or ""
             ).encode()
+        self._auth, self._auth_at = key or None, now
+        return self._auth
+
+    def _headers(self, content_type: str) -> dict[str, str]:
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        authorization = self._authorization()
+        if authorization:
+            headers["Authorization"] = authorization
         return headers
 
     async def patch(self, path: str, body: Any, content_type: str) -> dict[str, Any]:
         """PATCH `path`; 404 is NotFound, any other error an ApiException with the server's
-        answer, as the official client raises it."""
+        answer, as the official client raises it. A 401 is tried once more with credentials
+        read afresh (a service account's token rotates)."""
+        try:
+            return await self._patch(path, body, content_type)
+        except ApiException as exc:
+            if exc.status != 401:
+                raise
+        self._auth_at = float("-inf")
+        return await self._patch(path, body, content_type)
+
+    async def _patch(self, path: str, body: Any, content_type: str) -> dict[str, Any]:
         async with self._http().patch(
             self.server + path,
             data=json.dumps(body).encode(),

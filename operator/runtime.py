@@ -11,7 +11,7 @@ import collections
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from .workqueue import WorkQueue
 
 __all__ = [
     "ASSIGNMENT",
+    "FINALIZER",
     "AgentRegistry",
     "AssumeCache",
     "CredentialsMissing",
@@ -106,6 +107,13 @@ class Placed:
 # The placement decision, written to the Sandbox's metadata (with its finalizer, in one write)
 # before the agent is told; copied into status with the first status write after that.
 ASSIGNMENT = "tux.io/assignment"
+# Held by every Sandbox that may have a container, until the container is destroyed. Ours, not
+# kopf's: kopf adds its finalizer in an event cycle of its own, before any handler runs, which
+# costs every new Sandbox a serial write and a watch round trip. This one is written with the
+# placement decision (or stored with the Sandbox by the claim webhook) instead, and is in place
+# before the agent is asked for anything; it is released by sandboxes.finalize_and_release
+# (kopf calls deletion handlers only under its own).
+FINALIZER = "tux.io/container"
 
 
 def assignment_of(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -418,6 +426,13 @@ class Runtime:
     events: EventBudget = field(default_factory=lambda: EventBudget(10.0, 100))
     # Sandboxes to reconcile: the newest body of each, one reconciliation at a time.
     queue: WorkQueue = field(default_factory=WorkQueue)
+    # The generation of each Sandbox whose reconciliation last ended writing its status, so
+    # that work queued with an older body of it is skipped (in memory only: a restarted
+    # operator reconciles everything once, which is idempotent).
+    settled: dict[str, int] = field(default_factory=dict)
+    # kopf's indexes as the handlers last saw them (live objects), for the claim webhook,
+    # which is no kopf handler: set by the handlers that run first (handlers._Views).
+    views: Callable[[], Any] | None = None
     # Deleted Sandboxes whose containers are being destroyed, by UID.
     finalizing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 

@@ -30,7 +30,15 @@ from .geo import GeoPoint, Unlocated
 from .kube import NotFound
 from .models import SandboxSpec, bytes_of
 from .pools import MANAGED_BY, OPERATOR, Warm, limits_of
-from .runtime import ASSIGNMENT, CredentialsMissing, HostRecord, PoolInfo, Runtime, assignment_of
+from .runtime import (
+    ASSIGNMENT,
+    FINALIZER,
+    CredentialsMissing,
+    HostRecord,
+    PoolInfo,
+    Runtime,
+    assignment_of,
+)
 from .scheduling import Allocation, Request, Unschedulable, choose_host, explain, rank_hosts
 
 __all__ = [
@@ -52,12 +60,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SANDBOX_UID = "tux.io/sandbox-uid"
-# Held by every Sandbox that may have a container, until the container is destroyed. Ours, not
-# kopf's: kopf adds its finalizer in an event cycle of its own, before any handler runs, which
-# costs every new Sandbox a serial write and a watch round trip. This one is written alongside
-# the placement decision instead, and is in place before the agent is asked for anything; it
-# is released by finalize_and_release (kopf calls deletion handlers only under its own).
-FINALIZER = "tux.io/container"
 
 
 def event_target(body: Mapping[str, Any]) -> kopf.Body:
@@ -640,6 +642,7 @@ async def reconcile(
             unwritten,
         )
         clock.mark("status")
+        rt.settled[uid] = generation
         log.info("timing %s/%s started=%.6f %s", namespace, name, clock.started, clock.report())
         if status.get("phase") != was:
             message = f"container {container} on {status['host']}, cores {status.get('cpuset')}"

@@ -11,10 +11,17 @@ import pytest
 
 from tuxio.nodeagent.api import MalformedHeader, parse_if_match
 from tuxio.nodeagent.service import ANY
-from tuxio.operator.admission import CONFIGURATION, webhook_configuration, webhook_hosts
+from tuxio.operator.admission import (
+    CONFIGURATION,
+    claim_patch,
+    review_answer,
+    webhook_configuration,
+    webhook_hosts,
+)
 from tuxio.operator.models import SandboxHostSpec, SandboxPoolSpec
 from tuxio.operator.pools import PoolState, Warm
 from tuxio.operator.runtime import (
+    ASSIGNMENT,
     AgentRegistry,
     Claims,
     EventBudget,
@@ -210,3 +217,74 @@ def test_event_budget_holds_routine_events_to_its_rate(monkeypatch: pytest.Monke
     assert [budget.take() for _ in range(3)] == [True, True, False]
     clock[0] += 60  # never more than the burst
     assert sum(budget.take() for _ in range(10)) == 3
+
+
+def review(obj: dict[str, Any], **request: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "r-1",
+            "operation": "CREATE",
+            "resource": {"group": "tux.io", "version": "v1alpha1", "resource": "sandboxes"},
+            "object": obj,
+            **request,
+        },
+    }
+
+
+def test_review_answer_patches_in_the_claim() -> None:
+    decided = {"host": "h1", "containerName": "w1"}
+    answer = review_answer(review(new_sandbox()), lambda obj: decided)
+    assert answer["apiVersion"] == "admission.k8s.io/v1"
+    assert answer["kind"] == "AdmissionReview"
+    response = answer["response"]
+    assert (response["uid"], response["allowed"], response["patchType"]) == (
+        "r-1",
+        True,
+        "JSONPatch",
+    )
+    ops = json.loads(base64.b64decode(response["patch"]))
+    assert ops == [
+        {
+            "op": "add",
+            "path": "/metadata/annotations",
+            "value": {ASSIGNMENT: json.dumps(decided, sort_keys=True)},
+        },
+        {"op": "add", "path": "/metadata/finalizers", "value": ["tux.io/container"]},
+    ]
+
+
+def test_claim_patch_keeps_what_is_there() -> None:
+    obj = {"metadata": {"annotations": {"note": "x"}, "finalizers": ["theirs"]}}
+    assert claim_patch(obj, {"host": "h"}) == [
+        {
+            "op": "add",
+            "path": "/metadata/annotations/tux.io~1assignment",
+            "value": '{"host": "h"}',
+        },
+        {"op": "add", "path": "/metadata/finalizers", "value": ["theirs", "tux.io/container"]},
+    ]
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"dryRun": True},  # a dry run takes nothing
+        {"operation": "UPDATE"},
+        {"subResource": "status"},
+        {"resource": {"group": "tux.io", "version": "v1alpha1", "resource": "sandboxpools"}},
+    ],
+)
+def test_review_answer_allows_without_claiming(request_: dict[str, Any]) -> None:
+    asked: list[Any] = []
+    answer = review_answer(
+        review(new_sandbox(), **request_), lambda obj: asked.append(obj) or {"host": "h"}
+    )
+    assert answer["response"] == {"uid": "r-1", "allowed": True}
+    assert asked == []
+
+
+def test_review_answer_refuses_what_is_no_review() -> None:
+    with pytest.raises(ValueError, match="AdmissionReview"):
+        review_answer({"kind": "Nonsense"}, lambda obj: None)

@@ -99,3 +99,19 @@ async def test_errors(server: Server, status: int, error: type[Exception]) -> No
     if isinstance(caught.value, ApiException):
         assert caught.value.status == 422
         assert "no" in str(caught.value.reason)
+
+
+async def test_a_401_is_tried_again_with_fresh_credentials(server: Server) -> None:
+    config = configuration(server.url)
+    api = AsyncApi(config)
+    try:
+        await api.patch("/x", {}, "application/merge-patch+json")  # credentials read, cached
+        config.api_key["BearerToken"] = "Bearer rotated"  # a new token on disk, say
+        server.status = 401
+        with pytest.raises(ApiException) as caught:
+            await api.patch("/x", {}, "application/merge-patch+json")
+    finally:
+        await api.close()
+    assert caught.value.status == 401
+    sent = [r["headers"]["authorization"] for r in server.seen]
+    assert sent == ["Bearer s3cret", "Bearer s3cret", "Bearer rotated"]
