@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from client import ClaimRun, LeanClient
-from stack import Stack
+from stack import Stack, speed_probe
 
 SPEC = {"template": "busybox", "resources": {"cpus": 1, "memory": "64Mi", "pids": 64}}
 TIMING = re.compile(
@@ -118,6 +118,7 @@ def main() -> int:
         "--parallel-count", type=int, default=100, help="sandboxes at parallelism 20"
     )
     args = parser.parse_args()
+    probe_before = speed_probe()
     with Stack() as stack:
         run_round(stack, 5, 1)  # warm-up: caches, connections, the page cache of the template
         sequential = run_round(stack, args.count, 1)
@@ -129,6 +130,7 @@ def main() -> int:
         "machine": {
             "cores": os.cpu_count(),
             "kernel": platform.release(),
+            "speedProbeMs": {"before": probe_before, "after": speed_probe()},
             "note": "etcd, kube-apiserver, kube-controller-manager, operator, agent and the "
             "benchmark client all share this machine",
         },

@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -28,9 +29,12 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from client import ClaimRun, LeanClient
 from operator_bench import pct
-from stack import BIN, GROUP, VERSION, Stack
+from stack import BIN, GROUP, VERSION, Stack, speed_probe
 
 RESOURCES = {"cpus": 1, "memory": "64Mi", "pids": 64}
+TIMING = re.compile(
+    r"timing (?P<ns>[^/\s]+)/(?P<name>\S+) started=(?P<started>[0-9.]+) (?P<spans>.*)"
+)
 
 
 def make_pool(
@@ -95,13 +99,45 @@ def claims(
             f"{count - len(latencies)} of {count} sandboxes in {namespace} never became Ready"
         )
     warm = sum(1 for n in names if watched.from_pool.get(n))
-    return {
+    result: dict[str, Any] = {
         "latencyMs": pct(latencies),
         "samples": sorted(round(x, 2) for x in latencies),
         "perSecond": round(count / wall, 1),
         "warm": warm,
         "cold": count - warm,
     }
+    if parallel == 1 and closed_loop:
+        result["breakdownMs"] = breakdown(stack, namespace, watched, names)
+    return result
+
+
+def breakdown(stack: Stack, namespace: str, watched: ClaimRun, names: list[str]) -> dict[str, Any]:
+    """Where a claim's time goes, from the client's clock and the operator's timing log (one
+    machine, one clock): the create call (the claim webhook included), the watch delivering
+    it to the operator, the agent's PUT, the status write, the watch delivering Ready."""
+    spans: dict[str, tuple[float, dict[str, float]]] = {}
+    deadline = time.time() + 10
+    while len(spans) < len(names) and time.time() < deadline:  # the log may trail the watch
+        for line in stack.operator_log.read_text().splitlines():
+            found = TIMING.search(line)
+            if found and found["ns"] == namespace:
+                timed = re.findall(r"(\w+)=([0-9.]+)ms", found["spans"])
+                spans[found["name"]] = (float(found["started"]), {k: float(v) for k, v in timed})
+        time.sleep(0.05)
+    parts: dict[str, list[float]] = {
+        k: [] for k in ("create", "pickup", "agent", "status", "watch")
+    }
+    for name in names:
+        if name not in spans:
+            continue
+        started, timed = spans[name]
+        sent, answered, ready = watched.sent[name], watched.answered[name], watched.ready_at[name]
+        parts["create"].append((answered - sent) * 1000)
+        parts["pickup"].append((started - answered) * 1000)
+        parts["agent"].append(timed.get("agent", 0.0))
+        parts["status"].append(timed.get("status", 0.0))
+        parts["watch"].append(max(0.0, (ready - started) * 1000 - sum(timed.values())))
+    return {k: pct(v) for k, v in parts.items() if v}
 
 
 def fresh_namespace(stack: Stack) -> str:
@@ -158,6 +194,7 @@ def main() -> int:
     parser.add_argument("--skip-debian", action="store_true", help="leave out the debian rounds")
     args = parser.parse_args()
     results: dict[str, Any] = {}
+    probe_before = speed_probe()
     with Stack(operator_env={"TUXIO_OPERATOR_POOL_REFRESH_SECONDS": "30"}) as stack:
         if not args.skip_debian:
             subprocess.run(
@@ -228,6 +265,7 @@ def main() -> int:
         "machine": {
             "cores": os.cpu_count(),
             "kernel": platform.release(),
+            "speedProbeMs": {"before": probe_before, "after": speed_probe()},
             "note": "API server, etcd, kube-controller-manager, operator, agent, containers "
             "and this client share the machine",
         },

@@ -21,6 +21,22 @@ BIN = Path(sys.executable).parent
 GROUP, VERSION = "tux.io", "v1alpha1"
 
 
+def speed_probe() -> float:
+    """The CPU milliseconds a fixed Python loop takes (median of 5): these machines are shared,
+    and the same code runs up to twice as slow from one hour to the next. Recorded with every
+    benchmark so that runs can be compared."""
+    import statistics
+
+    samples = []
+    for _ in range(5):
+        started = time.process_time()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        samples.append((time.process_time() - started) * 1000)
+    return round(statistics.median(samples), 1)
+
+
 def wait_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
