@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from operator_bench import pct
+from stack import speed_probe
 
 from tuxio.operator.geo import GeoPoint, Locator
 from tuxio.operator.pools import PoolState, Warm
@@ -148,7 +149,11 @@ def main() -> int:
             "HostViews and Ledger entries), for this benchmark only; the GeoIP database is "
             "the real GeoLite2 City (hack/fetch-geolite2.sh)"
         ),
-        "machine": {"python": sys.version.split()[0], "platform": platform.platform()},
+        "machine": {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "speedProbeMs": speed_probe(),
+        },
         "hosts": args.hosts,
         "sandboxes": len(runtime.ledger),
         "warmContainers": sum(len(s.warm) for s in runtime.pools.values()),

@@ -233,9 +233,12 @@ wait_for "etcd /health" etcd etcd_healthy
 # --- kube-apiserver --------------------------------------------------------------------------
 # --advertise-address=127.0.0.1 with --endpoint-reconciler-type=none: the `kubernetes` Service
 # would otherwise get a loopback endpoint, which the API rejects, and nothing runs in-cluster
-# that could use it anyway.
+# that could use it anyway. --enable-aggregator-routing: a webhook behind a Service is called
+# at the Service's endpoints, not its cluster IP (there is no kube-proxy here), so the operator's
+# claim webhook can be tested as the manifests deploy it, behind a Service.
 start kube-apiserver \
   --bind-address=127.0.0.1 \
+  --enable-aggregator-routing=true \
   --secure-port="$APISERVER_PORT" \
   --advertise-address=127.0.0.1 \
   --endpoint-reconciler-type=none \
