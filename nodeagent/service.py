@@ -347,17 +347,18 @@ class ContainerService:
             )
         elif record.spec.network != spec.network:
             raise SpecConflict(f"container {name!r}: the network cannot change in place")
-        elif record.spec_hash != spec_hash(spec):
+        elif record.spec_hash != (wanted_hash := spec_hash(spec)):
             assert info is not None
-            record = self._reconfigure(record, spec, running=info.state == "running")
+            record = self._reconfigure(record, spec, wanted_hash, running=info.state == "running")
         assert info is not None
 
+        observed: _Observed | None = None
         if spec.state == "running":
             if info.state != "running":
                 info = await self._start(name)
             else:
                 assert info.pid is not None
-                self._apply_live(name, record, info.pid)
+                observed = self._apply_live(name, record, info.pid)
         elif info.state != "stopped":
             log.info("stop started: %s", name)
             await self.lxc.stop(name, self.stop_timeout)
@@ -365,7 +366,8 @@ class ContainerService:
             info = await self._info(name) or LxcInfo("stopped", None)
             log.info("stop finished: %s", name)
 
-        observed = await self._observe(name, info)
+        if observed is None:
+            observed = await self._observe(name, info)
         self._verify(record, observed)
         return self._status(record, observed)
 
@@ -409,7 +411,7 @@ class ContainerService:
         return record
 
     def _reconfigure(
-        self, record: ContainerRecord, spec: ContainerSpec, running: bool
+        self, record: ContainerRecord, spec: ContainerSpec, wanted_hash: str, running: bool
     ) -> ContainerRecord:
         """A new spec for an existing container: its record now, and its LXC config now if it
         is stopped. A running container takes its new limits live (_apply_live) and reads its
@@ -424,7 +426,7 @@ class ContainerService:
             template=record.template,
             template_rootfs=record.template_rootfs,
             spec=spec,
-            spec_hash=spec_hash(spec),
+            spec_hash=wanted_hash,
             cpuset=cpuset,
             created_at=record.created_at,
         )
@@ -494,8 +496,10 @@ class ContainerService:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def _apply_live(self, name: str, record: ContainerRecord, pid: int) -> None:
-        """Write only the limits that differ from what is in force; nothing when none do."""
+    def _apply_live(self, name: str, record: ContainerRecord, pid: int) -> _Observed | None:
+        """Write only the limits that differ from what is in force; nothing when none do.
+        When none did, what was read to decide is what is in force: returned, so the answer
+        does not read the same files again (else None: the answer reads them back)."""
         files = self._files(pid, name)
         reading = self.cgroups.read(files)
         wanted = self._cgroup_limits(record, reading.cpu_seconds)
@@ -519,6 +523,13 @@ class ContainerService:
             self._bursting[name] = pid
         else:
             self._bursting.pop(name, None)
+        if plan or rlimit_changes:
+            return None
+        try:
+            started = _started_at(pid)
+        except OSError:
+            return None  # it stopped meanwhile: the answer asks again (_observe)
+        return _Observed(LxcInfo("running", pid), files, reading, in_force, started)
 
     def _rlimit_live(self, in_force: int | None, wanted: int) -> bool:
         """Whether an rlimit can change on running processes.

@@ -61,7 +61,16 @@ class TemplateStore:
 
     def get(self, name: str) -> Template:
         """The current version of template `name`."""
-        return self.version_at(name, (self.root / name / "current" / "rootfs").resolve())
+        link = self.root / name / "current"
+        try:
+            target = os.readlink(link)
+        except OSError:
+            target = ""
+        if target.startswith("versions/") and ".." not in target:
+            # As build() links it: one readlink instead of resolving every path component
+            # (the root is resolved already: AgentSettings.data_dir).
+            return self.version_at(name, self.root / name / target / "rootfs")
+        return self.version_at(name, (link / "rootfs").resolve())
 
     def version_at(self, name: str, rootfs: Path) -> Template:
         """The version of template `name` whose root filesystem is `rootfs`."""
