@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-__all__ = ["ClaimRun", "LeanClient"]
+__all__ = ["ClaimRun", "LeanClient", "run_claims"]
 
 GROUP, VERSION = "tux.io", "v1alpha1"
 
@@ -201,3 +201,29 @@ class ClaimRun:
 
     def latencies_ms(self) -> list[float]:
         return [(self.ready_at[n] - t) * 1000 for n, t in self.sent.items()]
+
+
+def run_claims(
+    kubeconfig: Path,
+    namespace: str,
+    names: list[str],
+    spec: dict[str, Any],
+    parallel: int,
+    closed_loop: bool = True,
+) -> tuple[ClaimRun, float]:
+    """Create `names` with `spec` in `namespace`, `parallel` at a time (closed loop) or from
+    `parallel` connections at once (open loop), watching them Ready; returns the run and its
+    wall time in seconds."""
+
+    async def run() -> tuple[ClaimRun, float]:
+        async with LeanClient(kubeconfig) as client:
+            watched = ClaimRun(client, namespace)
+            await watched.start()
+            try:
+                if closed_loop:
+                    return watched, await watched.closed_loop(names, spec, parallel)
+                return watched, await watched.open_loop(names, spec, parallel)
+            finally:
+                await watched.stop()
+
+    return asyncio.run(run())

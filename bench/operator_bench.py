@@ -12,7 +12,6 @@ watch delivering it.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from client import ClaimRun, LeanClient
+from client import run_claims
 from stack import Stack, speed_probe
 
 SPEC = {"template": "busybox", "resources": {"cpus": 1, "memory": "64Mi", "pids": 64}}
@@ -55,16 +54,7 @@ def run_round(stack: Stack, count: int, parallel: int) -> dict[str, Any]:
     names = [f"s{i}" for i in range(count)]
 
     # A closed loop: `parallel` clients, each creating its next Sandbox once the last is Ready.
-    async def run() -> tuple[ClaimRun, float]:
-        async with LeanClient(stack.kubeconfig) as client:
-            watched = ClaimRun(client, namespace)
-            await watched.start()
-            try:
-                return watched, await watched.closed_loop(names, SPEC, parallel)
-            finally:
-                await watched.stop()
-
-    watched, wall = asyncio.run(run())
+    watched, wall = run_claims(stack.kubeconfig, namespace, names, SPEC, parallel)
     missing = [n for n in names if n not in watched.ready_at]
     if missing:
         raise SystemExit(f"{len(missing)} sandboxes never became Ready, e.g. {missing[:3]}")

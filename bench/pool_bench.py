@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from client import ClaimRun, LeanClient
+from client import ClaimRun, LeanClient, run_claims
 from operator_bench import pct
 from stack import BIN, GROUP, VERSION, Stack, speed_probe
 
@@ -79,20 +79,7 @@ def claims(
     prefix = uuid.uuid4().hex[:4]
     names = [f"c{prefix}-{i}" for i in range(count)]
 
-    async def run() -> tuple[ClaimRun, float]:
-        async with LeanClient(stack.kubeconfig) as client:
-            watched = ClaimRun(client, namespace)
-            await watched.start()
-            try:
-                if closed_loop:
-                    wall = await watched.closed_loop(names, spec, parallel)
-                else:
-                    wall = await watched.open_loop(names, spec, parallel)
-            finally:
-                await watched.stop()
-            return watched, wall
-
-    watched, wall = asyncio.run(run())
+    watched, wall = run_claims(stack.kubeconfig, namespace, names, spec, parallel, closed_loop)
     latencies = watched.latencies_ms()
     if len(latencies) < count:
         raise SystemExit(

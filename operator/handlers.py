@@ -34,7 +34,6 @@ from .runtime import (
     HostRecord,
     PoolInfo,
     Runtime,
-    assignment_of,
     host_record,
     placed_of,
 )
@@ -130,7 +129,7 @@ async def sandbox_index(
     rt: Runtime = memo.runtime
     placed = placed_of(uid, namespace or "", name, body)
     rt.ledger.set(uid, placed)
-    rt.book.set(uid, placed, assignment_of(body).get("containerName"))
+    rt.book.set(uid, placed)
     return {uid: (namespace or "", name)}
 
 

@@ -3,9 +3,11 @@
 A warm container is an ordinary container on some host, labelled with its pool's UID and the
 hash of the pool spec it was made from. The agents are the truth about which exist; the
 operator keeps an inventory per pool, refreshed from the agents, and takes containers out of
-it when a Sandbox claims one. A claim is recorded in the Sandbox's status before the agent
-hears of it, and every container named by a Sandbox's status is out of the pool for good, so
-one container is never adopted twice, not even across an operator restart.
+it when a Sandbox claims one. A claim is recorded in the API before the agent hears of it (in
+the Sandbox's create, by the claim webhook, or in its assignment annotation), every container
+a Sandbox names is out of the pool for good, and the agent adopts a warm container only while
+it is still one (If-Match), so one container is never adopted twice, not even across operator
+restarts.
 """
 
 from __future__ import annotations

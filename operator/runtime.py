@@ -210,39 +210,35 @@ class Ledger:
 
 
 class SandboxBook:
-    """Every Sandbox the operator knows, by UID, host and container: kept with the one Sandbox
-    index kopf fills before any handler runs (so after a restart it is whole before use),
-    entry by entry, instead of one kopf index per lookup (each costs a call per event)."""
+    """Every placed Sandbox the operator knows, by host and by the container it names: kept
+    with the one Sandbox index kopf fills before any handler runs (so after a restart it is
+    whole before use), entry by entry, instead of one kopf index per lookup (each costs a
+    call per event)."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[Placed | None, str | None]] = {}
+        self._entries: dict[str, Placed] = {}
         self._by_host: dict[str, dict[str, Placed]] = collections.defaultdict(dict)
         self._containers: dict[str, str] = {}
 
-    def set(self, uid: str, placed: Placed | None, container: str | None) -> None:
-        """Record the Sandbox as it is now: its placement, and the container it names."""
+    def set(self, uid: str, placed: Placed | None) -> None:
+        """Record the Sandbox as it is now (None: not placed)."""
         self.discard(uid)
-        self._entries[uid] = (placed, container)
-        if placed is not None:
-            self._by_host[placed.host][uid] = placed
-        if container:
-            self._containers[container] = uid
+        if placed is None:
+            return
+        self._entries[uid] = placed
+        self._by_host[placed.host][uid] = placed
+        self._containers[placed.container] = uid
 
     def discard(self, uid: str) -> None:
-        placed, container = self._entries.pop(uid, (None, None))
-        if placed is not None:
-            on_host = self._by_host[placed.host]
-            on_host.pop(uid, None)
-            if not on_host:
-                del self._by_host[placed.host]
-        if container and self._containers.get(container) == uid:
-            del self._containers[container]
-
-    def __contains__(self, uid: object) -> bool:
-        return uid in self._entries
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        placed = self._entries.pop(uid, None)
+        if placed is None:
+            return
+        on_host = self._by_host[placed.host]
+        on_host.pop(uid, None)
+        if not on_host:
+            del self._by_host[placed.host]
+        if self._containers.get(placed.container) == uid:
+            del self._containers[placed.container]
 
     def on_host(self, host: str) -> list[Placed]:
         return list(self._by_host.get(host, {}).values())
@@ -296,7 +292,6 @@ class EventBudget:
         self.burst = burst
         self._tokens = float(burst)
         self._at = time.monotonic()
-        self.dropped = 0
 
     def take(self) -> bool:
         now = time.monotonic()
@@ -305,7 +300,6 @@ class EventBudget:
         if self._tokens >= 1:
             self._tokens -= 1
             return True
-        self.dropped += 1
         return False
 
 
@@ -393,9 +387,6 @@ class Claims:
     def add(self, name: str, ttl: float | None = None) -> None:
         self._until[name] = time.monotonic() + (self.ttl if ttl is None else ttl)
 
-    def discard(self, name: str) -> None:
-        self._until.pop(name, None)
-
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str) or name not in self._until:
             return False
@@ -403,9 +394,6 @@ class Claims:
             del self._until[name]
             return False
         return True
-
-    def __len__(self) -> int:
-        return len(self._until)
 
 
 @dataclass

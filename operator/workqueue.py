@@ -40,9 +40,6 @@ class WorkQueue:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    def busy(self, key: str) -> bool:
-        return key in self._tasks
-
     def add(self, key: str, work: Work) -> None:
         """Do `work` for `key` (a reconciliation of its newest body): now, or once the one
         under way ends; work added meanwhile replaces work not started yet."""

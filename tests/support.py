@@ -7,6 +7,7 @@ The agent runs from its console script as it would on a host, with its own data 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,11 +17,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from aiohttp import web
 
 AGENT = str(Path(sys.executable).with_name("tuxio-agent"))
 TEST_ROOT = Path("/var/tmp/tuxio-tests")
@@ -36,6 +38,25 @@ def stop_leftovers() -> None:
             proc.kill()
             proc.wait(timeout=30)
     STARTED.clear()
+
+
+@contextlib.asynccontextmanager
+async def loopback_server(
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """A real HTTP server on a free loopback port answering every request with `handle`;
+    yields its base URL (for clients whose exact requests a test checks)."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 def free_port() -> int:

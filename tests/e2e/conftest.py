@@ -10,6 +10,7 @@ log fails the session).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -241,6 +242,26 @@ class Operator:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=60)
         self.proc = None
+
+
+@contextlib.contextmanager
+def operator_in_place_of(
+    session: Operator, log_name: str, extra_env: dict[str, str]
+) -> Iterator[Operator]:
+    """Another operator, with `extra_env`, while the session's one is stopped; the session's
+    is started again afterwards, and a request RBAC denied in the other's log fails."""
+    session.stop()
+    log = RUN_DIR / log_name
+    log.write_bytes(b"")
+    running = Operator(session.cluster, log, session.kubeconfig, extra_env)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+        session.start()
+    denied = forbidden_lines(log)
+    assert not denied, f"{log_name}: the operator was denied (RBAC):\n" + "\n".join(denied[:20])
 
 
 @dataclass

@@ -17,7 +17,6 @@ import ssl
 import subprocess
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -26,13 +25,12 @@ import pytest
 from tests.e2e.conftest import (
     GROUP,
     ROOT,
-    RUN_DIR,
     SYSTEM_NS,
     VERSION,
     Cluster,
     Operator,
     condition_status,
-    forbidden_lines,
+    operator_in_place_of,
     sandbox,
     wait_phase,
 )
@@ -103,35 +101,21 @@ def node_agent(cluster: Cluster, core: kubernetes.client.CoreV1Api) -> Iterator[
 
 
 @pytest.fixture(scope="module")
-def node_operator(
-    cluster: Cluster, operator: Operator, operator_kubeconfig: Path, node_agent: Agent
-) -> Iterator[Operator]:
+def node_operator(cluster: Cluster, operator: Operator, node_agent: Agent) -> Iterator[Operator]:
     """The operator with node registration on, in place of the session's one."""
-    operator.stop()
-    log = RUN_DIR / "operator-nodes.log"
-    log.write_bytes(b"")
-    running = Operator(
-        cluster,
-        log,
-        operator_kubeconfig,
-        {
-            "TUXIO_OPERATOR_NODE_HOSTS": "true",
-            "TUXIO_OPERATOR_NODE_AGENT_PORT": str(node_agent.port),
-        },
-    )
-    running.start()
-    try:
-        yield running
-    finally:
-        for name in (NODE, "lxc-node-2"):
-            cluster.kubectl("delete", "node", name, "--ignore-not-found")
-        if running.proc is None:
-            running.start()
-        wait_until(lambda: not registered_hosts(cluster), timeout=30)
-        running.stop()
-        operator.start()
-    denied = forbidden_lines(log)
-    assert not denied, "node registration was denied (RBAC):\n" + "\n".join(denied[:20])
+    env = {
+        "TUXIO_OPERATOR_NODE_HOSTS": "true",
+        "TUXIO_OPERATOR_NODE_AGENT_PORT": str(node_agent.port),
+    }
+    with operator_in_place_of(operator, "operator-nodes.log", env) as running:
+        try:
+            yield running
+        finally:
+            for name in (NODE, "lxc-node-2"):
+                cluster.kubectl("delete", "node", name, "--ignore-not-found")
+            if running.proc is None:
+                running.start()
+            wait_until(lambda: not registered_hosts(cluster), timeout=30)
 
 
 def make_node(cluster: Cluster, name: str, address: str, labels: dict[str, str]) -> None:

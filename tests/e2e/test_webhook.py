@@ -7,18 +7,16 @@ import json
 import subprocess
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import kubernetes
 import pytest
 
 from tests.e2e.conftest import (
-    RUN_DIR,
     SYSTEM_NS,
     Cluster,
     Host,
     Operator,
-    forbidden_lines,
+    operator_in_place_of,
     sandbox,
     wait_phase,
 )
@@ -44,9 +42,7 @@ def host_address() -> str:
 
 
 @pytest.fixture(scope="module")
-def service_operator(
-    cluster: Cluster, operator: Operator, operator_kubeconfig: Path, host: Host
-) -> Iterator[Operator]:
+def service_operator(cluster: Cluster, operator: Operator, host: Host) -> Iterator[Operator]:
     """The operator with its webhook behind a Service, in place of the session's one."""
     port = free_port()
     address = host_address()
@@ -72,31 +68,19 @@ def service_operator(
             "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
         }
     )
-    operator.stop()
-    log = RUN_DIR / "operator-webhook.log"
-    log.write_bytes(b"")
-    running = Operator(
-        cluster,
-        log,
-        operator_kubeconfig,
-        {
-            "TUXIO_OPERATOR_WEBHOOK_URL": "",
-            "TUXIO_OPERATOR_WEBHOOK_SERVICE": SERVICE,
-            "TUXIO_OPERATOR_WEBHOOK_SERVICE_NAMESPACE": SYSTEM_NS,
-            "TUXIO_OPERATOR_WEBHOOK_LISTEN": address,
-            "TUXIO_OPERATOR_WEBHOOK_PORT": str(port),
-        },
-    )
-    running.start()
+    env = {
+        "TUXIO_OPERATOR_WEBHOOK_URL": "",
+        "TUXIO_OPERATOR_WEBHOOK_SERVICE": SERVICE,
+        "TUXIO_OPERATOR_WEBHOOK_SERVICE_NAMESPACE": SYSTEM_NS,
+        "TUXIO_OPERATOR_WEBHOOK_LISTEN": address,
+        "TUXIO_OPERATOR_WEBHOOK_PORT": str(port),
+    }
     try:
-        yield running
+        with operator_in_place_of(operator, "operator-webhook.log", env) as running:
+            yield running
     finally:
-        running.stop()
         cluster.kubectl("delete", "endpointslice", f"{SERVICE}-test", "-n", SYSTEM_NS)
         cluster.kubectl("delete", "service", SERVICE, "-n", SYSTEM_NS)
-        operator.start()
-    denied = forbidden_lines(log)
-    assert not denied, "the operator was denied (RBAC):\n" + "\n".join(denied[:20])
 
 
 @pytest.fixture

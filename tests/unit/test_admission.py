@@ -112,8 +112,6 @@ def test_claims_hold_for_their_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(time, "monotonic", lambda: later)
     assert "short" not in claims  # the Sandbox was never stored: the container is free again
     assert "long" in claims
-    claims.discard("long")
-    assert "long" not in claims
 
 
 def host(name: str, region: str | None = None) -> HostRecord:
@@ -212,7 +210,6 @@ def test_event_budget_holds_routine_events_to_its_rate(monkeypatch: pytest.Monke
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     budget = EventBudget(per_second=10, burst=3)
     assert [budget.take() for _ in range(5)] == [True, True, True, False, False]
-    assert budget.dropped == 2
     clock[0] += 0.25  # 2.5 tokens later
     assert [budget.take() for _ in range(3)] == [True, True, False]
     clock[0] += 60  # never more than the burst

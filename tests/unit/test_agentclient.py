@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.support import loopback_server
 from tuxio.nodeagent.models import ContainerSpec, ExecRequest, Limits
 from tuxio.operator.agentclient import AgentClient, AgentRejected, AgentUnreachable
 
@@ -68,16 +69,9 @@ class Agent:
 @pytest.fixture
 async def agent() -> AsyncIterator[Agent]:
     fake = Agent()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    fake.url = f"http://127.0.0.1:{port}"
-    yield fake
-    await runner.cleanup()
+    async with loopback_server(fake.handle) as url:
+        fake.url = url
+        yield fake
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
+from tests.support import loopback_server
 from tuxio.operator.kube import AsyncApi, Kube, NotFound
 
 
@@ -37,15 +38,9 @@ class Server:
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
     fake = Server()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    yield fake
-    await runner.cleanup()
+    async with loopback_server(fake.handle) as url:
+        fake.url = url
+        yield fake
 
 
 def configuration(url: str) -> kubernetes.client.Configuration:

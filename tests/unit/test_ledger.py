@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from tuxio.operator.runtime import AssumeCache, Ledger, Placed
+from tuxio.operator.runtime import AssumeCache, Ledger, Placed, SandboxBook
 
 
 def placed(uid: str, host: str, memory: int, cpus: int, phase: str = "Running") -> Placed:
@@ -98,3 +98,20 @@ def test_the_decision_is_read_from_the_annotation_until_status_has_it() -> None:
         bare = {"metadata": {"annotations": recorded}, "spec": {"template": "busybox"}}
         assert assignment_of(bare) == {}
         assert placed_of("u2", "ns", "s", bare) is None
+
+
+def test_book_by_host_and_container() -> None:
+    book = SandboxBook()
+    book.set("a", placed("a", "h1", 1, 1))
+    book.set("b", placed("b", "h1", 1, 1))
+    book.set("u", None)  # not placed: in no lookup
+    assert sorted(p.uid for p in book.on_host("h1")) == ["a", "b"]
+    assert book.names_container("c-a") and book.names_container("c-b")
+    book.set("a", placed("a", "h2", 1, 1))  # moved: only where it is now
+    assert [p.uid for p in book.on_host("h1")] == ["b"]
+    assert [p.uid for p in book.on_host("h2")] == ["a"]
+    book.discard("b")
+    assert book.on_host("h1") == []
+    assert not book.names_container("c-b")
+    assert book.names_container("c-a")
+    book.discard("nobody")  # unknown: nothing happens

@@ -89,7 +89,7 @@ async def test_forget_stops_retries() -> None:
     queue.forget("k")  # being deleted: no retry in a minute
     await settle(queue)
     assert attempts == 1
-    assert not queue.busy("k")
+    assert not len(queue)
 
 
 async def test_newer_work_cuts_a_retry_delay_short() -> None:
