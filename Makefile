@@ -12,13 +12,13 @@ deps:
 # mypy reads the packages through a link tree that mirrors their import names.
 typecheck-tree:
 	@mkdir -p .build/typecheck/tuxio
-	@ln -sfn ../../../nodeagent .build/typecheck/tuxio/nodeagent
-	@ln -sfn ../../../operator .build/typecheck/tuxio/operator
+	@for pkg in common nodeagent operator gateway client web; do \
+		ln -sfn ../../../$$pkg .build/typecheck/tuxio/$$pkg; done
 
 lint: deps typecheck-tree
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy -p tuxio.nodeagent -p tuxio.operator
+	$(VENV)/bin/mypy -p tuxio.common -p tuxio.nodeagent -p tuxio.operator -p tuxio.gateway -p tuxio.client -p tuxio.web
 	$(VENV)/bin/hadolint operator/Dockerfile nodeagent/Dockerfile
 	$(VENV)/bin/shellcheck -x -P SCRIPTDIR hack/*.sh hack/lib/*.sh .ci/run
 

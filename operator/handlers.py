@@ -319,8 +319,39 @@ async def pool_filler(
     state: PoolState = rt.pools.setdefault(uid, PoolState(uid, namespace or "", name))
     last_refresh = last_write = 0.0
     status: dict[str, Any] = dict(body.get("status") or {})
+    blocker: str | None = None
+
+    async def write_status(spec: SandboxPoolSpec, views: _Views) -> None:
+        nonlocal last_write
+        new = pool_status(
+            status,
+            state,
+            spec,
+            pool_hash(spec),
+            int(body["metadata"].get("generation") or 0),
+            blocker,
+            {h.name for h in views.hosts.values() if h.view.ready},
+        )
+        changes = {k: v for k, v in new.items() if status.get(k) != v}
+        # Counts that grow are written at most every pool_status_interval_seconds (they change
+        # with every refill); the Ready condition, the generation and a drop in readyReplicas
+        # (a claim took a warm container) at once: the status never tells of more ready warm
+        # containers than the agents hold.
+        urgent = bool(changes.keys() - {"replicas", "readyReplicas"}) or int(
+            new["readyReplicas"]
+        ) < int(status.get("readyReplicas") or 0)
+        due_write = time.monotonic() - last_write >= rt.settings.pool_status_interval_seconds
+        if changes and (urgent or due_write):
+            last_write = time.monotonic()
+            logger.info("status: %s", {k: v for k, v in changes.items() if k != "conditions"})
+            with contextlib.suppress(NotFound):
+                await rt.kube.patch_pool_status(namespace or "", name, changes)
+            status.update(changes)
+
     while not stopped:
         spec = SandboxPoolSpec.model_validate(dict(body["spec"]))
+        # What a claim took shows in status before the refill waits.
+        await write_status(spec, _Views.of(kwargs))
         # Claims come first: the refill waits while claims keep coming (on a small host a
         # container start takes the CPU of several claims), unless the pool runs low.
         while not stopped:
@@ -334,7 +365,11 @@ async def pool_filler(
             )
             if hold <= 0:
                 break
-            await asyncio.sleep(hold)
+            # Woken early by another claim, whose take shows in status at once too.
+            state.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.wake.wait(), timeout=hold)
+            await write_status(spec, _Views.of(kwargs))
         views = _Views.of(kwargs)
         due = time.monotonic() - last_refresh >= rt.settings.pool_refresh_seconds
         if due:
@@ -349,26 +384,7 @@ async def pool_filler(
             views.claimed(rt),
             refresh_inventory=due,
         )
-        new = pool_status(
-            status,
-            state,
-            spec,
-            pool_hash(spec),
-            int(body["metadata"].get("generation") or 0),
-            blocker,
-            {h.name for h in views.hosts.values() if h.view.ready},
-        )
-        changes = {k: v for k, v in new.items() if status.get(k) != v}
-        # Counts alone change with every claim and refill: written at most every
-        # pool_status_interval_seconds (the Ready condition and generation at once).
-        urgent = bool(changes.keys() - {"replicas", "readyReplicas"})
-        due_write = time.monotonic() - last_write >= rt.settings.pool_status_interval_seconds
-        if changes and (urgent or due_write):
-            last_write = time.monotonic()
-            logger.info("status: %s", {k: v for k, v in changes.items() if k != "conditions"})
-            with contextlib.suppress(NotFound):
-                await rt.kube.patch_pool_status(namespace or "", name, changes)
-            status.update(changes)
+        await write_status(spec, views)
         # Woken by a claim, a creation that ended or a spec change; else in time to write
         # counts that were held back and to notice hosts that changed.
         with contextlib.suppress(TimeoutError):

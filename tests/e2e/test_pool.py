@@ -104,11 +104,16 @@ def test_fill_claim_replenish(cluster: Cluster, custom: Custom, host: Host, name
     assert "tux.io/pool-uid" not in container["labels"]
     assert container["limits"]["memory"] == 128 * 2**20  # the Sandbox's, not the pool's 256Mi
     assert container["limits"]["pids"] == 64
-    # The pool replenishes to 3 warm containers besides the adopted one.
-    wait_ready_replicas(custom, namespace, "busybox-warm", 3)
-    after = {c["name"] for c in warm_containers(host, uid)}
+    # The pool replenishes to 3 warm containers besides the adopted one: waited for on the
+    # agent itself, then the status must say so too (it may lag, never run ahead).
+    def replenished() -> set[str] | None:
+        names = {c["name"] for c in warm_containers(host, uid) if c["state"] == "running"}
+        return names if len(names) == 3 else None
+
+    after = wait_until(replenished, timeout=60)
+    assert isinstance(after, set)
     assert status["containerName"] not in after
-    assert len(after) == 3
+    wait_ready_replicas(custom, namespace, "busybox-warm", 3)
 
 
 def test_scale_up_and_down(cluster: Cluster, custom: Custom, host: Host, namespace: str) -> None:
@@ -324,11 +329,13 @@ def test_fifty_claims_against_twenty_warm(
     cold = [b for b in bodies if not b["status"].get("fromPool")]
     assert len(warm) + len(cold) == 50
     # Every one of the 20 warm containers went to exactly one Sandbox; the pool refills during
-    # the storm, so a few claims may find a fresh warm container rather than a cold create.
+    # the storm, so some claims may find a fresh warm container rather than a cold create.
     adopted = {b["status"]["containerName"] for b in warm}
     assert initial <= adopted
-    assert len(cold) >= 50 - len(adopted)
+    # A warm claim adopted a container the pool made; a cold create made its own.
+    assert all(name.startswith(f"pool-{uid[:8]}-") for name in adopted)
     for body in cold:
+        assert body["status"]["containerName"] == f"sbx-{body['metadata']['uid']}"
         scheduled = next(c for c in body["status"]["conditions"] if c["type"] == "Scheduled")
         assert scheduled["reason"] == "PoolEmpty"
     print(json.dumps({"warm": len(warm), "cold": len(cold)}))

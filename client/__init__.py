@@ -1,0 +1,3 @@
+"""tuxio clients: the Python SDK and the `kubectl tuxio` plugin."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""tuxio-web: tux.io reborn, a page that opens into a Linux shell for every visitor."""
+
+__all__: list[str] = []
