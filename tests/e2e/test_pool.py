@@ -104,6 +104,7 @@ def test_fill_claim_replenish(cluster: Cluster, custom: Custom, host: Host, name
     assert "tux.io/pool-uid" not in container["labels"]
     assert container["limits"]["memory"] == 128 * 2**20  # the Sandbox's, not the pool's 256Mi
     assert container["limits"]["pids"] == 64
+
     # The pool replenishes to 3 warm containers besides the adopted one: waited for on the
     # agent itself, then the status must say so too (it may lag, never run ahead).
     def replenished() -> set[str] | None:
