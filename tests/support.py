@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -66,10 +67,28 @@ async def loopback_server(
         await runner.cleanup()
 
 
+def _ephemeral_ports() -> range:
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return range(int(low), int(high) + 1)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now, for a server a test starts, chosen below the kernel's ephemeral range:
+    a port from that range (what binding port 0 gives) may be taken by any outgoing
+    connection on the machine between this choice and the server's own bind, and on a busy
+    machine that happens (a webhook's port taken by a connection to the API server)."""
+    ephemeral = _ephemeral_ports()
+    candidates = [p for p in range(10000, 32768) if p not in ephemeral]
+    for _ in range(200):
+        port = random.choice(candidates)
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port outside the ephemeral range")
 
 
 def wait_until(
