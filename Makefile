@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: deps lint typecheck-tree test test-unit test-agent test-e2e demo demo-agent bench bench-agent \
-	bench-operator bench-pool bench-placement openapi crds cluster-up cluster-down kind-up kind-down clean
+	bench-operator bench-pool bench-placement bench-probe openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -56,7 +56,7 @@ kind-up:
 kind-down:
 	@hack/kind-down.sh
 
-bench: bench-agent bench-operator bench-pool bench-placement
+bench: bench-agent bench-operator bench-pool bench-placement bench-probe
 
 openapi: deps
 	$(PY) hack/render-openapi.py
@@ -75,6 +75,9 @@ bench-pool: deps
 
 bench-placement: deps
 	$(PY) bench/placement_bench.py --out bench/results/placement.json
+
+bench-probe: deps
+	$(PY) bench/probe_bench.py --out bench/results/probe.json
 
 clean:
 	rm -rf .build .pytest_cache .mypy_cache .ruff_cache
