@@ -1,4 +1,4 @@
-"""The rules shared by the agent and the operator: quantities, keyed locks, time."""
+"""The rules shared by the agent and the operator: quantities, keyed locks, time, backoff."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from tuxio.common.locks import KeyedLocks
 from tuxio.common.quantity import QUANTITY_PATTERN, parse_bytes, parse_quantity
 from tuxio.common.timeutil import FixedClock, add_seconds, format_time, parse_time, seconds_since
 from tuxio.nodeagent.models import Limits
+from tuxio.operator.backoff import Backoff
+from tuxio.operator.models import bytes_of, cores_of
 
 
 @pytest.mark.parametrize(
@@ -29,6 +31,7 @@ from tuxio.nodeagent.models import Limits
 )
 def test_byte_quantities(value: object, expected: int) -> None:
     assert parse_bytes(value) == expected
+    assert bytes_of(value) == expected  # type: ignore[arg-type]  # the operator: one grammar
 
 
 @pytest.mark.parametrize(
@@ -44,6 +47,7 @@ def test_bad_byte_quantities(value: object) -> None:
 )
 def test_quantities(value: object, expected: Decimal) -> None:
     assert parse_quantity(value) == expected
+    assert cores_of(value) == float(expected)  # type: ignore[arg-type]
 
 
 def test_agent_and_crds_share_the_pattern() -> None:
@@ -104,3 +108,10 @@ def test_time_arithmetic() -> None:
     assert seconds_since(None, clock.now()) == float("inf")
     clock.advance(5)
     assert (clock.now(), clock.monotonic()) == (datetime(2026, 1, 1, 0, 0, 35, tzinfo=UTC), 5)
+
+
+@pytest.mark.parametrize(
+    ("failures", "delay"), [(0, 2.0), (1, 4.0), (3, 16.0), (4, 30.0), (50, 30.0)]
+)
+def test_backoff_doubles_up_to_its_cap(failures: int, delay: float) -> None:
+    assert Backoff(first=2.0, cap=30.0).delay(failures) == delay
