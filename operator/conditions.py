@@ -1,7 +1,9 @@
-"""Conditions and reasons: named constants, and pure functions that compute them."""
+"""Conditions and reasons: named constants, and the pure functions that compute them and
+the change set of a status."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -13,6 +15,7 @@ __all__ = [
     "condition",
     "find_condition",
     "set_condition",
+    "status_changes",
 ]
 
 SCHEDULED = "Scheduled"
@@ -87,6 +90,11 @@ def set_condition(
     if not placed:
         result.append({**new, "lastTransitionTime": at})
     return result
+
+
+def status_changes(current: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of `new` that differ from `current` (a merge patch; None deletes)."""
+    return {k: v for k, v in new.items() if current.get(k) != v}
 
 
 def find_condition(conditions: Any, type_: str) -> dict[str, Any]:

@@ -17,9 +17,8 @@ from typing import Any
 from tuxio.common.timeutil import format_time, seconds_since
 from tuxio.nodeagent.models import ContainerStatus, HostInfo
 
-from .conditions import HOST_READY, Reason, condition, set_condition
+from .conditions import HOST_READY, Reason, condition, set_condition, status_changes
 from .records import HostRecord, Placed
-from .sandbox_status import status_changes
 
 __all__ = ["Grace", "healthy_status", "host_lost", "silence", "unready_status"]
 

@@ -26,7 +26,7 @@ from .agentclient import AgentClient, AgentRejected, AgentUnreachable
 from .agents import AgentRegistry, CredentialsMissing
 from .backoff import Backoff
 from .claims import Claims
-from .conditions import SCHEDULED, Reason, find_condition
+from .conditions import SCHEDULED, Reason, find_condition, status_changes
 from .containers import container_spec
 from .errors import RequeueAfter, TerminalError
 from .events import EventSink
@@ -43,7 +43,6 @@ from .sandbox_status import (
     expires_at,
     problem_status,
     running_status,
-    status_changes,
 )
 
 __all__ = ["ContainerTaken", "SandboxReconciler", "SandboxTimings", "StatusWriter"]

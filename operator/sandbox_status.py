@@ -23,7 +23,6 @@ __all__ = [
     "needs_reconcile",
     "problem_status",
     "running_status",
-    "status_changes",
     "usage_of",
 ]
 
@@ -46,11 +45,6 @@ def needs_reconcile(body: Mapping[str, Any]) -> bool:
     if not status.get("host"):
         return True
     return bool(status.get("observedGeneration") != meta.get("generation"))
-
-
-def status_changes(current: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of `new` that differ from `current` (a merge patch; None deletes)."""
-    return {k: v for k, v in new.items() if current.get(k) != v}
 
 
 def usage_of(observed: ContainerStatus, at: str) -> dict[str, Any] | None:

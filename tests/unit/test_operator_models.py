@@ -9,11 +9,11 @@ import pytest
 import yaml
 
 from tuxio.nodeagent.models import ContainerStatus
-from tuxio.operator.conditions import set_condition
+from tuxio.operator.conditions import set_condition, status_changes
 from tuxio.operator.containers import container_spec
 from tuxio.operator.crdgen import KINDS, render_all, render_crd, structural
 from tuxio.operator.models import SandboxSpec, bytes_of, cores_of
-from tuxio.operator.sandbox_status import expires_at, running_status, status_changes
+from tuxio.operator.sandbox_status import expires_at, running_status
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 
