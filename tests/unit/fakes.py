@@ -6,9 +6,10 @@ test asks for. The operator's real clients talk to them, so a test asserts the e
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +58,17 @@ class Recorder:
     seen: list[Seen] = field(default_factory=list)
     # (method, path) -> [(status, body), ...], answered in turn before the store answers.
     errors: dict[tuple[str, str], list[tuple[int, Any]]] = field(default_factory=dict)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def until(self, predicate: Callable[[], object], timeout: float = 30.0) -> None:
+        """Wait until `predicate` holds, looking again as each request arrives."""
+
+        async def wait() -> None:
+            while not predicate():
+                self.arrived.clear()
+                await self.arrived.wait()
+
+        await asyncio.wait_for(wait(), timeout)
 
     async def record(self, request: web.Request) -> Seen:
         raw = await request.read()
@@ -71,6 +83,7 @@ class Recorder:
             json.loads(raw) if raw else None,
         )
         self.seen.append(seen)
+        self.arrived.set()
         return seen
 
     def fail(self, method: str, path: str, status: int, body: Any = None, times: int = 1) -> None:
