@@ -25,6 +25,7 @@ from .kube import Kube, NotFound
 from .nodes import NodeAgents, NodeHosts
 from .placement import PlacementPolicy
 from .pool_filler import PoolFiller, PoolTimings
+from .sandbox_finalizer import SandboxFinalizer
 from .sandbox_reconciler import SandboxReconciler, SandboxTimings
 from .scheduling import placement_scorer
 from .settings import OperatorSettings
@@ -44,6 +45,7 @@ class Controllers:
     inventories: Inventories
     claims: Claims
     sandboxes: SandboxReconciler
+    finalizer: SandboxFinalizer
     hosts: HostProber
     pools: PoolFiller
     nodes: NodeHosts
@@ -58,98 +60,149 @@ class Controllers:
     def build(
         cls, settings: OperatorSettings, kube: Kube, clock: Clock | None = None
     ) -> Controllers:
-        clock = clock or SystemClock()
-        backoff = Backoff(settings.retry_delay_seconds, 30.0)
-        grace = Grace(settings.not_ready_after_seconds, settings.lost_after_seconds)
-        agents = AgentRegistry(kube.read_secret, settings.agent_timeout_seconds)
-        index = ClusterIndex(clock.monotonic)
-        inventories = Inventories()
-        claims = Claims(index.sandboxes, clock.monotonic)
-        events = KopfEvents(
-            EventBudget(settings.event_rate_per_second, settings.event_burst, clock.monotonic)
-        )
-        policy = PlacementPolicy(
-            placement_scorer(settings.distance_weight),
-            settings.memory_overcommit,
-            Locator(settings.geoip_database),
-        )
-        sandboxes = SandboxReconciler(
-            api=kube,
-            agents=agents,
-            index=index,
-            inventories=inventories,
-            claims=claims,
-            policy=policy,
-            events=events,
-            clock=clock,
-            timings=SandboxTimings(
-                backoff=backoff,
-                unschedulable_retry=settings.unschedulable_retry_seconds,
-                usage_every=settings.usage_write_seconds,
-                grace=grace,
-            ),
-        )
-
-        async def reconcile_again(namespace: str, name: str) -> None:
-            """A Sandbox the probe found drifted or back: read afresh, reconciled."""
-            try:
-                fresh = await kube.get_sandbox(namespace, name)
-            except NotFound:
-                return
-            if not fresh["metadata"].get("deletionTimestamp"):
-                await sandboxes.reconcile(fresh)
-
-        hosts = HostProber(
-            api=kube,
-            agents=agents,
-            index=index,
-            claims=claims,
-            reconcile_sandbox=reconcile_again,
-            events=events,
-            clock=clock,
-            timings=ProbeTimings(
-                grace=grace,
-                heartbeat_every=settings.heartbeat_write_seconds,
-                usage_every=settings.usage_write_seconds,
-                orphan_grace=settings.orphan_grace_seconds,
-            ),
-        )
-        pools = PoolFiller(
-            api=kube,
-            agents=agents,
-            index=index,
-            inventories=inventories,
-            claims=claims,
-            policy=policy,
-            clock=clock,
-            timings=PoolTimings(
-                fill_parallelism=settings.pool_fill_parallelism,
-                refill_delay=settings.pool_refill_delay_seconds,
-                refill_floor=settings.pool_refill_floor,
-                status_interval=settings.pool_status_interval_seconds,
-                refresh_every=settings.pool_refresh_seconds,
-                agent_timeout=settings.agent_timeout_seconds,
-            ),
-        )
+        shared = _Shared.of(settings, kube, clock or SystemClock())
+        sandboxes = _sandboxes(shared)
         return cls(
             settings=settings,
             kube=kube,
-            agents=agents,
-            index=index,
-            inventories=inventories,
-            claims=claims,
+            agents=shared.agents,
+            index=shared.index,
+            inventories=shared.inventories,
+            claims=shared.claims,
             sandboxes=sandboxes,
-            hosts=hosts,
-            pools=pools,
-            nodes=NodeHosts(kube, index, NodeAgents.of(settings)),
-            claim_at_admission=ClaimAtAdmission(
-                index, inventories, claims, policy, clock, settings.admission_claim_seconds
+            finalizer=SandboxFinalizer(
+                kube,
+                shared.agents,
+                shared.index,
+                shared.events,
+                shared.clock,
+                shared.backoff,
+                shared.grace,
             ),
-            queue=WorkQueue(backoff),
-            clock=clock,
+            hosts=_hosts(shared, sandboxes),
+            pools=_pools(shared),
+            nodes=NodeHosts(kube, shared.index, NodeAgents.of(settings)),
+            claim_at_admission=ClaimAtAdmission(
+                shared.index,
+                shared.inventories,
+                shared.claims,
+                shared.policy,
+                shared.clock,
+                settings.admission_claim_seconds,
+            ),
+            queue=WorkQueue(shared.backoff),
+            clock=shared.clock,
         )
 
     async def close(self) -> None:
         await self.queue.close()
         await self.agents.close()
         await self.kube.close()
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What several reconcilers are given, made once."""
+
+    settings: OperatorSettings
+    kube: Kube
+    clock: Clock
+    backoff: Backoff
+    grace: Grace
+    agents: AgentRegistry
+    index: ClusterIndex
+    inventories: Inventories
+    claims: Claims
+    events: KopfEvents
+    policy: PlacementPolicy
+
+    @classmethod
+    def of(cls, settings: OperatorSettings, kube: Kube, clock: Clock) -> _Shared:
+        index = ClusterIndex(clock.monotonic)
+        budget = EventBudget(settings.event_rate_per_second, settings.event_burst, clock.monotonic)
+        return cls(
+            settings=settings,
+            kube=kube,
+            clock=clock,
+            backoff=Backoff(settings.retry_delay_seconds, 30.0),
+            grace=Grace(settings.not_ready_after_seconds, settings.lost_after_seconds),
+            agents=AgentRegistry(kube.read_secret, settings.agent_timeout_seconds),
+            index=index,
+            inventories=Inventories(),
+            claims=Claims(index.sandboxes, clock.monotonic),
+            events=KopfEvents(budget),
+            policy=PlacementPolicy(
+                placement_scorer(settings.distance_weight),
+                settings.memory_overcommit,
+                Locator(settings.geoip_database),
+            ),
+        )
+
+
+def _sandboxes(shared: _Shared) -> SandboxReconciler:
+    settings = shared.settings
+    return SandboxReconciler(
+        api=shared.kube,
+        agents=shared.agents,
+        index=shared.index,
+        inventories=shared.inventories,
+        claims=shared.claims,
+        policy=shared.policy,
+        events=shared.events,
+        clock=shared.clock,
+        timings=SandboxTimings(
+            backoff=shared.backoff,
+            unschedulable_retry=settings.unschedulable_retry_seconds,
+            usage_every=settings.usage_write_seconds,
+        ),
+    )
+
+
+def _hosts(shared: _Shared, sandboxes: SandboxReconciler) -> HostProber:
+    kube, settings = shared.kube, shared.settings
+
+    async def reconcile_again(namespace: str, name: str) -> None:
+        """A Sandbox the probe found drifted or back: read afresh, reconciled."""
+        try:
+            fresh = await kube.get_sandbox(namespace, name)
+        except NotFound:
+            return
+        if not fresh["metadata"].get("deletionTimestamp"):
+            await sandboxes.reconcile(fresh)
+
+    return HostProber(
+        api=kube,
+        agents=shared.agents,
+        index=shared.index,
+        claims=shared.claims,
+        reconcile_sandbox=reconcile_again,
+        events=shared.events,
+        clock=shared.clock,
+        timings=ProbeTimings(
+            grace=shared.grace,
+            heartbeat_every=settings.heartbeat_write_seconds,
+            usage_every=settings.usage_write_seconds,
+            orphan_grace=settings.orphan_grace_seconds,
+        ),
+    )
+
+
+def _pools(shared: _Shared) -> PoolFiller:
+    settings = shared.settings
+    return PoolFiller(
+        api=shared.kube,
+        agents=shared.agents,
+        index=shared.index,
+        inventories=shared.inventories,
+        claims=shared.claims,
+        policy=shared.policy,
+        clock=shared.clock,
+        timings=PoolTimings(
+            fill_parallelism=settings.pool_fill_parallelism,
+            refill_delay=settings.pool_refill_delay_seconds,
+            refill_floor=settings.pool_refill_floor,
+            status_interval=settings.pool_status_interval_seconds,
+            refresh_every=settings.pool_refresh_seconds,
+            agent_timeout=settings.agent_timeout_seconds,
+        ),
+    )

@@ -159,7 +159,7 @@ async def sandbox_event(type: str | None, body: kopf.Body, uid: str, memo: Any, 
         queue.forget(uid)
         if FINALIZER in (meta.get("finalizers") or []) and uid not in controllers.finalizing:
             task = asyncio.create_task(
-                sandboxes.finalize_and_release(dict(body)), name=f"finalize {uid}"
+                controllers.finalizer.finalize_and_release(dict(body)), name=f"finalize {uid}"
             )
             controllers.finalizing[uid] = task
             task.add_done_callback(lambda _: controllers.finalizing.pop(uid, None))

@@ -1,7 +1,8 @@
 """Sandbox reconciliation, in kubebuilder's order every time.
 
-load -> (being deleted: finalize) -> observe (the recorded placement, or a new one recorded
-before the agent hears of it) -> act on the child (one idempotent PUT of the container) ->
+load -> (being deleted: tuxio.operator.sandbox_finalizer) -> observe (the recorded placement,
+or a new one recorded before the agent hears of it) -> act on the child (one idempotent PUT of
+the container) ->
 status from pure functions (tuxio.operator.sandbox_status) -> write only what changed, in one
 patch. Every step can be interrupted: the decision lives in the API, the PUT is idempotent, so
 running it again after a crash converges to the same single container.
@@ -26,18 +27,17 @@ from .agentclient import AgentClient, AgentRejected, AgentUnreachable
 from .agents import AgentRegistry, CredentialsMissing
 from .backoff import Backoff
 from .claims import Claims
-from .conditions import SCHEDULED, Reason, find_condition, status_changes
+from .conditions import SCHEDULED, Reason, find_condition
 from .containers import container_spec
 from .errors import RequeueAfter, TerminalError
 from .events import EventSink
-from .host_status import Grace, host_lost
 from .index import ClusterIndex
 from .inventory import Inventories
 from .kube import ApiError, Kube, NotFound
 from .labels import ASSIGNMENT, FINALIZER, SANDBOX_UID
-from .models import SandboxSpec
 from .placement import ADOPT_IF_MATCH, Assignment, PlacementPolicy, Want, place
-from .records import HostRecord, PoolInfo, assignment_of
+from .records import HostRecord, PoolInfo
+from .sandbox_state import Loaded, StatusWriter
 from .sandbox_status import (
     Problem,
     expires_at,
@@ -45,7 +45,7 @@ from .sandbox_status import (
     running_status,
 )
 
-__all__ = ["ContainerTaken", "SandboxReconciler", "SandboxTimings", "StatusWriter"]
+__all__ = ["ContainerTaken", "SandboxReconciler", "SandboxTimings", "first_put"]
 
 log = logging.getLogger(__name__)
 
@@ -57,89 +57,12 @@ class SandboxTimings:
     backoff: Backoff
     unschedulable_retry: float
     usage_every: float
-    grace: Grace
     inventory_wait: float = 5.0  # how long a claim waits for a pool's inventory after a start
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """One Sandbox as the API had it when this reconciliation began (immutable)."""
-
-    uid: str
-    namespace: str
-    name: str
-    generation: int
-    created: str
-    spec: SandboxSpec
-    body: Mapping[str, Any]
-    recorded: Mapping[str, Any]  # the placement as recorded: status, else the annotation
-
-    @classmethod
-    def of(cls, body: Mapping[str, Any]) -> Loaded:
-        meta = body["metadata"]
-        return cls(
-            uid=meta["uid"],
-            namespace=meta["namespace"],
-            name=meta["name"],
-            generation=int(meta.get("generation") or 0),
-            created=meta["creationTimestamp"],
-            spec=SandboxSpec.model_validate(body.get("spec") or {}),
-            body=body,
-            recorded=assignment_of(body),
-        )
-
-    @property
-    def status(self) -> Mapping[str, Any]:
-        return self.body.get("status") or {}
-
-    @property
-    def finalizers(self) -> tuple[str, ...]:
-        return tuple(self.body["metadata"].get("finalizers") or ())
-
-    @property
-    def placed(self) -> bool:
-        """Whether status records the placement (else it is being placed)."""
-        return bool(self.status.get("host"))
 
 
 class ContainerTaken(Exception):
     """The container a placement names belongs to another Sandbox (a warm container another
     claim won), or a claimed one is gone: place again."""
-
-
-class StatusWriter:
-    """A Sandbox's status as the API has it, and the decided fields not written yet.
-
-    `write` sends only the fields that differ from what the API has, together with the
-    pending decision (one status write for a new Sandbox: the decision's fields with the
-    agent's answer)."""
-
-    def __init__(self, api: Kube, namespace: str, name: str, current: Mapping[str, Any]):
-        self.api = api
-        self.namespace = namespace
-        self.name = name
-        self.written: dict[str, Any] = dict(current)
-        self.pending: dict[str, Any] = {}
-
-    @property
-    def wanted(self) -> dict[str, Any]:
-        """The status as it will be once the pending fields are written."""
-        return {**self.written, **self.pending}
-
-    def decide(self, fields: Mapping[str, Any]) -> None:
-        self.pending.update(fields)
-
-    async def write(self, new: Mapping[str, Any], with_pending: bool = True) -> None:
-        changes = status_changes(self.wanted, new)
-        if with_pending:
-            for key, value in self.pending.items():
-                changes.setdefault(key, value)
-        if not changes:
-            return
-        await self.api.patch_sandbox_status(self.namespace, self.name, changes)
-        self.written.update(changes)
-        if with_pending:
-            self.pending.clear()
 
 
 class _Spans:
@@ -400,66 +323,6 @@ class SandboxReconciler:
             scheduled = find_condition(status.get("conditions"), SCHEDULED)
             message += f"; {scheduled.get('reason')}: {scheduled.get('message')}"
         self.events.normal(sandbox.body, str(status["phase"]), message)
-
-    # ----- deletion ----------------------------------------------------------------------
-
-    async def finalize(self, body: Mapping[str, Any], failures: int = 0) -> None:
-        """Deletion: destroy the container, unless its host is gone for good."""
-        meta, recorded = body["metadata"], assignment_of(body)
-        self.index.assumed.forget(meta["uid"])
-        host_name, container = recorded.get("host"), recorded.get("containerName")
-        if not host_name or not container:
-            return
-        host = self.index.hosts.get(host_name)
-        if host is None:
-            message = f"SandboxHost {host_name} is gone; nothing to destroy"
-            self.events.normal(body, Reason.HOST_GONE, message)
-            return
-        if host_lost(host, self.timings.grace, self.clock.now()):
-            message = f"{host_name} is lost; its container is left to the orphan sweep"
-            self.events.warning(body, Reason.HOST_LOST, message)
-            return
-        try:
-            agent = await self.agents.client(host)
-            await agent.delete(container)
-        except (AgentUnreachable, CredentialsMissing) as exc:
-            raise RequeueAfter(
-                f"cannot reach {host_name} to destroy {container}: {exc}",
-                self.timings.backoff.delay(failures),
-            ) from None
-        except AgentRejected as exc:
-            self.events.warning(body, Reason.AGENT_REJECTED, str(exc))
-            return
-        self.events.normal(body, Reason.DELETED, f"container {container} destroyed on {host_name}")
-
-    async def finalize_and_release(self, body: Mapping[str, Any]) -> None:
-        """Destroy a deleted Sandbox's container, retrying with backoff until that is done or
-        no longer possible, then drop FINALIZER so the API server lets the Sandbox go."""
-        meta = body["metadata"]
-        failures = 0
-        while True:
-            try:
-                await self.finalize(body, failures)
-                await self.api.remove_sandbox_finalizer(
-                    meta["namespace"], meta["name"], meta["uid"], FINALIZER
-                )
-                return
-            except RequeueAfter as exc:
-                delay = exc.delay
-                log.warning(
-                    "%s/%s: %s; again in %.1fs", meta["namespace"], meta["name"], exc, delay
-                )
-            except Exception as exc:
-                delay = self.timings.backoff.delay(failures)
-                log.warning(
-                    "%s/%s: finalizing failed: %r; again in %.1fs",
-                    meta["namespace"],
-                    meta["name"],
-                    exc,
-                    delay,
-                )
-            await asyncio.sleep(delay)
-            failures += 1
 
 
 async def first_put(

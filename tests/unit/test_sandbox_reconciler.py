@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 
 from tests.unit.fakes import AT, SANDBOX_PATH, World, container, sandbox, world
+from tuxio.operator.backoff import Backoff
 from tuxio.operator.errors import RequeueAfter, TerminalError
 from tuxio.operator.labels import ASSIGNMENT, FINALIZER
 from tuxio.operator.placement import ADOPT_IF_MATCH
 from tuxio.operator.pool_models import SandboxPoolSpec
 from tuxio.operator.records import PoolInfo
+from tuxio.operator.sandbox_finalizer import SandboxFinalizer
 from tuxio.operator.sandbox_reconciler import SandboxReconciler, SandboxTimings
 
 SECRET = ("GET", "/api/v1/namespaces/tuxio-system/secrets/agent")
@@ -41,9 +43,14 @@ def reconciler(w: World) -> SandboxReconciler:
             backoff=w.backoff,
             unschedulable_retry=5.0,
             usage_every=30.0,
-            grace=w.grace,
             inventory_wait=0.01,
         ),
+    )
+
+
+def finalizer(w: World, backoff: Backoff | None = None) -> SandboxFinalizer:
+    return SandboxFinalizer(
+        w.kube, w.agents, w.index, w.events, w.clock, backoff or w.backoff, w.grace
     )
 
 
@@ -326,14 +333,14 @@ def deleted(status: dict[str, Any] | None = None) -> dict[str, Any]:
 
 async def test_finalize_destroys_the_container(w: World) -> None:
     w.add_host("h1")
-    await reconciler(w).finalize(deleted())
+    await finalizer(w).finalize(deleted())
     assert w.agent.calls() == [("DELETE", "/v1/containers/c1")]
     assert w.events.posted == [("Normal", "Deleted", "container c1 destroyed on h1", "s1")]
 
 
 async def test_finalize_leaves_a_lost_hosts_container_to_the_sweep(w: World) -> None:
     w.add_host("h1", ready=False, heartbeat="2026-03-01T11:58:00Z")  # 120 s: past both graces
-    await reconciler(w).finalize(deleted())
+    await finalizer(w).finalize(deleted())
     assert w.agent.seen == []
     assert w.events.posted[0][:2] == ("Warning", "HostLost")
 
@@ -342,7 +349,7 @@ async def test_finalize_waits_for_a_host_silent_within_its_graces(w: World) -> N
     w.add_host("h1", ready=False, heartbeat="2026-03-01T11:59:00Z")  # 60 s: NotReady, not lost
     w.agent.fail("DELETE", "/v1/containers/c1", 503)
     with pytest.raises(RequeueAfter) as caught:
-        await reconciler(w).finalize(deleted(), failures=1)
+        await finalizer(w).finalize(deleted(), failures=1)
     assert caught.value.delay == 4.0
     assert w.agent.calls() == [("DELETE", "/v1/containers/c1")]
 
@@ -352,7 +359,7 @@ async def test_finalize_and_release_drops_only_our_finalizer(w: World) -> None:
     body = deleted()
     body["metadata"]["resourceVersion"] = "9"
     w.api.sandboxes[f"{SANDBOX_PATH}/s1"] = body
-    await reconciler(w).finalize_and_release(body)
+    await finalizer(w).finalize_and_release(body)
     assert w.agent.calls() == [("DELETE", "/v1/containers/c1")]
     get, patch = w.api.seen[-2:]
     assert get.call == ("GET", f"{SANDBOX_PATH}/s1")
@@ -365,13 +372,7 @@ async def test_finalize_and_release_retries_until_done(w: World) -> None:
     body = deleted()
     w.api.sandboxes[f"{SANDBOX_PATH}/s1"] = body
     w.agent.fail("DELETE", "/v1/containers/c1", 503)
-    fast = reconciler(w)
-    fast.timings = SandboxTimings(
-        backoff=type(w.backoff)(first=0.01),
-        unschedulable_retry=5.0,
-        usage_every=30.0,
-        grace=w.grace,
-    )
+    fast = finalizer(w, Backoff(first=0.01))
     await fast.finalize_and_release(body)
     assert w.agent.calls() == [("DELETE", "/v1/containers/c1")] * 2
     assert w.api.calls()[-1] == ("PATCH", f"{SANDBOX_PATH}/s1")
