@@ -28,10 +28,10 @@ from .diffbase import LeanStatusDiffBase
 from .errors import RequeueAfter, TerminalError
 from .kube import Kube, NotFound, load_client
 from .labels import FINALIZER, KOPF_FINALIZER
-from .models import GROUP, VERSION
+from .models import GROUP, VERSION, SandboxSpec
 from .pool_models import SandboxPoolSpec
 from .records import PoolInfo, host_record, placed_of
-from .sandbox_status import needs_reconcile
+from .sandbox_status import expires_at, needs_reconcile
 from .settings import OperatorSettings
 
 # Read at import: kopf takes timer intervals when the handlers are declared.
@@ -196,8 +196,10 @@ async def sandbox_expiry(
 ) -> None:
     """Delete the sandbox when its lifetime is over (one sleeping coroutine per sandbox)."""
     controllers: Controllers = memo.controllers
-    created = parse_time(str(meta["creationTimestamp"]))
-    due = created.timestamp() + int(spec["lifetime"]["ttlSeconds"])
+    expires = expires_at(str(meta["creationTimestamp"]), SandboxSpec.model_validate(dict(spec)))
+    if expires is None:
+        return
+    due = parse_time(expires).timestamp()
     while not stopped:
         left = due - controllers.clock.now().timestamp()
         if left <= 0:
