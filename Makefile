@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: deps lint typecheck-tree test test-unit test-agent test-e2e demo demo-agent bench bench-agent \
-	bench-operator bench-pool bench-placement bench-probe openapi crds cluster-up cluster-down kind-up kind-down clean
+	bench-operator bench-pool bench-placement bench-probe bench-kube-client openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -57,7 +57,7 @@ kind-up:
 kind-down:
 	@hack/kind-down.sh
 
-bench: bench-agent bench-operator bench-pool bench-placement bench-probe
+bench: bench-agent bench-operator bench-pool bench-placement bench-probe bench-kube-client
 
 openapi: deps
 	$(PY) hack/render-openapi.py
@@ -79,6 +79,9 @@ bench-placement: deps
 
 bench-probe: deps
 	$(PY) bench/probe_bench.py --out bench/results/probe.json
+
+bench-kube-client: deps
+	$(PY) bench/kube_client_bench.py --out bench/results/kube-client.json
 
 clean:
 	rm -rf .build .pytest_cache .mypy_cache .ruff_cache
