@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: deps lint typecheck-tree test test-slow test-unit test-agent test-e2e demo demo-agent bench bench-agent \
-	bench-operator bench-pool bench-placement openapi crds cluster-up cluster-down kind-up kind-down clean
+	bench-operator bench-pool bench-placement bench-probe bench-kube-client openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -19,6 +19,7 @@ lint: deps typecheck-tree
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy -p tuxio.common -p tuxio.nodeagent -p tuxio.operator -p tuxio.gateway -p tuxio.client -p tuxio.web
+	PYTHONPATH=.build/typecheck $(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/hadolint operator/Dockerfile nodeagent/Dockerfile
 	$(VENV)/bin/shellcheck -x -P SCRIPTDIR hack/*.sh hack/lib/*.sh .ci/run
 
@@ -63,7 +64,7 @@ kind-up:
 kind-down:
 	@hack/kind-down.sh
 
-bench: bench-agent bench-operator bench-pool bench-placement
+bench: bench-agent bench-operator bench-pool bench-placement bench-probe bench-kube-client
 
 openapi: deps
 	$(PY) hack/render-openapi.py
@@ -82,6 +83,12 @@ bench-pool: deps
 
 bench-placement: deps
 	$(PY) bench/placement_bench.py --out bench/results/placement.json
+
+bench-probe: deps
+	$(PY) bench/probe_bench.py --out bench/results/probe.json
+
+bench-kube-client: deps
+	$(PY) bench/kube_client_bench.py --out bench/results/kube-client.json
 
 clean:
 	rm -rf .build .pytest_cache .mypy_cache .ruff_cache

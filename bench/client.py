@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-__all__ = ["ClaimRun", "LeanClient", "run_claims"]
+__all__ = ["ClaimRun", "LeanClient", "floor_round", "run_claims"]
 
 GROUP, VERSION = "tux.io", "v1alpha1"
 
@@ -68,6 +68,17 @@ class LeanClient:
         ) as response:
             if response.status != 201:
                 raise SystemExit(f"create failed: {response.status} {await response.text()}")
+            await response.read()
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        assert self.session is not None
+        async with self.session.patch(
+            self.url(namespace, name) + "/status",
+            data=json.dumps({"status": status}).encode(),
+            headers={"Content-Type": "application/merge-patch+json"},
+        ) as response:
+            if response.status != 200:
+                raise SystemExit(f"status patch failed: {response.status} {await response.text()}")
             await response.read()
 
     async def wait_pool_ready(self, namespace: str, name: str, replicas: int) -> float:
@@ -201,6 +212,68 @@ class ClaimRun:
 
     def latencies_ms(self) -> list[float]:
         return [(self.ready_at[n] - t) * 1000 for n, t in self.sent.items()]
+
+
+# What a Sandbox's status becomes once Ready (the operator's status write, in size and shape).
+_READY_STATUS: dict[str, Any] = {
+    "phase": "Running",
+    "host": "floor",
+    "containerName": "floor",
+    "template": "busybox",
+    "cpuset": "1",
+    "observedGeneration": 1,
+    "conditions": [
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "Running",
+            "message": "the container runs with its limits in force",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }
+    ],
+}
+
+
+async def floor_round(
+    kubeconfig: Path, namespace: str, count: int, parallel: int
+) -> dict[str, Any]:
+    """The floor of a claim on this API server: `count` bare creates of a Sandbox, each
+    followed by one status patch, `parallel` at a time (closed loop), with no operator.
+    Returns the latency of a create plus its patch (ms) and the rate."""
+    latencies: list[float] = []
+    prefix = f"f{time.time_ns() % 10**8}"
+    queue = [f"{prefix}-{i}" for i in range(count)]
+    spec = {"template": "busybox"}
+    async with LeanClient(kubeconfig) as client:
+
+        async def worker() -> None:
+            while queue:
+                name = queue.pop(0)
+                body = {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "Sandbox",
+                    "metadata": {"name": name},
+                    "spec": spec,
+                }
+                started = time.perf_counter()
+                await client.create(namespace, body)
+                await client.patch_status(namespace, name, _READY_STATUS)
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        started = time.time()
+        await asyncio.gather(*(worker() for _ in range(parallel)))
+        wall = time.time() - started
+    ordered = sorted(latencies)
+    return {
+        "count": count,
+        "parallelism": parallel,
+        "latencyMs": {
+            "p50": round(ordered[len(ordered) // 2], 1),
+            "p90": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 1),
+            "p99": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1),
+        },
+        "perSecond": round(count / wall, 1),
+    }
 
 
 def run_claims(

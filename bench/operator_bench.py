@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from client import run_claims
 from stack import Stack, speed_probe
+
+from client import run_claims
 
 SPEC = {"template": "busybox", "resources": {"cpus": 1, "memory": "64Mi", "pids": 64}}
 TIMING = re.compile(
@@ -54,7 +55,9 @@ def run_round(stack: Stack, count: int, parallel: int) -> dict[str, Any]:
     names = [f"s{i}" for i in range(count)]
 
     # A closed loop: `parallel` clients, each creating its next Sandbox once the last is Ready.
+    cpu_before = stack.cpu()
     watched, wall = run_claims(stack.kubeconfig, namespace, names, SPEC, parallel)
+    cpu = stack.cpu_ms_per(cpu_before, count)
     missing = [n for n in names if n not in watched.ready_at]
     if missing:
         raise SystemExit(f"{len(missing)} sandboxes never became Ready, e.g. {missing[:3]}")
@@ -90,6 +93,7 @@ def run_round(stack: Stack, count: int, parallel: int) -> dict[str, Any]:
         "parallelism": parallel,
         "createToReadyMs": pct(end_to_end),
         "sandboxesPerSecond": round(count / wall, 1),
+        "cpuMsPerSandbox": cpu,
         "breakdownMs": {
             "apiWrite": pct(api),
             "operatorPickup": pct(pickup),
@@ -98,6 +102,18 @@ def run_round(stack: Stack, count: int, parallel: int) -> dict[str, Any]:
             "statusWrite": pct(status),
             "watchDelivery": pct(watch_lag),
         },
+    }
+
+
+def against_floor(result: dict[str, Any], floor: dict[str, Any], latency: str, rate: str) -> None:
+    """Latency and rate as ratios to the floor measured in the same run (bare create plus one
+    status patch at the same parallelism): machines here differ 2-4x in speed, a ratio does not."""
+    bare = floor[f"parallelism{result['parallelism']}"]
+    result["vsFloor"] = {
+        "p50LatencyRatio": round(result[latency]["p50"] / bare["latencyMs"]["p50"], 2),
+        "rateRatio": round(result[rate] / bare["perSecond"], 2),
+        "floorP50Ms": bare["latencyMs"]["p50"],
+        "floorPerSecond": bare["perSecond"],
     }
 
 
@@ -110,10 +126,13 @@ def main() -> int:
     )
     args = parser.parse_args()
     probe_before = speed_probe()
-    with Stack() as stack:
+    with Stack(measure_floor=True) as stack:
         run_round(stack, 5, 1)  # warm-up: caches, connections, the page cache of the template
         sequential = run_round(stack, args.count, 1)
         parallel = run_round(stack, args.parallel_count, 20)
+        floor = stack.floor
+    for result in (sequential, parallel):
+        against_floor(result, floor, "createToReadyMs", "sandboxesPerSecond")
     document = {
         "benchmark": "Sandbox create to Ready, cold (busybox): "
         "real API server, operator, agent and LXC",
@@ -127,6 +146,7 @@ def main() -> int:
         },
         "spec": SPEC,
         "target": {"coldP50Ms": 250},
+        "floor": floor,
         "rounds": [sequential, parallel],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +161,7 @@ def main() -> int:
         )
         parts = ", ".join(f"{k} {v['p50']}" for k, v in result["breakdownMs"].items())
         print(f"  p50 breakdown (ms): {parts}")
+        print(f"  vs floor: {result['vsFloor']}; CPU ms per sandbox: {result['cpuMsPerSandbox']}")
     print(f"\nwritten to {args.out}")
     return 0
 

@@ -27,9 +27,19 @@ from operator_bench import pct
 from stack import speed_probe
 
 from tuxio.operator.geo import GeoPoint, Locator
-from tuxio.operator.pools import PoolState, Warm
-from tuxio.operator.runtime import AssumeCache, Ledger, Placed, Runtime
-from tuxio.operator.scheduling import Decision, HostView, Request, choose_host
+from tuxio.operator.index import ClusterIndex
+from tuxio.operator.inventory import Inventories, Warm
+from tuxio.operator.placement import allocations
+from tuxio.operator.records import Placed
+from tuxio.operator.scheduling import (
+    Allocation,
+    Decision,
+    HostView,
+    Request,
+    Tally,
+    choose_host,
+    placement_scorer,
+)
 from tuxio.operator.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,15 +63,16 @@ def simulated_hosts(rng: random.Random, count: int) -> list[HostView]:
     ]
 
 
-def simulated_runtime(rng: random.Random, hosts: list[HostView], sandboxes: int) -> Runtime:
-    settings = OperatorSettings()
-    runtime = Runtime(settings=settings, kube=None, agents=None)  # type: ignore[arg-type]
-    runtime.ledger = Ledger()
-    runtime.assumed = AssumeCache()
+def simulated_cluster(
+    rng: random.Random, hosts: list[HostView], sandboxes: int
+) -> tuple[ClusterIndex, Inventories]:
+    index, inventories = ClusterIndex(time.monotonic), Inventories()
     for i in range(sandboxes):
         host = hosts[rng.randrange(len(hosts))].name
-        runtime.ledger.set(
+        index.set_sandbox(
             f"uid-{i}",
+            f"ns-{i % 50}",
+            f"sbx-{i}",
             Placed(
                 uid=f"uid-{i}",
                 namespace=f"ns-{i % 50}",
@@ -78,15 +89,20 @@ def simulated_runtime(rng: random.Random, hosts: list[HostView], sandboxes: int)
             ),
         )
     for p in range(10):  # 10 pools of 30 warm containers
-        state = PoolState(uid=f"pool-{p}", namespace="ns", name=f"pool-{p}")
+        state = inventories.open(f"pool-{p}", "ns", f"pool-{p}")
         for w in range(30):
             name = f"pool-{p}-{w}"
             host = hosts[rng.randrange(len(hosts))].name
             state.warm[name] = Warm(name, host, "busybox", "hash", True, 256 << 20, 1)
-        runtime.pools[state.uid] = state
     for i in range(20):  # decisions written but not yet back through the watch
-        runtime.assumed.assume(f"assumed-{i}", hosts[i].name, 256 << 20, 1)
-    return runtime
+        index.assumed.assume(f"assumed-{i}", hosts[i].name, Allocation.of(256 << 20, 1))
+    return index, inventories
+
+
+def warm_containers(inventories: Inventories) -> int:
+    tally = Tally()
+    inventories.count_into(tally)
+    return sum(a.sandboxes for a in tally.totals().values())
 
 
 def public_addresses(rng: random.Random, count: int) -> list[str]:
@@ -111,19 +127,20 @@ def main() -> int:
         [str(ROOT / "hack" / "fetch-geolite2.sh")], capture_output=True, text=True, check=True
     ).stdout.strip()
     hosts = simulated_hosts(rng, args.hosts)
-    runtime = simulated_runtime(rng, hosts, args.sandboxes)
-    runtime.locator = Locator(Path(database), cache_size=args.decisions * 2)
-    scorer = runtime.scorer
-    overcommit = runtime.settings.memory_overcommit
+    index, inventories = simulated_cluster(rng, hosts, args.sandboxes)
+    locator = Locator(Path(database), cache_size=args.decisions * 2)
+    settings = OperatorSettings()
+    scorer = placement_scorer(settings.distance_weight)
+    overcommit = settings.memory_overcommit
     addresses = public_addresses(rng, args.decisions)  # all distinct: every lookup a cache miss
 
     lookup, view, choose, total = [], [], [], []
     kinds: dict[str, int] = {}
     for i in range(args.decisions):
         started = time.perf_counter()
-        located = runtime.locator.locate(addresses[i])
+        located = locator.locate(addresses[i])
         t1 = time.perf_counter()
-        allocations = runtime.allocations()
+        used = allocations(index, inventories)
         t2 = time.perf_counter()
         request = Request(
             template="busybox",
@@ -131,9 +148,7 @@ def main() -> int:
             memory_bytes=256 << 20,
             client=located if isinstance(located, GeoPoint) else None,
         )
-        decision = choose_host(
-            hosts, allocations, request, scorer=scorer, memory_overcommit=overcommit
-        )
+        decision = choose_host(hosts, used, request, scorer=scorer, memory_overcommit=overcommit)
         t3 = time.perf_counter()
         assert isinstance(decision, Decision), decision
         kinds[decision.kind] = kinds.get(decision.kind, 0) + 1
@@ -155,8 +170,8 @@ def main() -> int:
             "speedProbeMs": speed_probe(),
         },
         "hosts": args.hosts,
-        "sandboxes": len(runtime.ledger),
-        "warmContainers": sum(len(s.warm) for s in runtime.pools.values()),
+        "sandboxes": len(index.ledger),
+        "warmContainers": warm_containers(inventories),
         "decisions": args.decisions,
         "decisionKinds": kinds,
         "targetMs": 1.0,

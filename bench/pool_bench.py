@@ -27,9 +27,10 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from client import ClaimRun, LeanClient, run_claims
 from operator_bench import pct
 from stack import BIN, GROUP, VERSION, Stack, speed_probe
+
+from client import ClaimRun, LeanClient, run_claims
 
 RESOURCES = {"cpus": 1, "memory": "64Mi", "pids": 64}
 TIMING = re.compile(
@@ -79,7 +80,9 @@ def claims(
     prefix = uuid.uuid4().hex[:4]
     names = [f"c{prefix}-{i}" for i in range(count)]
 
+    cpu_before = stack.cpu()
     watched, wall = run_claims(stack.kubeconfig, namespace, names, spec, parallel, closed_loop)
+    cpu = stack.cpu_ms_per(cpu_before, count)
     latencies = watched.latencies_ms()
     if len(latencies) < count:
         raise SystemExit(
@@ -92,7 +95,18 @@ def claims(
         "perSecond": round(count / wall, 1),
         "warm": warm,
         "cold": count - warm,
+        # CPU per claim, by process (operator, agent, API server, etcd): robust to a busy
+        # machine where wall-clock latencies are not.
+        "cpuMsPerClaim": cpu,
     }
+    floor = stack.floor.get(f"parallelism{parallel}")
+    if floor and closed_loop:
+        result["vsFloor"] = {
+            "p50LatencyRatio": round(result["latencyMs"]["p50"] / floor["latencyMs"]["p50"], 2),
+            "rateRatio": round(result["perSecond"] / floor["perSecond"], 2),
+            "floorP50Ms": floor["latencyMs"]["p50"],
+            "floorPerSecond": floor["perSecond"],
+        }
     if parallel == 1 and closed_loop:
         result["breakdownMs"] = breakdown(stack, namespace, watched, names)
     return result
@@ -179,10 +193,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results/pool.json"))
     parser.add_argument("--claims", type=int, default=50)
     parser.add_argument("--skip-debian", action="store_true", help="leave out the debian rounds")
+    parser.add_argument(
+        "--skip-fill", action="store_true", help="leave out the fill rounds (0 -> 100, 0 -> 300)"
+    )
     args = parser.parse_args()
     results: dict[str, Any] = {}
     probe_before = speed_probe()
-    with Stack(operator_env={"TUXIO_OPERATOR_POOL_REFRESH_SECONDS": "30"}) as stack:
+    with Stack(
+        operator_env={"TUXIO_OPERATOR_POOL_REFRESH_SECONDS": "30"}, measure_floor=True
+    ) as stack:
+        results["floor"] = stack.floor
         if not args.skip_debian:
             subprocess.run(
                 [
@@ -213,7 +233,7 @@ def main() -> int:
         claims(stack, namespace, "warmup", 10, 1)
         cleanup(stack, namespace)
 
-        for replicas in (100, 300):
+        for replicas in () if args.skip_fill else (100, 300):
             namespace = fresh_namespace(stack)
             results[f"fill0To{replicas}Seconds"] = round(
                 make_pool(stack, namespace, "fill", replicas), 2
@@ -284,12 +304,20 @@ def main() -> int:
     plot(curves, args.out.with_suffix(".png"))
     print(f"\n{'round':<22}{'n':>5}{'p50 ms':>9}{'p90':>8}{'p99':>8}{'per s':>8}{'warm':>6}")
     for key, value in results.items():
-        if isinstance(value, dict):
+        if key == "floor":
+            for round_, bare in value.items():
+                lat = bare["latencyMs"]
+                print(
+                    f"{'floor ' + round_:<22}{bare['count']:>5}{lat['p50']:>9}{lat['p90']:>8}"
+                    f"{lat['p99']:>8}{bare['perSecond']:>8}"
+                )
+        elif isinstance(value, dict):
             lat = value["latencyMs"]
             print(
                 f"{key:<22}{lat['n']:>5}{lat['p50']:>9}{lat['p90']:>8}{lat['p99']:>8}"
                 f"{value['perSecond']:>8}{value['warm']:>6}"
             )
+            print(f"  CPU ms per claim: {value['cpuMsPerClaim']}; vs floor: {value.get('vsFloor')}")
         else:
             print(f"{key:<22}{value:>9}")
     print(f"\nwritten to {args.out} and {args.out.with_suffix('.png')}")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -49,23 +51,51 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise SystemExit(f"{url} did not answer")
 
 
+def free_port() -> int:
+    """A free loopback port: other engineers' benchmarks may run on this machine at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+CLUSTER_DIR = Path(os.environ.get("TUXIO_CLUSTER_DIR", "/var/tmp/tuxio-cluster"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (from /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def control_plane_pid(name: str) -> int:
+    return int((CLUSTER_DIR / "run" / f"{name}.pid").read_text().strip())
+
+
 class Stack:
-    """Start with `with Stack(...) as stack:`; everything is stopped and removed on exit."""
+    """Start with `with Stack(...) as stack:`; everything is stopped and removed on exit.
+
+    With `measure_floor`, the floor is measured before the operator starts (same API server,
+    same run, no operator): bare creates of Sandboxes plus one status patch each, at
+    parallelism 1 and 20 (`self.floor`)."""
 
     def __init__(
         self,
-        agent_port: int = 7493,
-        operator_port: int = 18093,
+        agent_port: int | None = None,
+        operator_port: int | None = None,
         operator_env: dict[str, str] | None = None,
+        measure_floor: bool = False,
+        host_endpoint: str | None = None,
     ) -> None:
-        self.agent_port = agent_port
-        self.operator_port = operator_port
+        self.agent_port = agent_port or free_port()
+        self.operator_port = operator_port or free_port()
+        self.webhook_port = free_port()
         self.operator_env = operator_env or {}
+        self.measure_floor = measure_floor
+        self.host_endpoint = host_endpoint
+        self.floor: dict[str, Any] = {}
         self.data_dir = Path(tempfile.mkdtemp(prefix="tuxio-bench-", dir="/var/tmp"))
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.kubeconfig = (
-            Path(os.environ.get("TUXIO_CLUSTER_DIR", "/var/tmp/tuxio-cluster")) / "kubeconfig"
-        )
+        self.kubeconfig = CLUSTER_DIR / "kubeconfig"
         self.kubectl_bin = ""
 
     def kubectl(self, *args: str, stdin: str | None = None) -> str:
@@ -131,13 +161,15 @@ class Stack:
                 "kind": "SandboxHost",
                 "metadata": {"name": "bench"},
                 "spec": {
-                    "endpoint": f"http://127.0.0.1:{self.agent_port}",
+                    "endpoint": self.host_endpoint or f"http://127.0.0.1:{self.agent_port}",
                     "credentialsSecretRef": {"name": "bench-agent", "namespace": "tuxio-system"},
                 },
             },
         ]
         self.kubectl("apply", "-f", "-", stdin="\n".join(json.dumps(m) for m in manifests))
-        webhook_port = self.operator_port + 1
+        if self.measure_floor:
+            self.floor = self._floor()
+        webhook_port = self.webhook_port
         env = {
             "KUBECONFIG": str(self.kubeconfig),
             # Claims at admission: the API server calls the operator's webhook on loopback.
@@ -165,6 +197,40 @@ class Stack:
         self.api = kubernetes.client.ApiClient(configuration)
         self.custom = kubernetes.client.CustomObjectsApi(self.api)
         return self
+
+    def _floor(self) -> dict[str, Any]:
+        """Bare creates plus one status patch each, no operator: what a claim cannot beat."""
+        from client import floor_round
+
+        self.kubectl("create", "namespace", "bench-floor")
+        try:
+            asyncio.run(floor_round(self.kubeconfig, "bench-floor", 5, 1))  # warm-up
+            rounds = {}
+            for count, parallel in ((50, 1), (100, 20)):
+                before = self.cpu()
+                result = asyncio.run(floor_round(self.kubeconfig, "bench-floor", count, parallel))
+                result["cpuMsPerOp"] = self.cpu_ms_per(before, count)
+                rounds[f"parallelism{parallel}"] = result
+            return rounds
+        finally:
+            self.kubectl("delete", "namespace", "bench-floor", "--wait=false")
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each process of the stack that is running."""
+        pids = {
+            "etcd": control_plane_pid("etcd"),
+            "apiserver": control_plane_pid("kube-apiserver"),
+        }
+        for name, proc in zip(("agent", "operator"), self.procs, strict=False):
+            pids[name] = proc.pid
+        return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def cpu_ms_per(self, before: dict[str, float], count: int) -> dict[str, float]:
+        """CPU milliseconds per operation since `before`, per process and in all."""
+        after = self.cpu()
+        spent = {k: (after[k] - before[k]) * 1000 / count for k in before}
+        spent["total"] = sum(spent.values())
+        return {k: round(v, 2) for k, v in spent.items()}
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         log = (self.data_dir / f"{name}.log").open("wb")

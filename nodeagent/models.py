@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from .quantity import QUANTITY_PATTERN, parse_bytes
+from tuxio.common.quantity import QUANTITY_PATTERN, parse_bytes
 
 __all__ = [
     "MIN_MEMORY_BYTES",

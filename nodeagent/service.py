@@ -15,12 +15,13 @@ import os
 import resource
 import shutil
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast, get_args
+
+from tuxio.common.locks import KeyedLocks
 
 from . import __version__
 from .cgroups import CgroupDriver, CgroupFiles, CgroupLimits, CgroupReading, ControllerMissing
@@ -60,7 +61,7 @@ from .records import (
 )
 from .templates import Template, TemplateStore
 
-__all__ = ["ANY", "ContainerService", "NameLocks"]
+__all__ = ["ANY", "ContainerService"]
 
 log = logging.getLogger(__name__)
 
@@ -69,27 +70,6 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _RLIMITS = {"nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC}
 # In a precondition: any existing container matches (If-Match: *).
 ANY = "*"
-
-
-class NameLocks:
-    """One asyncio lock per container name: same name serialised, different names parallel."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._users: Counter[str] = Counter()
-
-    @contextlib.asynccontextmanager
-    async def hold(self, name: str) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(name, asyncio.Lock())
-        self._users[name] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._users[name] -= 1
-            if not self._users[name]:
-                del self._users[name]
-                del self._locks[name]
 
 
 @dataclass(frozen=True)
@@ -127,7 +107,8 @@ class ContainerService:
         self.can_raise_rlimits = has_capability(CAP_SYS_RESOURCE)
         # Without CAP_SYS_RESOURCE, LXC cannot give a container more than the agent's own.
         self.rlimit_ceiling = {key: resource.getrlimit(which)[1] for key, which in _RLIMITS.items()}
-        self.locks = NameLocks()
+        # Requests for one container are serialised, different containers run in parallel.
+        self.locks = KeyedLocks()
         # A cache of the records on disk, rebuilt from them at start-up.
         self.records: dict[str, ContainerRecord] = {}
         # Containers still on all shared cores, with the PID of their init.

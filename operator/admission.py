@@ -33,13 +33,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from kubernetes.client.exceptions import ApiException
 
 from tuxio.nodeagent.tls import make_self_signed
 
-from .kube import Kube, NotFound
+from .kube import Conflict, Kube, NotFound
+from .labels import ASSIGNMENT, FINALIZER
 from .models import GROUP, VERSION
-from .runtime import ASSIGNMENT, FINALIZER
 from .settings import OperatorSettings
 
 __all__ = [
@@ -249,7 +248,5 @@ async def remove_webhook_configuration(kube: Kube, resource_version: str) -> Non
         await kube.delete_mutating_webhook_configuration(CONFIGURATION, resource_version)
     except NotFound:
         return
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
+    except Conflict:
         log.info("webhook %s was rewritten by another run: left in place", CONFIGURATION)

@@ -14,16 +14,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from .models import (
-    GROUP,
-    VERSION,
-    SandboxHostSpec,
-    SandboxHostStatus,
-    SandboxPoolSpec,
-    SandboxPoolStatus,
-    SandboxSpec,
-    SandboxStatus,
-)
+from .host_models import SandboxHostSpec, SandboxHostStatus
+from .models import GROUP, VERSION, SandboxSpec, SandboxStatus
+from .pool_models import SandboxPoolSpec, SandboxPoolStatus
 
 __all__ = ["KINDS", "CrdKind", "render_all", "render_crd", "structural"]
 

@@ -5,7 +5,12 @@ recorded before the agent is told, the status of a Sandbox) and the reads kopf d
 (Secrets, a Sandbox read back). The calls on every claim's path (a Sandbox's status, the
 decision patch) go over aiohttp, as kopf's own do, with the official client's credentials:
 that client is synchronous, each call a thread hand-off and milliseconds of CPU. The others
-use the official client in a worker thread.
+use the official client in a worker thread. kubernetes_asyncio, the maintained async client,
+was measured against `AsyncApi` on the claim path and costs twice its CPU per status patch
+(docs/benchmarks.md, bench/kube_client_bench.py), so the claim path keeps this one.
+
+Every failure is one of this module's errors, carrying the server's status and message:
+`NotFound` (404), `Conflict` (409), or `ApiError` for any other.
 """
 
 from __future__ import annotations
@@ -25,13 +30,35 @@ from kubernetes.client.exceptions import ApiException
 
 from .models import GROUP, VERSION
 
-__all__ = ["AsyncApi", "Kube", "NotFound", "load_client"]
+__all__ = ["ApiError", "AsyncApi", "Conflict", "Kube", "NotFound", "load_client"]
 
 log = logging.getLogger(__name__)
 
 
-class NotFound(LookupError):
+class ApiError(Exception):
+    """The API server refused a request: its HTTP status and its message."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class NotFound(ApiError, LookupError):
     """The object does not exist (any more)."""
+
+
+class Conflict(ApiError):
+    """A precondition failed (resourceVersion, uid): someone changed the object."""
+
+
+def api_error(status: int, reason: str) -> ApiError:
+    """The error for an answer with this status."""
+    if status == 404:
+        return NotFound(status, reason)
+    if status == 409:
+        return Conflict(status, reason)
+    return ApiError(status, reason)
 
 
 def load_client(pool_size: int = 32) -> kubernetes.client.ApiClient:
@@ -97,12 +124,12 @@ class AsyncApi:
         return headers
 
     async def patch(self, path: str, body: Any, content_type: str) -> dict[str, Any]:
-        """PATCH `path`; 404 is NotFound, any other error an ApiException with the server's
-        answer, as the official client raises it. A 401 is tried once more with credentials
-        read afresh (a service account's token rotates)."""
+        """PATCH `path`; a refusal is an ApiError (NotFound, Conflict) with the server's
+        answer. A 401 is tried once more with credentials read afresh (a service account's
+        token rotates)."""
         try:
             return await self._patch(path, body, content_type)
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status != 401:
                 raise
         self._auth_at = float("-inf")
@@ -117,10 +144,8 @@ class AsyncApi:
             server_hostname=getattr(self.configuration, "tls_server_name", None) or None,
         ) as response:
             text = await response.text()
-            if response.status == 404:
-                raise NotFound(response.reason or "Not Found")
             if response.status >= 400:
-                raise ApiException(status=response.status, reason=f"{response.reason}: {text}")
+                raise api_error(response.status, f"{response.reason}: {text}")
             answer: dict[str, Any] = json.loads(text)
             return answer
 
@@ -136,7 +161,7 @@ def _sandbox_path(namespace: str, name: str, subresource: str = "") -> str:
 
 
 class Kube:
-    """Thin async wrappers; errors other than 404 propagate as ApiException."""
+    """Thin async wrappers; every refusal is an ApiError."""
 
     def __init__(self, client: kubernetes.client.ApiClient, workers: int = 32) -> None:
         self.http = AsyncApi(client.configuration)
@@ -150,9 +175,7 @@ class Kube:
         try:
             return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
         except ApiException as exc:
-            if exc.status == 404:
-                raise NotFound(str(exc.reason)) from None
-            raise
+            raise api_error(int(exc.status or 0), str(exc.reason)) from None
 
     async def _object(
         self, fn: Any, namespace: str, plural: str, name: str, *args: Any, **kwargs: Any
@@ -180,7 +203,7 @@ class Kube:
         `annotations`. A JSON patch that tests the uid first (never a namesake made since),
         then sets the finalizer list it was given plus ours: the same whole-list write kopf
         makes for its own finalizers. The API server refuses new finalizers on an object
-        being deleted, which surfaces as an ApiException (422)."""
+        being deleted, which surfaces as an ApiError (422)."""
         ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]}]
         if annotations and meta.get("annotations"):
             for key, value in annotations.items():
@@ -226,10 +249,9 @@ class Kube:
                 return
             except NotFound:
                 return
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-        raise RuntimeError(f"{namespace}/{name}: finalizers kept changing; {finalizer} stays")
+            except Conflict:
+                continue
+        raise Conflict(409, f"{namespace}/{name}: finalizers kept changing; {finalizer} stays")
 
     async def get_sandbox(self, namespace: str, name: str) -> dict[str, Any]:
         found: dict[str, Any] = await self._object(
@@ -249,6 +271,10 @@ class Kube:
             name,
             body=options,
         )
+
+    async def close(self) -> None:
+        await self.http.close()
+        self._pool.shutdown(wait=False)
 
     async def patch_pool_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
         return await self._object(
@@ -280,6 +306,30 @@ class Kube:
             preconditions=kubernetes.client.V1Preconditions(resource_version=resource_version)
         )
         await self._call(self.admission.delete_mutating_webhook_configuration, name, body=options)
+
+    async def apply_host(self, host: dict[str, Any], field_manager: str) -> None:
+        """Server-side apply of a SandboxHost (created if missing): only its fields in `host`
+        become `field_manager`'s; the rest stays whoever's it is."""
+        await self._call(
+            self.custom.patch_cluster_custom_object,
+            GROUP,
+            VERSION,
+            "sandboxhosts",
+            host["metadata"]["name"],
+            host,
+            field_manager=field_manager,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+
+    async def delete_host(self, name: str) -> None:
+        """Delete a SandboxHost; one that is gone already is no error."""
+        try:
+            await self._call(
+                self.custom.delete_cluster_custom_object, GROUP, VERSION, "sandboxhosts", name
+            )
+        except NotFound:
+            return
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         """The Secret's data, decoded."""

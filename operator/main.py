@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from . import handlers  # registers the handlers with kopf
-    from .nodes import register
+    from .node_handlers import register
     from .settings import OperatorSettings
 
     del handlers

@@ -3,38 +3,35 @@
 Every field carries its description (it becomes `kubectl explain` text), its validation and its
 default right here; rules that span fields are CEL `x-kubernetes-validations` next to the model
 they constrain. `tuxio.operator.crdgen` turns these models into structural CRD schemas, and the
-operator parses what it reads from the API server with the same models.
+operator parses what it reads from the API server with the same models. This module holds the
+Sandbox and the building blocks the three kinds share; `pool_models` and `host_models` the
+other two kinds.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from kubernetes.utils import parse_quantity
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
+from tuxio.common.quantity import QUANTITY_PATTERN, parse_quantity
+
 __all__ = [
     "API_VERSION",
+    "DNS_LABEL",
+    "EMPTY_DEFAULT",
     "GROUP",
     "VERSION",
-    "AgentCredentials",
+    "ApiModel",
     "Condition",
-    "HostAllocation",
-    "HostCapacity",
-    "HostLocation",
+    "Conditions",
     "NetworkSpec",
     "Placement",
     "PlacementStatus",
-    "PoolPlacement",
     "PoolRef",
     "Resources",
-    "SandboxHostSpec",
-    "SandboxHostStatus",
     "SandboxLifetime",
-    "SandboxPoolSpec",
-    "SandboxPoolStatus",
     "SandboxSpec",
     "SandboxStatus",
     "SandboxUsage",
@@ -46,10 +43,9 @@ GROUP = "tux.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 # Object fields default to {} so that the defaults of their own fields apply when omitted.
-_EMPTY_DEFAULT: dict[str, Any] = {"default": {}}
-_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
+EMPTY_DEFAULT: dict[str, Any] = {"default": {}}
 
 
 def _quantity(description: str) -> Any:
@@ -58,7 +54,7 @@ def _quantity(description: str) -> Any:
         {
             "x-kubernetes-int-or-string": True,
             "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "pattern": _QUANTITY,
+            "pattern": QUANTITY_PATTERN,
             # Bounded, so the API server can bound the cost of the CEL rules that parse it.
             "maxLength": 32,
             "description": description,
@@ -70,23 +66,23 @@ Quantity = int | str
 
 
 def bytes_of(value: Quantity) -> int:
-    """A memory quantity in bytes ('256Mi' -> 268435456)."""
+    """A memory quantity in bytes ('256Mi' -> 268435456; a fraction of a byte is dropped)."""
     return int(parse_quantity(value))
 
 
 def cores_of(value: Quantity) -> float:
     """A CPU quantity in cores ('500m' -> 0.5)."""
-    return float(Decimal(parse_quantity(value)))
+    return float(parse_quantity(value))
 
 
-class _Model(BaseModel):
+class ApiModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
 # ----- shared ----------------------------------------------------------------------------
 
 
-class Condition(_Model):
+class Condition(ApiModel):
     """The state of one aspect of an object, as Kubernetes conditions are everywhere."""
 
     type: str = Field(description="Condition type, e.g. Ready or Scheduled.")
@@ -110,7 +106,7 @@ Conditions = Annotated[
 ]
 
 
-class Resources(_Model):
+class Resources(ApiModel):
     """What one sandbox may use, enforced through cgroups and rlimits on its host."""
 
     model_config = ConfigDict(
@@ -169,7 +165,7 @@ class Resources(_Model):
     ] = None
 
 
-class NetworkSpec(_Model):
+class NetworkSpec(ApiModel):
     """Network of the sandbox: none unless asked."""
 
     model_config = ConfigDict(
@@ -193,7 +189,7 @@ class NetworkSpec(_Model):
     )
 
 
-class Placement(_Model):
+class Placement(ApiModel):
     """Where a sandbox may run, and who it is for."""
 
     client_ip: str | None = Field(
@@ -217,26 +213,7 @@ class Placement(_Model):
     )
 
 
-class PoolPlacement(_Model):
-    """Where a pool keeps its warm containers."""
-
-    regions: list[Annotated[str, Field(max_length=63)]] | None = Field(
-        None,
-        max_length=64,
-        description="Only hosts in these regions (location.region); unset: any region.",
-        json_schema_extra={"x-kubernetes-list-type": "set"},
-    )
-    spread: Literal["Regions", "None"] = Field(
-        "Regions",
-        description="Regions: warm containers are spread evenly over the regions that have a "
-        "host that fits, so visitors everywhere find one near them. None: by load alone.",
-    )
-    host_selector: dict[str, str] | None = Field(
-        None, description="Only hosts (SandboxHost objects) with all these labels."
-    )
-
-
-class PlacementStatus(_Model):
+class PlacementStatus(ApiModel):
     """How the host was chosen."""
 
     reason: Literal["Nearest", "Region", "Load"] = Field(
@@ -255,13 +232,13 @@ class PlacementStatus(_Model):
 # ----- Sandbox -----------------------------------------------------------------------------
 
 
-class PoolRef(_Model):
+class PoolRef(ApiModel):
     """A SandboxPool in the same namespace to take a warm container from."""
 
-    name: str = Field(pattern=_DNS_LABEL, max_length=63, description="Name of the SandboxPool.")
+    name: str = Field(pattern=DNS_LABEL, max_length=63, description="Name of the SandboxPool.")
 
 
-class SandboxLifetime(_Model):
+class SandboxLifetime(ApiModel):
     """How long a sandbox lives."""
 
     ttl_seconds: int | None = Field(
@@ -272,7 +249,7 @@ class SandboxLifetime(_Model):
     )
 
 
-class SandboxSpec(_Model):
+class SandboxSpec(ApiModel):
     """The desired state of a Sandbox: one disposable, boxed-in Linux container."""
 
     model_config = ConfigDict(
@@ -302,7 +279,7 @@ class SandboxSpec(_Model):
 
     template: str | None = Field(
         None,
-        pattern=_DNS_LABEL,
+        pattern=DNS_LABEL,
         max_length=63,
         description="Template (base root filesystem) to clone, e.g. busybox or debian. Immutable.",
     )
@@ -313,22 +290,22 @@ class SandboxSpec(_Model):
         default_factory=Resources,
         description="Limits enforced on the container: cores, CPU burst and quota, memory, "
         "memory+swap, pids, nofile and nproc.",
-        json_schema_extra=_EMPTY_DEFAULT,
+        json_schema_extra=EMPTY_DEFAULT,
     )
     lifetime: SandboxLifetime = Field(
         default_factory=SandboxLifetime,
         description="How long the sandbox lives.",
-        json_schema_extra=_EMPTY_DEFAULT,
+        json_schema_extra=EMPTY_DEFAULT,
     )
     placement: Placement = Field(
         default_factory=Placement,
         description="Constraints on the host it runs on.",
-        json_schema_extra=_EMPTY_DEFAULT,
+        json_schema_extra=EMPTY_DEFAULT,
     )
     network: NetworkSpec = Field(
         default_factory=NetworkSpec,
         description="Network of the container: none unless asked. Immutable.",
-        json_schema_extra=_EMPTY_DEFAULT,
+        json_schema_extra=EMPTY_DEFAULT,
     )
     state: Literal["Running", "Stopped"] = Field("Running", description="Run or stop it.")
     restart_policy: Literal["Always", "Never"] = Field(
@@ -343,7 +320,7 @@ Phase = Literal[
 ]
 
 
-class SandboxUsage(_Model):
+class SandboxUsage(ApiModel):
     """Resource use, as the host's agent last reported it."""
 
     cpu_seconds: float = Field(description="CPU time used since start.")
@@ -354,7 +331,7 @@ class SandboxUsage(_Model):
     )
 
 
-class SandboxStatus(_Model):
+class SandboxStatus(ApiModel):
     """The observed state of a Sandbox."""
 
     phase: Phase | None = Field(None, description="Where the sandbox is in its life.")
@@ -384,132 +361,3 @@ class SandboxStatus(_Model):
         default_factory=list, description="Scheduled and Ready, with reasons."
     )
     usage: SandboxUsage | None = Field(None, description="Resource use.")
-
-
-# ----- SandboxPool -------------------------------------------------------------------------
-
-
-class SandboxPoolSpec(_Model):
-    """Warm containers of one template and set of limits, ready to be claimed."""
-
-    replicas: int = Field(0, ge=0, le=10000, description="Warm containers to keep ready.")
-    template: str = Field(
-        pattern=_DNS_LABEL, max_length=63, description="Template of the warm containers."
-    )
-    resources: Resources = Field(
-        default_factory=Resources,
-        description="Limits of the warm containers (a claiming Sandbox may change them).",
-        json_schema_extra=_EMPTY_DEFAULT,
-    )
-    placement: PoolPlacement = Field(
-        default_factory=PoolPlacement,
-        description="The hosts that keep them: regions to pin them to, spread over regions.",
-        json_schema_extra=_EMPTY_DEFAULT,
-    )
-
-
-class SandboxPoolStatus(_Model):
-    """The observed state of a SandboxPool."""
-
-    replicas: int = Field(0, description="Warm containers that exist or are being made.")
-    ready_replicas: int = Field(0, description="Warm containers running and ready to claim.")
-    selector: str | None = Field(None, description="Label selector of its containers.")
-    observed_generation: int | None = Field(None, description="Generation this reflects.")
-    conditions: Conditions = Field(default_factory=list, description="Ready, with reasons.")
-    last_handled_configuration: str | None = Field(
-        None,
-        description="The spec (and labels and annotations) the operator last acted on, as "
-        "JSON: its change detection, written with the status it led to.",
-    )
-
-
-# ----- SandboxHost -------------------------------------------------------------------------
-
-
-class AgentCredentials(_Model):
-    """Where the agent's bearer token (and optionally its CA) are kept."""
-
-    name: str = Field(max_length=253, description="Name of the Secret.")
-    namespace: str = Field(max_length=63, description="Namespace of the Secret.")
-    token_key: str = Field("token", description="Key of the bearer token in the Secret.")
-    ca_key: str | None = Field(
-        None, description="Key of a PEM CA bundle to verify the agent's TLS certificate."
-    )
-
-
-class HostLocation(_Model):
-    """Where the host is."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "has(self.latitude) == has(self.longitude)",
-                    "message": "set both latitude and longitude, or neither",
-                }
-            ]
-        }
-    )
-
-    latitude: float | None = Field(None, ge=-90, le=90, description="Degrees north.")
-    longitude: float | None = Field(None, ge=-180, le=180, description="Degrees east.")
-    region: str | None = Field(None, max_length=63, description="A region name, e.g. eu-west.")
-
-
-class SandboxHostSpec(_Model):
-    """An LXC host running the tuxio node agent."""
-
-    endpoint: str = Field(
-        pattern=r"^https?://[^\s/]+(:[0-9]+)?/?$",
-        description="Base URL of the agent, e.g. https://host1.example.org:7443.",
-    )
-    credentials_secret_ref: AgentCredentials = Field(description="The agent's token.")
-    location: HostLocation = Field(
-        default_factory=HostLocation,
-        description="Where the host is, for placement near visitors.",
-        json_schema_extra=_EMPTY_DEFAULT,
-    )
-    unschedulable: bool = Field(False, description="True: no new sandboxes are placed here.")
-    max_sandboxes: int | None = Field(
-        None, ge=0, description="Cap on sandboxes on this host; unset means no cap."
-    )
-
-
-class HostCapacity(_Model):
-    """What the host offers, as its agent reports it."""
-
-    cpus: int = Field(description="Cores the agent may use.")
-    shared_cpus: int = Field(description="Cores handed out to sandboxes.")
-    memory_bytes: int = Field(description="Host memory.")
-    memory_available_bytes: int = Field(description="Memory available now.")
-
-
-class HostAllocation(_Model):
-    """What the scheduler has placed on the host."""
-
-    sandboxes: int = Field(description="Sandboxes scheduled to this host.")
-    memory_bytes: int = Field(description="Sum of their memory limits.")
-    containers: int = Field(description="Containers the agent reports.")
-    running: int = Field(description="Of those, running.")
-
-
-class SandboxHostStatus(_Model):
-    """The observed state of a SandboxHost."""
-
-    capacity: HostCapacity | None = Field(None, description="What the host offers.")
-    allocation: HostAllocation | None = Field(None, description="What is placed on it.")
-    templates: list[str] = Field(default_factory=list, description="Templates present.")
-    agent_version: str | None = Field(None, description="Version of its agent.")
-    cgroup_version: int | None = Field(None, description="cgroup version of the host.")
-    load: float | None = Field(None, description="1-minute load average.")
-    heartbeat: str | None = Field(
-        None,
-        description="When the agent last answered.",
-        json_schema_extra={"format": "date-time"},
-    )
-    conditions: Conditions = Field(default_factory=list, description="Ready, with reasons.")
-    last_handled_configuration: str | None = Field(
-        None,
-        description="The spec (and labels and annotations) the operator last acted on, as "
-        "JSON: its change detection, written with the status it led to.",
-    )

@@ -7,45 +7,36 @@ Secret), keeps it in step with the node (a cordoned node is an unschedulable hos
 region is the host's), and deletes it when the label or the Node goes. Hosts registered by
 hand (without the tux.io/node label) are never touched.
 
-Off unless TUXIO_OPERATOR_NODE_HOSTS is set: `register` adds the handlers to kopf only then,
-so an operator without it neither watches Nodes nor needs the right to.
+Off unless TUXIO_OPERATOR_NODE_HOSTS is set: tuxio.operator.node_handlers adds its handlers
+to kopf only then, so an operator without it neither watches Nodes nor needs the right to.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import kopf
-import kubernetes
-from kubernetes.client.exceptions import ApiException
-
+from .index import ClusterIndex
+from .kube import Kube
+from .labels import LXC_HOST_LABEL, MANAGED_BY, NODE_LABEL, OPERATOR, REGION_LABEL
 from .models import GROUP, VERSION
-from .pools import MANAGED_BY, OPERATOR
-from .runtime import HostRecord, Runtime
+from .records import HostRecord
 from .settings import OperatorSettings
 
 __all__ = [
-    "LXC_HOST_LABEL",
-    "NODE_LABEL",
     "NodeAgents",
+    "NodeHosts",
     "differs",
     "host_for_node",
     "node_address",
-    "register",
     "wants_host",
 ]
 
 log = logging.getLogger(__name__)
 
-LXC_HOST_LABEL = "tux.io/lxc-host"
-# On a SandboxHost: the node it was registered for (and so, that it is ours to change).
-NODE_LABEL = "tux.io/node"
-REGION_LABEL = "topology.kubernetes.io/region"
 FIELD_MANAGER = "tuxio-operator-nodes"
 
 
@@ -156,110 +147,54 @@ def _registered_for(record: HostRecord | None, node: str) -> bool:
     return record is not None and record.view.labels.get(NODE_LABEL) == node
 
 
-class _Hosts:
-    """The two writes: apply a node's SandboxHost, delete it."""
+class NodeHosts:
+    """Keeps a SandboxHost for every Node that should have one (see the module)."""
 
-    def __init__(self, rt: Runtime) -> None:
-        self.custom: kubernetes.client.CustomObjectsApi = rt.kube.custom
+    def __init__(self, api: Kube, index: ClusterIndex, agents: NodeAgents) -> None:
+        self.api = api
+        self.index = index
+        self.agents = agents
+        # The SandboxHost each Node should have (None: none), fed with every Node event.
+        self._wanted: dict[str, dict[str, Any] | None] = {}
 
-    async def apply(self, host: Mapping[str, Any]) -> None:
-        await asyncio.to_thread(
-            self.custom.patch_cluster_custom_object,
-            GROUP,
-            VERSION,
-            "sandboxhosts",
-            host["metadata"]["name"],
-            dict(host),
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type="application/apply-patch+yaml",
-        )
+    def want(self, node: str, body: Mapping[str, Any] | None) -> None:
+        """Record what `node` (None: deleted) asks for."""
+        if body is None:
+            self._wanted.pop(node, None)
+        else:
+            self._wanted[node] = host_for_node(body, self.agents)
 
-    async def delete(self, name: str) -> None:
-        try:
-            await asyncio.to_thread(
-                self.custom.delete_cluster_custom_object, GROUP, VERSION, "sandboxhosts", name
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+    async def node_changed(self, node: str, body: Mapping[str, Any] | None) -> None:
+        """Any event of any Node (also the initial listing; None: the Node was deleted):
+        bring its SandboxHost in line."""
+        self.want(node, body)
+        current = self.index.hosts.get(node)
+        desired = self._wanted.get(node)
+        if desired is None:
+            if _registered_for(current, node):
+                log.info("node %s is no LXC host (any more): deleting its SandboxHost", node)
+                await self.api.delete_host(node)
+            return
+        if current is not None and not _registered_for(current, node):
+            log.warning("SandboxHost %s was not registered for this node: left alone", node)
+            return
+        if differs(desired, current):
+            log.info("registering SandboxHost %s at %s", node, desired["spec"]["endpoint"])
+            await self.api.apply_host(desired, FIELD_MANAGER)
 
+    async def host_changed(self, name: str, node: str, deleted: bool, deleting: bool) -> None:
+        """Any event of a registered host (also the initial listing, so after a restart too):
+        a host whose Node is gone or no LXC host any more is deleted; a host deleted for good
+        while its Node still wants one is registered again.
 
-def _hosts(kwargs: Mapping[str, Any]) -> dict[str, HostRecord]:
-    index: kopf.Index[str, HostRecord] = kwargs["host_index"]
-    return {name: next(iter(store)) for name, store in index.items() if store}
-
-
-async def node_changed(
-    type: str | None,
-    name: str,
-    body: kopf.Body,
-    memo: Any,
-    logger: kopf.Logger,
-    **kwargs: Any,
-) -> None:
-    """Any event of any Node (also the initial listing): bring its SandboxHost in line."""
-    rt: Runtime = memo.runtime
-    current = _hosts(kwargs).get(name)
-    desired = None if type == "DELETED" else host_for_node(body, NodeAgents.of(rt.settings))
-    if desired is None:
-        if _registered_for(current, name):
-            logger.info("node %s is no LXC host (any more): deleting its SandboxHost", name)
-            await _Hosts(rt).delete(name)
-        return
-    if current is not None and not _registered_for(current, name):
-        logger.warning("SandboxHost %s was not registered for this node: left alone", name)
-        return
-    if differs(desired, current):
-        logger.info("registering SandboxHost %s at %s", name, desired["spec"]["endpoint"])
-        await _Hosts(rt).apply(desired)
-
-
-async def node_index(name: str, body: kopf.Body, memo: Any, **_: Any) -> dict[str, Any]:
-    """The SandboxHost each Node should have (None: none), for the handler below."""
-    return {name: host_for_node(body, NodeAgents.of(memo.runtime.settings))}
-
-
-def _wanted(kwargs: Mapping[str, Any], node: str) -> dict[str, Any] | None:
-    nodes: kopf.Index[str, dict[str, Any] | None] = kwargs["node_index"]
-    return next((host for host in nodes.get(node, []) if host), None)
-
-
-async def node_host_event(
-    type: str | None,
-    name: str,
-    labels: kopf.Labels,
-    meta: kopf.Meta,
-    memo: Any,
-    logger: kopf.Logger,
-    **kwargs: Any,
-) -> None:
-    """Any event of a registered host (also the initial listing, so after a restart too):
-    a host whose Node is gone or no LXC host any more is deleted; a host deleted for good
-    while its Node still wants one is registered again.
-
-    The second case is also how a Node deleted and made again under its name gets its host
-    back: the new Node's events find the old host still being deleted, and leave it to this.
-    """
-    node = labels[NODE_LABEL]
-    desired = _wanted(kwargs, node)
-    if type == "DELETED":
-        if desired is not None:
-            logger.info("SandboxHost of node %s was deleted: registering it again", node)
-            await _Hosts(memo.runtime).apply(desired)
-    elif desired is None and not meta.get("deletionTimestamp"):
-        logger.info("node %s is gone or no LXC host: deleting its SandboxHost", node)
-        await _Hosts(memo.runtime).delete(name)
-
-
-def register(settings: OperatorSettings) -> bool:
-    """Add the handlers above to kopf when node registration is on; whether it is."""
-    if not settings.node_hosts:
-        return False
-    kopf.on.event("", "v1", "nodes")(node_changed)
-    kopf.index("", "v1", "nodes")(node_index)
-    # An event handler, not a timer: a timer that deletes its own object waits on itself.
-    kopf.on.event(GROUP, VERSION, "sandboxhosts", labels={NODE_LABEL: kopf.PRESENT})(
-        node_host_event
-    )
-    return True
+        The second case is also how a Node deleted and made again under its name gets its
+        host back: the new Node's events find the old host still being deleted, and leave it
+        to this."""
+        desired = self._wanted.get(node)
+        if deleted:
+            if desired is not None:
+                log.info("SandboxHost of node %s was deleted: registering it again", node)
+                await self.api.apply_host(desired, FIELD_MANAGER)
+        elif desired is None and not deleting:
+            log.info("node %s is gone or no LXC host: deleting its SandboxHost", node)
+            await self.api.delete_host(name)

@@ -13,17 +13,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Literal
 
 from .geo import GeoPoint, haversine_km
 
 __all__ = [
+    "CAPACITY",
     "HALF_CIRCUMFERENCE_KM",
     "Allocation",
+    "Cause",
     "Decision",
     "HostView",
+    "Rejection",
     "Request",
     "Scorer",
+    "Tally",
     "Unschedulable",
     "choose_host",
     "distance_km",
@@ -54,11 +59,30 @@ class HostView:
 
 @dataclass(frozen=True)
 class Allocation:
-    """What is already placed on a host."""
+    """What is already placed on a host: the one place its three numbers are added up."""
 
     sandboxes: int = 0
     memory_bytes: int = 0
     cpus: int = 0
+
+    def __add__(self, other: Allocation) -> Allocation:
+        return Allocation(
+            self.sandboxes + other.sandboxes,
+            self.memory_bytes + other.memory_bytes,
+            self.cpus + other.cpus,
+        )
+
+    def __sub__(self, other: Allocation) -> Allocation:
+        return Allocation(
+            self.sandboxes - other.sandboxes,
+            self.memory_bytes - other.memory_bytes,
+            self.cpus - other.cpus,
+        )
+
+    @staticmethod
+    def of(memory_bytes: int, cpus: int) -> Allocation:
+        """One sandbox (or warm container) with these limits."""
+        return Allocation(1, memory_bytes, cpus)
 
 
 @dataclass(frozen=True)
@@ -85,11 +109,67 @@ class Decision:
     distance_km: float | None = None
 
 
+class Tally:
+    """Allocations per host, added up in place: a decision adds up hundreds of warm
+    containers, and an Allocation made for each would cost more than the decision itself."""
+
+    def __init__(self, start: Mapping[str, Allocation] | None = None) -> None:
+        self._sums: dict[str, list[int]] = {
+            host: [a.sandboxes, a.memory_bytes, a.cpus] for host, a in (start or {}).items()
+        }
+
+    def add(self, host: str, memory_bytes: int, cpus: int, sandboxes: int = 1) -> None:
+        found = self._sums.get(host)
+        if found is None:
+            self._sums[host] = [sandboxes, memory_bytes, cpus]
+        else:
+            found[0] += sandboxes
+            found[1] += memory_bytes
+            found[2] += cpus
+
+    def totals(self) -> dict[str, Allocation]:
+        return {host: Allocation(*sums) for host, sums in self._sums.items()}
+
+
+class Cause(Enum):
+    """Why a host cannot take a request, as a type (the words are in `Rejection.text`)."""
+
+    NOT_READY = "not ready"
+    UNSCHEDULABLE = "unschedulable"
+    NO_TEMPLATE = "no template"
+    OUTSIDE_REGION = "outside region"
+    NOT_SELECTED = "not selected"
+    FEW_CORES = "too few cores"
+    MAX_SANDBOXES = "at maxSandboxes"
+    NO_MEMORY = "out of memory"
+
+
+# The causes that room on a host (not its kind) would remove.
+CAPACITY = frozenset({Cause.FEW_CORES, Cause.MAX_SANDBOXES, Cause.NO_MEMORY})
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why one host cannot take a request: its cause and the words for people."""
+
+    cause: Cause
+    text: str
+
+
+_NOT_READY = Rejection(Cause.NOT_READY, "not Ready")
+_UNSCHEDULABLE = Rejection(Cause.UNSCHEDULABLE, "unschedulable")
+_NOT_SELECTED = Rejection(Cause.NOT_SELECTED, "not matching hostSelector")
+_MAX_SANDBOXES = Rejection(Cause.MAX_SANDBOXES, "at maxSandboxes")
+_NO_MEMORY = Rejection(Cause.NO_MEMORY, "out of memory")
+
+
 @dataclass(frozen=True)
 class Unschedulable:
-    """No host fits; `reasons` counts why each host was left out."""
+    """No host fits; `reasons` counts why each host was left out (in words), `causes` are
+    the causes among them."""
 
     reasons: dict[str, int]
+    causes: frozenset[Cause] = frozenset()
 
     @property
     def message(self) -> str:
@@ -104,24 +184,25 @@ Scorer = Callable[[HostView, Allocation, Request], float]
 
 def reject_reason(
     host: HostView, used: Allocation, request: Request, memory_overcommit: float
-) -> str | None:
+) -> Rejection | None:
     """Why `host` cannot take the request, or None when it can."""
     if not host.ready:
-        return "not Ready"
+        return _NOT_READY
     if host.unschedulable:
-        return "unschedulable"
+        return _UNSCHEDULABLE
     if request.template not in host.templates:
-        return f"without template {request.template}"
+        return Rejection(Cause.NO_TEMPLATE, f"without template {request.template}")
     if request.regions and host.region not in request.regions:
-        return f"outside region {', '.join(sorted(request.regions))}"
+        regions = ", ".join(sorted(request.regions))
+        return Rejection(Cause.OUTSIDE_REGION, f"outside region {regions}")
     if any(host.labels.get(k) != v for k, v in request.host_selector.items()):
-        return "not matching hostSelector"
+        return _NOT_SELECTED
     if request.cpus > host.shared_cpus:
-        return f"with fewer than {request.cpus} shared cores"
+        return Rejection(Cause.FEW_CORES, f"with fewer than {request.cpus} shared cores")
     if host.max_sandboxes is not None and used.sandboxes >= host.max_sandboxes:
-        return "at maxSandboxes"
+        return _MAX_SANDBOXES
     if used.memory_bytes + request.memory_bytes > host.memory_bytes * memory_overcommit:
-        return "out of memory"
+        return _NO_MEMORY
     return None
 
 
@@ -199,18 +280,20 @@ def choose_host(
     best: tuple[float, HostView, Allocation] | None = None
     fitting = 0
     reasons: dict[str, int] = {}
+    causes: set[Cause] = set()
     for host in sorted(hosts, key=lambda h: h.name):
         used = allocations.get(host.name, Allocation())
         why = reject_reason(host, used, request, memory_overcommit)
         if why is not None:
-            reasons[why] = reasons.get(why, 0) + 1
+            reasons[why.text] = reasons.get(why.text, 0) + 1
+            causes.add(why.cause)
             continue
         fitting += 1
         score = scorer(host, used, request)
         if best is None or score > best[0]:
             best = (score, host, used)
     if best is None:
-        return Unschedulable(reasons)
+        return Unschedulable(reasons, frozenset(causes))
     return _decision(*best, request, fitting)
 
 

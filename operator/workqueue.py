@@ -3,10 +3,11 @@ per object, retries with backoff.
 
 What controller-runtime's workqueue does for Go operators, for the Sandboxes: kopf delivers
 every watch event (an `on.event` handler), the queue keeps only the newest body of each
-Sandbox and runs the reconciliation on it, once at a time per Sandbox; a kopf.TemporaryError
-runs it again after its delay (sooner if a newer body arrives), a kopf.PermanentError waits for
-the next change. kopf's change-detecting handlers would instead keep a diff base in each
-object and write it back with every status: a bigger object and more work on every event.
+Sandbox and runs the reconciliation on it, once at a time per Sandbox; a RequeueAfter runs it
+again after its delay (sooner if a newer body arrives), a TerminalError waits for the next
+change, anything else is retried with the backoff. kopf's change-detecting handlers would
+instead keep a diff base in each object and write it back with every status: a bigger object
+and more work on every event.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-import kopf
+from .backoff import Backoff
+from .errors import RequeueAfter, TerminalError
 
 __all__ = ["Work", "WorkQueue"]
 
@@ -29,9 +31,8 @@ Work = Callable[[int], Awaitable[None]]
 class WorkQueue:
     """Per key (a Sandbox's UID): the newest work, and a task while there is work."""
 
-    def __init__(self, max_delay: float = 30.0, first_delay: float = 1.0) -> None:
-        self._max_delay = max_delay
-        self._first_delay = first_delay
+    def __init__(self, backoff: Backoff | None = None) -> None:
+        self._backoff = backoff or Backoff(first=1.0)
         self._latest: dict[str, Work] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -84,14 +85,14 @@ class WorkQueue:
                 try:
                     await work(failures)
                     failures = 0
-                except kopf.TemporaryError as exc:
-                    delay = exc.delay if exc.delay is not None else self._backoff(failures)
+                except RequeueAfter as exc:
+                    delay = exc.delay
                     log.info("%s: %s; again in %.1fs", key, exc, delay)
-                except kopf.PermanentError as exc:
+                except TerminalError as exc:
                     log.warning("%s: %s; waiting for a change", key, exc)
                     failures = 0
                 except Exception:
-                    delay = self._backoff(failures)
+                    delay = self._backoff.delay(failures)
                     log.exception("%s: reconciliation failed; again in %.1fs", key, delay)
                 if delay is None:
                     continue
@@ -107,6 +108,3 @@ class WorkQueue:
             if key in self._forgotten:
                 self._forgotten.discard(key)
                 self._latest.pop(key, None)
-
-    def _backoff(self, failures: int) -> float:
-        return float(min(self._max_delay, self._first_delay * 2 ** min(failures, 10)))

@@ -24,7 +24,7 @@ from tests.e2e.conftest import (
     wait_phase,
 )
 from tests.support import wait_until
-from tuxio.operator.runtime import ASSIGNMENT
+from tuxio.operator.labels import ASSIGNMENT
 
 Custom = kubernetes.client.CustomObjectsApi
 

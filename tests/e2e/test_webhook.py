@@ -23,7 +23,7 @@ from tests.e2e.conftest import (
 from tests.e2e.test_pool import pool, wait_ready_replicas
 from tests.support import free_port
 from tuxio.operator.admission import CONFIGURATION
-from tuxio.operator.runtime import ASSIGNMENT
+from tuxio.operator.labels import ASSIGNMENT
 
 SERVICE = "tuxio-operator-webhook"  # as in manifests/base/operator/service.yaml
 

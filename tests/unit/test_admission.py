@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from tuxio.common.timeutil import FixedClock
 from tuxio.nodeagent.api import MalformedHeader, parse_if_match
 from tuxio.nodeagent.service import ANY
 from tuxio.operator.admission import (
@@ -18,19 +19,17 @@ from tuxio.operator.admission import (
     webhook_configuration,
     webhook_hosts,
 )
-from tuxio.operator.models import SandboxHostSpec, SandboxPoolSpec
-from tuxio.operator.pools import PoolState, Warm
-from tuxio.operator.runtime import (
-    ASSIGNMENT,
-    AgentRegistry,
-    Claims,
-    EventBudget,
-    HostRecord,
-    PoolInfo,
-    Runtime,
-)
-from tuxio.operator.sandboxes import ADOPT_IF_MATCH, admit_claim
-from tuxio.operator.scheduling import HostView
+from tuxio.operator.claims import ClaimAtAdmission, Claims
+from tuxio.operator.events import EventBudget
+from tuxio.operator.geo import Locator
+from tuxio.operator.host_models import SandboxHostSpec
+from tuxio.operator.index import ClusterIndex, SandboxBook
+from tuxio.operator.inventory import Inventories, Warm
+from tuxio.operator.labels import ASSIGNMENT
+from tuxio.operator.placement import ADOPT_IF_MATCH, PlacementPolicy
+from tuxio.operator.pool_models import SandboxPoolSpec
+from tuxio.operator.records import HostRecord, PoolInfo
+from tuxio.operator.scheduling import HostView, load_score
 from tuxio.operator.settings import OperatorSettings
 
 GiB = 2**30
@@ -102,16 +101,17 @@ def test_parse_if_match_refuses(header: str) -> None:
         parse_if_match(header)
 
 
-def test_claims_hold_for_their_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
-    claims = Claims(ttl=600)
+def test_claims_hold_for_their_ttl() -> None:
+    clock = [100.0]
+    claims = Claims(SandboxBook(), lambda: clock[0], ttl=600)
     claims.add("long")
     claims.add("short", ttl=5)
-    assert "long" in claims
-    assert "short" in claims
-    later = time.monotonic() + 10
-    monkeypatch.setattr(time, "monotonic", lambda: later)
-    assert "short" not in claims  # the Sandbox was never stored: the container is free again
-    assert "long" in claims
+    assert claims.held("long")
+    assert claims.taken("short")
+    clock[0] += 10
+    assert not claims.taken("short")  # the Sandbox was never stored: the container is free again
+    assert claims.held("long")
+    assert not claims.taken("never")
 
 
 def host(name: str, region: str | None = None) -> HostRecord:
@@ -133,23 +133,29 @@ def host(name: str, region: str | None = None) -> HostRecord:
     return HostRecord(name, spec, view, None, None)
 
 
-def runtime(**values: Any) -> Runtime:
-    ours = settings(**values)
-    return Runtime(settings=ours, kube=None, agents=AgentRegistry(None, 1.0))  # type: ignore[arg-type]
+class Claimer:
+    """The claim at admission over an index with one host (h1) and one pool (ns/warm)."""
 
-
-def loaded_pool(rt: Runtime, *warm: Warm) -> PoolInfo:
-    info = PoolInfo(
-        "pool-uid",
-        "ns",
-        "warm",
-        SandboxPoolSpec.model_validate({"template": "busybox", "replicas": 2}),
-    )
-    state = PoolState(info.uid, info.namespace, info.name)
-    state.warm = {w.name: w for w in warm}
-    state.loaded.set()
-    rt.pools[info.uid] = state
-    return info
+    def __init__(self, *warm: Warm, hold: float = 120.0) -> None:
+        self.clock = FixedClock(datetime(2026, 1, 1, tzinfo=UTC), 100.0)
+        self.index = ClusterIndex(self.clock.monotonic)
+        self.index.set_host(host("h1"))
+        self.pool = PoolInfo(
+            "pool-uid",
+            "ns",
+            "warm",
+            SandboxPoolSpec.model_validate({"template": "busybox", "replicas": 2}),
+        )
+        self.index.set_pool(self.pool)
+        self.inventories = Inventories()
+        self.state = self.inventories.open(self.pool.uid, "ns", "warm")
+        self.state.warm = {w.name: w for w in warm}
+        self.state.loaded.set()
+        self.claims = Claims(self.index.sandboxes, self.clock.monotonic)
+        policy = PlacementPolicy(load_score, 2.0, Locator(None))
+        self.claim = ClaimAtAdmission(
+            self.index, self.inventories, self.claims, policy, self.clock, hold
+        )
 
 
 def new_sandbox(pool: str = "warm", **spec: Any) -> dict[str, Any]:
@@ -163,11 +169,8 @@ def new_sandbox(pool: str = "warm", **spec: Any) -> dict[str, Any]:
 
 
 def test_admit_claim_takes_a_warm_container_once() -> None:
-    rt = runtime(admission_claim_seconds=30)
-    pool = loaded_pool(rt, Warm("w1", "h1", "busybox", "ph", True, 64 * 2**20, 1, etag="e1"))
-    hosts = {"h1": host("h1")}
-    pools = {("ns", "warm"): pool}
-    decided = admit_claim(rt, new_sandbox(), hosts, pools)
+    claimer = Claimer(Warm("w1", "h1", "busybox", "ph", True, 64 * 2**20, 1, etag="e1"), hold=30)
+    decided = claimer.claim(new_sandbox())
     assert decided is not None
     assert decided["host"] == "h1"
     assert decided["containerName"] == "w1"
@@ -176,10 +179,13 @@ def test_admit_claim_takes_a_warm_container_once() -> None:
     scheduled = next(c for c in decided["conditions"] if c["type"] == "Scheduled")
     assert scheduled["reason"] == "ClaimedFromPool"
     json.dumps(decided)  # stored as an annotation
-    assert "w1" in rt.claims
-    assert rt.pools[pool.uid].warm == {}
+    assert claimer.claims.taken("w1")
+    assert claimer.state.warm == {}
+    assert claimer.state.last_take == 100.0  # the refill waits for claims to pause
+    claimer.clock.advance(31)
+    assert not claimer.claims.taken("w1")  # held for admission_claim_seconds only
     # The pool is empty now: the next Sandbox is left to the operator (a cold create).
-    assert admit_claim(rt, new_sandbox(), hosts, pools) is None
+    assert claimer.claim(new_sandbox()) is None
 
 
 @pytest.mark.parametrize(
@@ -191,24 +197,21 @@ def test_admit_claim_takes_a_warm_container_once() -> None:
     ],
 )
 def test_admit_claim_leaves_others_alone(body: dict[str, Any]) -> None:
-    rt = runtime()
-    pool = loaded_pool(rt, Warm("w1", "h1", "busybox", "ph", True, 64 * 2**20, 1, etag="e1"))
-    assert admit_claim(rt, body, {"h1": host("h1")}, {("ns", "warm"): pool}) is None
-    assert "w1" in rt.pools[pool.uid].warm
-    assert "w1" not in rt.claims
+    claimer = Claimer(Warm("w1", "h1", "busybox", "ph", True, 64 * 2**20, 1, etag="e1"))
+    assert claimer.claim(body) is None
+    assert "w1" in claimer.state.warm
+    assert not claimer.claims.taken("w1")
 
 
 def test_admit_claim_waits_for_no_inventory() -> None:
-    rt = runtime()
-    pool = loaded_pool(rt, Warm("w1", "h1", "busybox", "ph", True, 64 * 2**20, 1, etag="e1"))
-    rt.pools[pool.uid].loaded.clear()  # just started: the inventory is being read
-    assert admit_claim(rt, new_sandbox(), {"h1": host("h1")}, {("ns", "warm"): pool}) is None
+    claimer = Claimer(Warm("w1", "h1", "busybox", "ph", True, 64 * 2**20, 1, etag="e1"))
+    claimer.state.loaded.clear()  # just started: the inventory is being read
+    assert claimer.claim(new_sandbox()) is None
 
 
-def test_event_budget_holds_routine_events_to_its_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_event_budget_holds_routine_events_to_its_rate() -> None:
     clock = [100.0]
-    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
-    budget = EventBudget(per_second=10, burst=3)
+    budget = EventBudget(per_second=10, burst=3, monotonic=lambda: clock[0])
     assert [budget.take() for _ in range(5)] == [True, True, True, False, False]
     clock[0] += 0.25  # 2.5 tokens later
     assert [budget.take() for _ in range(3)] == [True, True, False]

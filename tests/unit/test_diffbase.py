@@ -8,7 +8,7 @@ import kopf
 import pytest
 
 from tuxio.operator.diffbase import LeanStatusDiffBase
-from tuxio.operator.runtime import ASSIGNMENT
+from tuxio.operator.labels import ASSIGNMENT
 
 BODY: dict[str, Any] = {
     "apiVersion": "tux.io/v1alpha1",

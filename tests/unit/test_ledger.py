@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import random
 
-from tuxio.operator.runtime import AssumeCache, Ledger, Placed, SandboxBook
+from tuxio.operator.index import AssumeCache, Ledger, SandboxBook
+from tuxio.operator.records import Placed
+from tuxio.operator.scheduling import Allocation
 
 
 def placed(uid: str, host: str, memory: int, cpus: int, phase: str = "Running") -> Placed:
@@ -24,7 +26,7 @@ def placed(uid: str, host: str, memory: int, cpus: int, phase: str = "Running") 
     )
 
 
-def recount(entries: dict[str, Placed]) -> dict[str, list[int]]:
+def recount(entries: dict[str, Placed]) -> dict[str, Allocation]:
     totals: dict[str, list[int]] = {}
     for entry in entries.values():
         if entry.phase == "Failed":
@@ -33,7 +35,7 @@ def recount(entries: dict[str, Placed]) -> dict[str, list[int]]:
         total[0] += 1
         total[1] += entry.memory_bytes
         total[2] += entry.cpus
-    return totals
+    return {host: Allocation(*total) for host, total in totals.items()}
 
 
 def test_random_updates_match_a_recount() -> None:
@@ -62,22 +64,26 @@ def test_random_updates_match_a_recount() -> None:
 
 
 def test_assumed_placements_count_until_seen() -> None:
-    ledger, assumed = Ledger(), AssumeCache()
+    clock = [0.0]
+    ledger, assumed = Ledger(), AssumeCache(lambda: clock[0], ttl=60)
     ledger.set("a", placed("a", "h1", 100, 1))
-    assumed.assume("b", "h1", 50, 2)
-    assumed.assume("c", "h2", 10, 1)
-    assert assumed.allocations(ledger) == {"h1": [2, 150, 3], "h2": [1, 10, 1]}
+    assumed.assume("b", "h1", Allocation.of(50, 2))
+    assumed.assume("c", "h2", Allocation.of(10, 1))
+    assert assumed.allocations(ledger) == {"h1": Allocation(2, 150, 3), "h2": Allocation(1, 10, 1)}
     ledger.set("b", placed("b", "h1", 50, 2))  # the watch brought it back: counted once
-    assert assumed.allocations(ledger)["h1"] == [2, 150, 3]
+    assert assumed.allocations(ledger)["h1"] == Allocation(2, 150, 3)
     ledger.discard("a")
-    assert assumed.allocations(ledger)["h1"] == [1, 50, 2]
-    assert ledger.totals() == {"h1": [1, 50, 2]}  # the ledger itself is not changed by reads
+    assert assumed.allocations(ledger)["h1"] == Allocation(1, 50, 2)
+    assert ledger.totals() == {"h1": Allocation(1, 50, 2)}  # reads change no ledger
+    clock[0] = 61  # never seen back (the write was lost): forgotten after its ttl
+    assert "h2" not in assumed.allocations(ledger)
 
 
 def test_the_decision_is_read_from_the_annotation_until_status_has_it() -> None:
     import json
 
-    from tuxio.operator.runtime import ASSIGNMENT, assignment_of, placed_of
+    from tuxio.operator.labels import ASSIGNMENT
+    from tuxio.operator.records import assignment_of, placed_of
 
     decided = {"host": "h1", "containerName": "pool-1", "template": "busybox", "fromPool": "p"}
     body = {
@@ -102,16 +108,18 @@ def test_the_decision_is_read_from_the_annotation_until_status_has_it() -> None:
 
 def test_book_by_host_and_container() -> None:
     book = SandboxBook()
-    book.set("a", placed("a", "h1", 1, 1))
-    book.set("b", placed("b", "h1", 1, 1))
-    book.set("u", None)  # not placed: in no lookup
+    book.set("a", "ns", "a", placed("a", "h1", 1, 1))
+    book.set("b", "ns", "b", placed("b", "h1", 1, 1))
+    book.set("u", "ns", "u", None)  # not placed: in no lookup, but known
+    assert book.knows("u") and not book.names_container("c-u")
     assert sorted(p.uid for p in book.on_host("h1")) == ["a", "b"]
     assert book.names_container("c-a") and book.names_container("c-b")
-    book.set("a", placed("a", "h2", 1, 1))  # moved: only where it is now
+    book.set("a", "ns", "a", placed("a", "h2", 1, 1))  # moved: only where it is now
     assert [p.uid for p in book.on_host("h1")] == ["b"]
     assert [p.uid for p in book.on_host("h2")] == ["a"]
     book.discard("b")
     assert book.on_host("h1") == []
     assert not book.names_container("c-b")
+    assert not book.knows("b")
     assert book.names_container("c-a")
     book.discard("nobody")  # unknown: nothing happens

@@ -8,7 +8,6 @@ import pytest
 from pydantic import ValidationError
 
 from tuxio.nodeagent.models import ContainerSpec, ExecRequest, Limits, validate_name
-from tuxio.nodeagent.quantity import parse_bytes
 
 
 @pytest.mark.parametrize("name", ["a", "web-1", "0abc", "a" * 63, "x-y-z"])
@@ -32,28 +31,6 @@ def test_good_names(name: str) -> None:
 def test_bad_names(name: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         validate_name(name)
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (268435456, 268435456),
-        ("256Mi", 268435456),
-        ("1Gi", 2**30),
-        ("1G", 10**9),
-        ("1.5Ki", 1536),
-        ("512", 512),
-        ("2k", 2000),
-    ],
-)
-def test_quantities(value: object, expected: int) -> None:
-    assert parse_bytes(value) == expected
-
-
-@pytest.mark.parametrize("value", ["lots", "1.5", "-1Mi", "1Mb", True, 1.5, None, "0.1Ki"])
-def test_bad_quantities(value: object) -> None:
-    with pytest.raises(ValueError, match=r"quantity|whole number|boolean"):
-        parse_bytes(value)
 
 
 def test_limits_defaults_and_camel_case() -> None:

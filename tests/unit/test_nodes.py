@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from tuxio.operator.models import AgentCredentials, HostLocation, SandboxHostSpec
+from tuxio.operator.host_models import AgentCredentials, HostLocation, SandboxHostSpec
 from tuxio.operator.nodes import NodeAgents, differs, host_for_node, node_address, wants_host
-from tuxio.operator.runtime import host_record
+from tuxio.operator.records import host_record
 from tuxio.operator.settings import OperatorSettings
 
 AGENTS = NodeAgents(

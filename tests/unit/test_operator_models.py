@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +9,11 @@ import pytest
 import yaml
 
 from tuxio.nodeagent.models import ContainerStatus
-from tuxio.operator.conditions import set_condition
+from tuxio.operator.conditions import set_condition, status_changes
+from tuxio.operator.containers import container_spec
 from tuxio.operator.crdgen import KINDS, render_all, render_crd, structural
 from tuxio.operator.models import SandboxSpec, bytes_of, cores_of
-from tuxio.operator.sandboxes import container_spec, expires_at, observed_status, status_changes
+from tuxio.operator.sandbox_status import expires_at, running_status
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 
@@ -133,23 +133,24 @@ def _observed(state: str = "running") -> ContainerStatus:
     )
 
 
-def test_observed_status_running_then_unchanged() -> None:
-    spec = SandboxSpec(template="busybox")
-    first = observed_status({}, _observed(), spec, generation=1, usage_due=True)
+AT = "2026-01-01T00:00:05Z"
+
+
+def test_running_status_then_unchanged() -> None:
+    first = running_status({}, _observed(), generation=1, usage_due=True, at=AT)
     assert first["phase"] == "Running"
     assert first["cpuset"] == "1"
     assert first["startedAt"] == "2026-01-01T00:00:01Z"
-    assert first["usage"]["memoryBytes"] == 5
+    assert first["usage"] == {"cpuSeconds": 0.1, "memoryBytes": 5, "pids": 1, "observedAt": AT}
     ready = first["conditions"][0]
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "True", "Running")
     current = dict(first)
-    again = observed_status(current, _observed(), spec, generation=1, usage_due=False)
+    again = running_status(current, _observed(), generation=1, usage_due=False, at=AT)
     assert status_changes(current, again) == {}, "an unchanged status is not written again"
 
 
-def test_observed_status_stopped() -> None:
-    spec = SandboxSpec.model_validate({"template": "busybox", "state": "Stopped"})
-    new = observed_status({}, _observed("stopped"), spec, generation=2, usage_due=True)
+def test_running_status_stopped() -> None:
+    new = running_status({}, _observed("stopped"), generation=2, usage_due=True, at=AT)
     assert new["phase"] == "Stopped"
     assert new["conditions"][0]["status"] == "False"
     assert "usage" not in new
@@ -166,17 +167,15 @@ def test_condition_transition_time_moves_only_on_flip() -> None:
         }
     ]
     same = set_condition(
-        start, {"type": "Ready", "status": "True", "reason": "Running", "message": ""}
+        start, {"type": "Ready", "status": "True", "reason": "Running", "message": ""}, AT
     )
     assert same[0]["lastTransitionTime"] == "2020-01-01T00:00:00Z"
     flipped = set_condition(
-        start, {"type": "Ready", "status": "False", "reason": "Stopped", "message": ""}
+        start, {"type": "Ready", "status": "False", "reason": "Stopped", "message": ""}, AT
     )
-    assert flipped[0]["lastTransitionTime"] != "2020-01-01T00:00:00Z"
-    assert datetime.fromisoformat(
-        flipped[0]["lastTransitionTime"].replace("Z", "+00:00")
-    ) <= datetime.now(UTC)
+    assert flipped[0]["lastTransitionTime"] == AT
     added = set_condition(
-        start, {"type": "Scheduled", "status": "True", "reason": "HostChosen", "message": ""}
+        start, {"type": "Scheduled", "status": "True", "reason": "HostChosen", "message": ""}, AT
     )
     assert [c["type"] for c in added] == ["Ready", "Scheduled"]
+    assert added[1]["lastTransitionTime"] == AT

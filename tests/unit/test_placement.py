@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tuxio.operator.geo import GeoPoint, Locator, Unlocated, haversine_km
-from tuxio.operator.pools import spread_request
+from tuxio.operator.pool_policy import spread_request
 from tuxio.operator.scheduling import (
     Allocation,
     Decision,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tuxio.operator.models import SandboxPoolSpec
-from tuxio.operator.pools import PoolState, Warm, plan_pool, pool_hash, refill_hold
+from tuxio.operator.inventory import PoolState, Warm
+from tuxio.operator.pool_models import SandboxPoolSpec
+from tuxio.operator.pool_policy import plan_pool, pool_hash, refill_hold
 
 H = "current"
 
@@ -61,21 +62,21 @@ def test_take_prefers_the_ranked_host_and_never_twice() -> None:
         w.name: w
         for w in [warm("a", host="h1"), warm("b", host="h2"), warm("c", host="h2", ready=False)]
     }
-    first = state.take("busybox", ["h2", "h1"])
+    first = state.take("busybox", ["h2", "h1"], 1.0)
     assert first is not None
     assert first.name == "b"
-    second = state.take("busybox", ["h2", "h1"])
+    second = state.take("busybox", ["h2", "h1"], 1.0)
     assert second is not None
     assert second.name == "a"
-    assert state.take("busybox", ["h2", "h1"]) is None  # c is not ready
+    assert state.take("busybox", ["h2", "h1"], 1.0) is None  # c is not ready
     assert state.wake.is_set()
 
 
 def test_take_ignores_hosts_that_do_not_fit_and_other_templates() -> None:
     state = PoolState("uid", "ns", "pool")
     state.warm = {"a": warm("a", host="down"), "d": warm("d", template="debian")}
-    assert state.take("busybox", ["h1"]) is None
-    assert state.take("busybox", ["down"]) is not None
+    assert state.take("busybox", ["h1"], 1.0) is None
+    assert state.take("busybox", ["down"], 1.0) is not None
 
 
 def test_pool_hash_follows_template_and_limits() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from tuxio.operator.scheduling import (
     Allocation,
+    Cause,
     Decision,
     HostView,
     Request,
@@ -61,7 +62,8 @@ REQUEST = Request(template="busybox", cpus=2, memory_bytes=GiB)
 def test_reject_reason(
     host: HostView, used: Allocation, request_: Request, reason: str | None
 ) -> None:
-    assert reject_reason(host, used, request_, memory_overcommit=2.0) == reason
+    rejection = reject_reason(host, used, request_, memory_overcommit=2.0)
+    assert (rejection.text if rejection else None) == reason
 
 
 def test_emptier_host_wins() -> None:
@@ -97,6 +99,7 @@ def test_unschedulable_counts_reasons() -> None:
     decision = choose_host(hosts, {}, REQUEST)
     assert isinstance(decision, Unschedulable)
     assert decision.reasons == {"not Ready": 2, "without template busybox": 1}
+    assert decision.causes == {Cause.NOT_READY, Cause.NO_TEMPLATE}
     assert decision.message == "no host fits: 2 not Ready, 1 without template busybox"
     assert choose_host([], {}, REQUEST).message == "no SandboxHost exists"  # type: ignore[union-attr]
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-import kopf
 import pytest
 
-from tuxio.operator.sandboxes import needs_reconcile
+from tuxio.operator.backoff import Backoff
+from tuxio.operator.errors import RequeueAfter, TerminalError
+from tuxio.operator.sandbox_status import needs_reconcile
 from tuxio.operator.workqueue import WorkQueue
 
 
@@ -48,13 +49,13 @@ async def test_newest_work_only_and_one_at_a_time() -> None:
 
 
 async def test_temporary_errors_are_retried_with_their_delay() -> None:
-    queue = WorkQueue(first_delay=0.01)
+    queue = WorkQueue(Backoff(first=0.01))
     attempts: list[int] = []
 
     async def work(failures: int) -> None:
         attempts.append(failures)
         if len(attempts) < 3:
-            raise kopf.TemporaryError("not yet", delay=0.01)
+            raise RequeueAfter("not yet", delay=0.01)
 
     queue.add("k", work)
     await settle(queue)
@@ -62,13 +63,13 @@ async def test_temporary_errors_are_retried_with_their_delay() -> None:
 
 
 async def test_permanent_errors_wait_for_new_work() -> None:
-    queue = WorkQueue(first_delay=0.01)
+    queue = WorkQueue(Backoff(first=0.01))
     attempts = 0
 
     async def work(failures: int) -> None:
         nonlocal attempts
         attempts += 1
-        raise kopf.PermanentError("never")
+        raise TerminalError("never")
 
     queue.add("k", work)
     await settle(queue)  # no task is left for the key: nothing will run it again
@@ -84,7 +85,7 @@ async def test_forget_stops_retries() -> None:
         nonlocal attempts
         attempts += 1
         failed.set()
-        raise kopf.TemporaryError("later", delay=60)
+        raise RequeueAfter("later", delay=60)
 
     queue.add("k", work)
     await failed.wait()
@@ -103,7 +104,7 @@ async def test_newer_work_cuts_a_retry_delay_short() -> None:
     async def failing(failures: int) -> None:
         ran.append("failing")
         failed.set()
-        raise kopf.TemporaryError("later", delay=60)
+        raise RequeueAfter("later", delay=60)
 
     async def fixed(failures: int) -> None:
         ran.append(f"fixed after {failures}")

@@ -1,0 +1,118 @@
+"""The warm containers of each pool, as the operator knows them: the agents are the truth,
+this is what they last said plus what the operator made or took since.
+
+Shared by a pool's fill loop (which refreshes and refills it) and the claims (which take from
+it). Pure data: no I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from tuxio.nodeagent.models import ContainerStatus
+
+from .labels import POOL_SPEC
+from .scheduling import Allocation, Tally
+
+__all__ = ["Inventories", "PoolState", "Warm", "warm_of"]
+
+
+@dataclass
+class Warm:
+    """One warm container, as the inventory knows it."""
+
+    name: str
+    host: str
+    template: str
+    spec_hash: str
+    ready: bool
+    memory_bytes: int
+    cpus: int
+    created: str = ""  # ISO 8601 from the agent: claims take the longest waiting first
+    # The agent's ETag of the container as a warm one: a claim adopts it only while it still
+    # has that (If-Match), so two claimants can never both get it.
+    etag: str = ""
+
+
+def warm_of(container: ContainerStatus, host: str) -> Warm:
+    """A warm container as its agent listed it."""
+    limits = container.spec.limits
+    return Warm(
+        name=container.name,
+        host=host,
+        template=container.template,
+        spec_hash=container.labels.get(POOL_SPEC, ""),
+        ready=container.state == "running",
+        memory_bytes=limits.memory,
+        cpus=limits.cpus,
+        created=container.created_at.isoformat() if container.created_at else "",
+        etag=container.spec_hash,
+    )
+
+
+@dataclass
+class PoolState:
+    """The inventory of one pool, shared by its fill loop and the claims."""
+
+    uid: str
+    namespace: str
+    name: str
+    warm: dict[str, Warm] = field(default_factory=dict)
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Warm containers being made: name -> (host, what it holds there), counted on its host.
+    inflight: dict[str, tuple[str, Allocation]] = field(default_factory=dict)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    last_take: float = 0.0  # monotonic time of the last claim
+
+    def take(self, template: str, hosts_in_order: list[str], at: float) -> Warm | None:
+        """Remove and return a ready warm container of `template`, on the first host possible
+        (there, the one that has waited longest); `at` is the monotonic time of the claim.
+
+        Synchronous on purpose: between choosing and removing there is no await, so two claims
+        in this process can never take the same container.
+        """
+        rank = {host: i for i, host in enumerate(hosts_in_order)}
+        ready = [
+            w for w in self.warm.values() if w.ready and w.template == template and w.host in rank
+        ]
+        if not ready:
+            return None
+        chosen = min(ready, key=lambda w: (rank[w.host], w.created, w.name))
+        del self.warm[chosen.name]
+        self.last_take = at
+        self.wake.set()  # replenish
+        return chosen
+
+    def ready_count(self) -> int:
+        return sum(1 for w in self.warm.values() if w.ready)
+
+    def count_into(self, tally: Tally) -> None:
+        """Add what each warm container (made or being made) holds to its host's total."""
+        for warm in self.warm.values():
+            tally.add(warm.host, warm.memory_bytes, warm.cpus)
+        for host, allocation in self.inflight.values():
+            tally.add(host, allocation.memory_bytes, allocation.cpus, allocation.sandboxes)
+
+
+class Inventories:
+    """The inventory of every pool that has a fill loop, by pool UID."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, PoolState] = {}
+
+    def get(self, uid: str) -> PoolState | None:
+        return self._states.get(uid)
+
+    def open(self, uid: str, namespace: str, name: str) -> PoolState:
+        """The pool's inventory, made empty (not loaded) if it has none yet."""
+        return self._states.setdefault(uid, PoolState(uid, namespace, name))
+
+    def close(self, uid: str) -> PoolState | None:
+        return self._states.pop(uid, None)
+
+    def count_into(self, tally: Tally) -> None:
+        """Add every pool's warm containers, made and being made, to their hosts' totals."""
+        for state in self._states.values():
+            state.count_into(tally)

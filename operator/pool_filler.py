@@ -1,0 +1,339 @@
+"""SandboxPools: warm containers kept running, and the loop that keeps them.
+
+A warm container is an ordinary container on some host, labelled with its pool's UID and the
+hash of the pool spec it was made from. The agents are the truth about which exist; the
+operator keeps an inventory per pool (tuxio.operator.inventory), refreshed from the agents, and
+takes containers out of it when a Sandbox claims one. A claim is recorded in the API before the
+agent hears of it (in the Sandbox's create, by the claim webhook, or in its assignment
+annotation), every container a Sandbox names is out of the pool for good, and the agent adopts
+a warm container only while it is still one (If-Match), so one container is never adopted
+twice, not even across operator restarts.
+
+The fill loop (`PoolFiller.run`) is the refill policy: claims come first (the refill waits
+while they keep coming, unless the pool runs low), at most `fill_parallelism` creations are in
+flight, and count-only status changes are written at most every `status_interval`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tuxio.common.timeutil import Clock, format_time
+
+from .agentclient import AgentError
+from .agents import AgentRegistry, CredentialsMissing
+from .claims import Claims
+from .containers import warm_spec
+from .index import ClusterIndex
+from .inventory import Inventories, PoolState, warm_of
+from .kube import Kube, NotFound
+from .labels import POOL_UID
+from .placement import PlacementPolicy, allocations
+from .pool_models import SandboxPoolSpec
+from .pool_policy import (
+    Blocker,
+    Fleet,
+    choose_targets,
+    plan_pool,
+    pool_hash,
+    pool_request,
+    pool_status,
+    refill_hold,
+    status_write_due,
+)
+from .records import HostRecord
+from .scheduling import Allocation
+
+__all__ = ["PoolFiller", "PoolTimings", "Stopped"]
+
+log = logging.getLogger(__name__)
+
+
+class Stopped(Protocol):
+    """True once the loop is to end (kopf's DaemonStopped is one)."""
+
+    def __bool__(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class PoolTimings:
+    fill_parallelism: int
+    refill_delay: float
+    refill_floor: float
+    status_interval: float
+    refresh_every: float
+    agent_timeout: float
+
+
+@dataclass
+class PoolFiller:
+    """Keeps every pool's warm containers, one loop per pool."""
+
+    api: Kube
+    agents: AgentRegistry
+    index: ClusterIndex
+    inventories: Inventories
+    claims: Claims
+    policy: PlacementPolicy
+    clock: Clock
+    timings: PoolTimings
+
+    # ----- the fill loop -----------------------------------------------------------------
+
+    async def run(
+        self, uid: str, namespace: str, name: str, body: Mapping[str, Any], stopped: Stopped
+    ) -> None:
+        """Keep the pool's warm containers until `stopped`: woken by claims and spec changes.
+        `body` is the pool as kopf keeps it up to date."""
+        state = self.inventories.open(uid, namespace, name)
+        writer = _PoolStatus(self.api, namespace, name, dict(body.get("status") or {}), self.clock)
+        last_refresh = float("-inf")
+        blocker: Blocker | None = None
+        while not stopped:
+            spec = SandboxPoolSpec.model_validate(dict(body["spec"]))
+            generation = int(body["metadata"].get("generation") or 0)
+            # What a claim took shows in status before the refill waits.
+            await self._write_status(writer, state, spec, generation, blocker)
+            await self._wait_for_claims_to_pause(writer, state, spec, generation, blocker, stopped)
+            due = self.clock.monotonic() - last_refresh >= self.timings.refresh_every
+            if due:
+                last_refresh = self.clock.monotonic()
+            state.wake.clear()
+            blocker = await self.sync(state, spec, refresh=due)
+            await self._write_status(writer, state, spec, generation, blocker)
+            # Woken by a claim, a creation that ended or a spec change; else in time to write
+            # counts that were held back and to notice hosts that changed.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    state.wake.wait(), timeout=min(1.0, self.timings.status_interval)
+                )
+
+    async def _wait_for_claims_to_pause(
+        self,
+        writer: _PoolStatus,
+        state: PoolState,
+        spec: SandboxPoolSpec,
+        generation: int,
+        blocker: Blocker | None,
+        stopped: Stopped,
+    ) -> None:
+        """Claims come first: the refill waits while claims keep coming (on a small host a
+        container start takes the CPU of several claims), unless the pool runs low."""
+        while not stopped:
+            hold = refill_hold(
+                self.clock.monotonic(),
+                state.last_take,
+                self.timings.refill_delay,
+                state.ready_count(),
+                spec.replicas,
+                self.timings.refill_floor,
+            )
+            if hold <= 0:
+                return
+            # Woken early by another claim, whose take shows in status at once too.
+            state.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.wake.wait(), timeout=hold)
+            await self._write_status(writer, state, spec, generation, blocker)
+
+    async def _write_status(
+        self,
+        writer: _PoolStatus,
+        state: PoolState,
+        spec: SandboxPoolSpec,
+        generation: int,
+        blocker: Blocker | None,
+    ) -> None:
+        ready_hosts = {h.name for h in self.index.hosts.values() if h.view.ready}
+        at = format_time(self.clock.now())
+        new = pool_status(writer.current, state, spec, generation, blocker, ready_hosts, at)
+        await writer.write(new, self.timings.status_interval)
+
+    # ----- one round ---------------------------------------------------------------------
+
+    async def sync(self, state: PoolState, spec: SandboxPoolSpec, refresh: bool) -> Blocker | None:
+        """One fill round: returns why the pool cannot fill, or None."""
+        hosts = self.index.hosts
+        if refresh or not state.loaded.is_set():
+            await self.refresh(state)
+        current_hash = pool_hash(spec)
+        # Warm containers on a host that is not Ready cannot be claimed: the pool re-warms on
+        # the hosts that are, and trims the surplus once that host is back.
+        usable = [w for w in state.warm.values() if w.host in hosts and hosts[w.host].view.ready]
+        plan = plan_pool(
+            usable,
+            spec.replicas,
+            current_hash,
+            spec.template,
+            len(state.inflight),
+            self.timings.fill_parallelism,
+        )
+        if plan.create or plan.delete:
+            log.info(
+                "pool %s/%s: %d warm (%d in flight), %d wanted: creating %d, removing %d",
+                state.namespace,
+                state.name,
+                len(state.warm),
+                len(state.inflight),
+                spec.replicas,
+                plan.create,
+                len(plan.delete),
+            )
+        for name in plan.delete:
+            await self._remove(state, name)
+        if plan.create == 0:
+            return None
+        fleet = Fleet(
+            {name: h.view for name, h in hosts.items()},
+            allocations(self.index, self.inventories),  # sandboxes and every pool's warm ones
+            self.policy.scorer,
+            self.policy.memory_overcommit,
+        )
+        targets = choose_targets(spec, usable, plan.create, fleet)
+        if isinstance(targets, Blocker):
+            return targets
+        for host in targets:
+            self._start_creation(state, spec, current_hash, hosts[host])
+        return None
+
+    def _start_creation(
+        self, state: PoolState, spec: SandboxPoolSpec, current_hash: str, host: HostRecord
+    ) -> None:
+        """In the background, so the pipeline stays full: the next round starts as soon as one
+        creation ends, not when the slowest of a batch does."""
+        request = pool_request(spec)
+        name = f"pool-{state.uid[:8]}-{secrets.token_hex(4)}"
+        state.inflight[name] = (host.name, Allocation.of(request.memory_bytes, request.cpus))
+        task = asyncio.create_task(self._create(state, spec, current_hash, host, name))
+        state.tasks.add(task)
+        task.add_done_callback(functools.partial(_created, state, name))
+
+    async def _create(
+        self,
+        state: PoolState,
+        spec: SandboxPoolSpec,
+        current_hash: str,
+        host: HostRecord,
+        name: str,
+    ) -> None:
+        try:
+            agent = await self.agents.client(host)
+            made = await agent.put(name, warm_spec(state.uid, spec, current_hash))
+        except (AgentError, CredentialsMissing) as exc:
+            log.warning(
+                "pool %s/%s: warm container on %s failed: %s",
+                state.namespace,
+                state.name,
+                host.name,
+                exc,
+            )
+            return
+        state.warm[name] = warm_of(made, host.name)
+
+    async def _remove(self, state: PoolState, name: str) -> None:
+        warm = state.warm.get(name)
+        hosts = self.index.hosts
+        if warm is None or warm.host not in hosts:
+            return  # its host is unknown now: keep counting it until it can be removed
+        try:
+            agent = await self.agents.client(hosts[warm.host])
+            await agent.delete(name)
+        except (AgentError, CredentialsMissing) as exc:
+            log.info("pool %s/%s: cannot remove %s: %s", state.namespace, state.name, name, exc)
+            return
+        state.warm.pop(name, None)
+
+    async def refresh(self, state: PoolState) -> None:
+        """Rebuild the inventory from what the agents say (hosts that do not answer keep theirs)."""
+        hosts = self.index.hosts
+        found = {}
+        answered: set[str] = set()
+        for host in hosts.values():
+            if not host.view.ready:
+                continue
+            try:
+                agent = await self.agents.client(host)
+                containers = await agent.list({POOL_UID: state.uid})
+            except (AgentError, CredentialsMissing) as exc:
+                log.info(
+                    "pool %s/%s: cannot list %s: %s", state.namespace, state.name, host.name, exc
+                )
+                continue
+            answered.add(host.name)
+            for container in containers:
+                if not self.claims.taken(container.name):
+                    found[container.name] = warm_of(container, host.name)
+        kept = {n: w for n, w in state.warm.items() if w.host not in answered and w.host in hosts}
+        state.warm = {**kept, **found}
+        state.loaded.set()
+
+    # ----- deletion ----------------------------------------------------------------------
+
+    async def remove(self, uid: str) -> None:
+        """Destroy a deleted pool's unclaimed warm containers on every host that answers."""
+        state = self.inventories.close(uid)
+        if state is None:
+            return
+        if state.tasks:  # creations in flight finish first, so the listing below has them all
+            await asyncio.wait(set(state.tasks), timeout=self.timings.agent_timeout)
+        await self.refresh(state)
+        hosts = self.index.hosts
+        for warm in list(state.warm.values()):
+            if self.claims.taken(warm.name) or warm.host not in hosts:
+                continue
+            try:
+                agent = await self.agents.client(hosts[warm.host])
+                await agent.delete(warm.name)
+            except (AgentError, CredentialsMissing) as exc:
+                log.warning(
+                    "pool %s/%s: cannot remove %s: %s", state.namespace, state.name, warm.name, exc
+                )
+        state.warm.clear()
+
+
+def _created(state: PoolState, name: str, task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "pool %s/%s: making %s failed: %r", state.namespace, state.name, name, task.exception()
+        )
+    state.tasks.discard(task)
+    state.inflight.pop(name, None)
+    state.wake.set()
+
+
+class _PoolStatus:
+    """A pool's status as last written, and the writes: conditions at once, counts that grow
+    at most every interval (pool_policy.status_write_due)."""
+
+    def __init__(
+        self, api: Kube, namespace: str, name: str, current: dict[str, Any], clock: Clock
+    ) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.name = name
+        self.current = current
+        self.clock = clock
+        self._last = float("-inf")
+
+    async def write(self, new: Mapping[str, Any], interval: float) -> None:
+        changes = {k: v for k, v in new.items() if self.current.get(k) != v}
+        since = self.clock.monotonic() - self._last
+        if not status_write_due(self.current, changes, since, interval):
+            return
+        self._last = self.clock.monotonic()
+        log.info(
+            "pool %s/%s status: %s",
+            self.namespace,
+            self.name,
+            {k: v for k, v in changes.items() if k != "conditions"},
+        )
+        with contextlib.suppress(NotFound):
+            await self.api.patch_pool_status(self.namespace, self.name, changes)
+        self.current.update(changes)

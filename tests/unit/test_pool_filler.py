@@ -1,0 +1,190 @@
+"""The pool filler against a fake agent and a fake API server: a fill round's exact requests
+(inventory read, creations, removals), why a pool cannot fill, a pool's deletion, and its
+status writes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.unit.fakes import World, container, world
+from tuxio.operator.conditions import Reason
+from tuxio.operator.inventory import PoolState
+from tuxio.operator.pool_filler import PoolFiller, PoolTimings
+from tuxio.operator.pool_models import SandboxPoolSpec
+from tuxio.operator.pool_policy import Blocker, pool_hash
+
+UID = "0123456789abcdef"
+POOLS = "/apis/tux.io/v1alpha1/namespaces/ns/sandboxpools"
+
+
+@pytest.fixture
+async def w() -> AsyncIterator[World]:
+    async for found in world():
+        yield found
+
+
+def filler(w: World, parallelism: int = 4) -> PoolFiller:
+    return PoolFiller(
+        api=w.kube,
+        agents=w.agents,
+        index=w.index,
+        inventories=w.inventories,
+        claims=w.claims,
+        policy=w.policy,
+        clock=w.clock,
+        timings=PoolTimings(
+            fill_parallelism=parallelism,
+            refill_delay=0.25,
+            refill_floor=0.25,
+            status_interval=0.5,
+            refresh_every=5.0,
+            agent_timeout=5.0,
+        ),
+    )
+
+
+def spec(replicas: int, template: str = "busybox") -> SandboxPoolSpec:
+    return SandboxPoolSpec.model_validate({"template": template, "replicas": replicas})
+
+
+def warm(w: World, name: str, template: str = "busybox", spec_hash: str | None = None) -> None:
+    labels = {
+        "tux.io/pool-uid": UID,
+        "tux.io/pool-spec": spec_hash or pool_hash(spec(0, template)),
+        "tux.io/managed-by": "tuxio-operator",
+    }
+    w.agent.containers[name] = container(name, {"template": template, "labels": labels})
+
+
+async def settle(state: PoolState) -> None:
+    if state.tasks:
+        await asyncio.wait_for(asyncio.gather(*state.tasks), 10)
+
+
+async def test_a_round_reads_the_inventory_then_fills_what_is_missing(w: World) -> None:
+    w.add_host("h1")
+    warm(w, "pool-old")
+    state = w.inventories.open(UID, "ns", "p")
+    assert await filler(w).sync(state, spec(3), refresh=True) is None
+    await settle(state)
+    listing, *creations = w.agent.seen
+    assert listing.call == ("GET", "/v1/containers")
+    assert listing.query == {"label": [f"tux.io/pool-uid={UID}"]}
+    assert len(creations) == 2 and all(s.method == "PUT" for s in creations)
+    for put in creations:
+        assert put.path.startswith(f"/v1/containers/pool-{UID[:8]}-")
+        assert put.body["labels"] == {
+            "tux.io/pool-uid": UID,
+            "tux.io/pool-spec": pool_hash(spec(3)),
+            "tux.io/managed-by": "tuxio-operator",
+        }
+        assert "if-none-match" not in put.headers
+    assert len(state.warm) == 3 and not state.inflight
+    assert w.api.seen[-1].call != ("PATCH", f"{POOLS}/p/status")  # status is the loop's
+
+
+async def test_a_round_removes_another_templates_containers_at_once(w: World) -> None:
+    w.add_host("h1")
+    warm(w, "pool-a")
+    warm(w, "pool-deb", template="debian")
+    state = w.inventories.open(UID, "ns", "p")
+    await filler(w).sync(state, spec(1), refresh=True)
+    await settle(state)
+    assert w.agent.calls()[1:] == [("DELETE", "/v1/containers/pool-deb")]
+    assert set(state.warm) == {"pool-a"}
+
+
+async def test_creations_in_flight_are_bounded(w: World) -> None:
+    w.add_host("h1")
+    state = w.inventories.open(UID, "ns", "p")
+    await filler(w, parallelism=2).sync(state, spec(10), refresh=True)
+    assert len(state.inflight) == 2  # counted on the host until made
+    assert w.index.sandbox_allocations() == {}
+    await settle(state)
+    assert sum(1 for c in w.agent.calls() if c[0] == "PUT") == 2
+
+
+@pytest.mark.parametrize(
+    ("hosts", "template", "reason"),
+    [
+        ({}, "busybox", Reason.NO_HOST),
+        ({"templates": frozenset({"debian"})}, "busybox", Reason.TEMPLATE_MISSING),
+        ({"memory_bytes": 2**20}, "busybox", Reason.NO_CAPACITY),
+        ({"ready": False}, "busybox", Reason.NO_HOST),
+    ],
+)
+async def test_why_a_pool_cannot_fill(
+    w: World, hosts: dict[str, Any] | None, template: str, reason: Reason
+) -> None:
+    if hosts:
+        w.add_host("h1", **hosts)
+    state = w.inventories.open(UID, "ns", "p")
+    blocker = await filler(w).sync(state, spec(2, template), refresh=True)
+    assert isinstance(blocker, Blocker)
+    assert blocker.reason == reason
+    assert blocker.message.startswith(f"{reason}: no ")
+    assert [c for c in w.agent.calls() if c[0] == "PUT"] == []
+
+
+async def test_claimed_containers_never_join_the_inventory(w: World) -> None:
+    w.add_host("h1")
+    warm(w, "pool-a")
+    warm(w, "pool-b")
+    w.claims.add("pool-b")
+    state = w.inventories.open(UID, "ns", "p")
+    await filler(w).refresh(state)
+    assert set(state.warm) == {"pool-a"} and state.loaded.is_set()
+
+
+async def test_a_deleted_pool_removes_its_unclaimed_containers(w: World) -> None:
+    w.add_host("h1")
+    warm(w, "pool-a")
+    warm(w, "pool-b")
+    w.index.set_sandbox(
+        "uid-x", "ns", "x", None
+    )  # a Sandbox not placed yet does not own a container
+    w.claims.add("pool-b")
+    w.inventories.open(UID, "ns", "p")
+    await filler(w).remove(UID)
+    assert [c for c in w.agent.calls() if c[0] == "DELETE"] == [("DELETE", "/v1/containers/pool-a")]
+    assert w.inventories.get(UID) is None
+
+
+async def test_the_loop_writes_status_and_stops(w: World) -> None:
+    w.add_host("h1")
+    warm(w, "pool-a")
+    body = {
+        "metadata": {"name": "p", "namespace": "ns", "uid": UID, "generation": 3},
+        "spec": {"template": "busybox", "replicas": 1},
+        "status": {},
+    }
+    stop = asyncio.Event()
+
+    class Stopped:
+        def __bool__(self) -> bool:
+            return stop.is_set()
+
+    loop = asyncio.create_task(filler(w).run(UID, "ns", "p", body, Stopped()))
+
+    def written() -> list[dict[str, Any]]:
+        return [s.body["status"] for s in w.api.seen if s.call == ("PATCH", f"{POOLS}/p/status")]
+
+    await w.api.until(lambda: any(s.get("readyReplicas") == 1 for s in written()))
+    stop.set()
+    w.inventories.get(UID).wake.set()  # type: ignore[union-attr]
+    await asyncio.wait_for(loop, 10)
+    merged: dict[str, Any] = {}
+    for status in written():
+        merged.update(status)
+    assert merged["replicas"] == 1 and merged["readyReplicas"] == 1
+    assert merged["selector"] == f"tux.io/pool-uid={UID}"
+    assert merged["observedGeneration"] == 3
+    (ready,) = merged["conditions"]
+    assert (ready["status"], ready["reason"]) == ("True", "Filled")
+    first = written()[0]  # before the inventory is read: nothing ready yet
+    assert (first["readyReplicas"], first["conditions"][0]["reason"]) == (0, "Filling")
+    assert [c for c in w.agent.calls() if c[0] == "PUT"] == []  # the warm one suffices
