@@ -95,9 +95,9 @@ class _CapData(ctypes.Structure):
 
 @contextlib.contextmanager
 def _creating_as(owner: int) -> Iterator[None]:
-    """Create files as the container's root: a filesystem mounted in the container's user
-    namespace (its overlay root, its tmpfs) takes new files only from an id mapped in it
-    (EOVERFLOW otherwise). The filesystem ids of this thread become `owner`, which drops the
+    """Create files and names as the container's root: a filesystem mounted in the
+    container's user namespace (its overlay root, its tmpfs) takes new files and new names
+    only from an id mapped in it (EOVERFLOW otherwise). The filesystem ids of this thread become `owner`, which drops the
     file capabilities; DAC_OVERRIDE and FOWNER are raised again, as container root has them.
     Per thread: nothing else of the agent sees it, and it is undone on leaving."""
     _libc.setfsgid(owner)
@@ -392,7 +392,8 @@ class ContainerFiles:
                 await asyncio.to_thread(os.fsync, fd)
                 os.close(fd)
                 fd = -1
-                os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
+                with _creating_as(self.owner):  # a new name is a creation too
+                    os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
             except BaseException:
                 if fd >= 0:
                     os.close(fd)

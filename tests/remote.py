@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -47,6 +48,7 @@ class Stream:
     stderr: bytearray = field(default_factory=bytearray)
     status: bytes | None = None
     close_code: int | None = None
+    received: int = 0  # stdout bytes, all told (stdout itself may be trimmed by a test)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     reading: asyncio.Event = field(default_factory=asyncio.Event)
     _reader: asyncio.Task[None] | None = None
@@ -67,6 +69,7 @@ class Stream:
                 self.frames.append(frame)
                 if frame.channel == rc.STDOUT:
                     self.stdout += frame.data
+                    self.received += len(frame.data)
                 elif frame.channel == rc.STDERR:
                     self.stderr += frame.data
                 elif frame.channel == rc.ERROR and frame.data:
@@ -179,7 +182,7 @@ async def try_open(
     try:
         ws = await connect(
             exec_url(agent, container, params),
-            subprotocols=[websockets.Subprotocol(p) for p in protocols],
+            subprotocols=[websockets.Subprotocol(p) for p in protocols] or None,
             additional_headers=headers,
             compression=None,
             max_size=None,
@@ -215,7 +218,7 @@ def piped(command: list[str], stdin: bool = False) -> list[tuple[str, str]]:
 
 
 async def eventually(
-    predicate: Callable[[], object],
+    predicate: Callable[[], object | Awaitable[object]],
     timeout: float = DEADLINE,
     interval: float = 0.05,
     message: Callable[[], object] | None = None,
@@ -227,6 +230,8 @@ async def eventually(
         async with asyncio.timeout(timeout):
             while True:
                 value = predicate()
+                if inspect.isawaitable(value):
+                    value = await value
                 if value:
                     return value
                 await asyncio.sleep(interval)

@@ -32,6 +32,13 @@ def http(agent: Agent) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
+async def api(agent: Agent) -> AsyncIterator[httpx.AsyncClient]:
+    """The shared agent's HTTP API, for async tests."""
+    async with agent.async_client() as client:
+        yield client
+
+
+@pytest.fixture
 def name(request: pytest.FixtureRequest, agent: Agent) -> Iterator[str]:
     """A fresh container name for this test, deleted afterwards."""
     base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -34,7 +35,7 @@ async def test_reattach_replays_recent_output(
     await first.send("echo before-$((6*7))\n")
     await first.expect(r"before-42\r\n")
     await first.drop()
-    await remote.eventually(lambda: not _attached(agent, container.name, session))
+    await remote.eventually(lambda: _detached(agent, container.name, session))
     second = await streams.open(agent, container.name, remote.terminal(session=session))
     assert (second.session, second.state) == (session, "resumed")
     await second.expect(r"before-42\r\n")  # replayed
@@ -47,7 +48,7 @@ async def test_reattach_replays_recent_output(
 
 
 async def test_output_made_while_detached_is_kept(
-    agent: Agent, container: Container, http: httpx.Client, streams: remote.Streams
+    agent: Agent, container: Container, api: httpx.AsyncClient, streams: remote.Streams
 ) -> None:
     session = new_id()
     first = await streams.open(agent, container.name, remote.terminal(session=session))
@@ -57,16 +58,18 @@ async def test_output_made_while_detached_is_kept(
     await first.send(f"until [ -e {marker} ]; do sleep 0.1; done\n")
     await first.send("echo detached-$((8*8)); exit 6\n")
     await first.drop()
-    await remote.eventually(lambda: not _attached(agent, container.name, session))
-    touched = http.post(f"/v1/containers/{container.name}/exec", json={"argv": ["touch", marker]})
+    await remote.eventually(lambda: _detached(agent, container.name, session))
+    touched = await api.post(
+        f"/v1/containers/{container.name}/exec", json={"argv": ["touch", marker]}
+    )
     assert touched.json()["exitCode"] == 0
-    await remote.eventually(lambda: _session(agent, container.name, session)["exited"])
+    await remote.eventually(lambda: _exited(agent, container.name, session))
     second = await streams.open(agent, container.name, remote.terminal(session=session))
     assert second.state == "resumed"
     assert (await second.exit_status()).exit_code == 6
     assert b"detached-64\r\n" in second.stdout
     # Delivered: the session is gone now.
-    await remote.eventually(lambda: _session(agent, container.name, session) is None)
+    await remote.eventually(lambda: _gone(agent, container.name, session))
 
 
 async def test_one_client_at_a_time(
@@ -86,19 +89,19 @@ async def test_one_client_at_a_time(
 
 
 async def test_list_and_end_sessions(
-    agent: Agent, container: Container, http: httpx.Client, streams: remote.Streams
+    agent: Agent, container: Container, api: httpx.AsyncClient, streams: remote.Streams
 ) -> None:
     session = new_id()
     stream = await streams.open(agent, container.name, remote.terminal(session=session))
     await stream.expect(r"# ")
-    items = http.get(f"/v1/containers/{container.name}/sessions").json()["items"]
+    items = (await api.get(f"/v1/containers/{container.name}/sessions")).json()["items"]
     assert [(i["id"], i["command"], i["attached"], i["exited"]) for i in items] == [
         (session, ["/bin/sh", "-l"], True, False)
     ]
     assert items[0]["exitCode"] is None and items[0]["createdAt"]
     await stream.send("sleep 1000\n")
     await remote.eventually(lambda: pids_named(container.init, "sleep"))
-    ended = http.delete(f"/v1/containers/{container.name}/sessions/{session}")
+    ended = await api.delete(f"/v1/containers/{container.name}/sessions/{session}")
     assert ended.status_code == 200, ended.text
     assert ended.json()["exited"] is True
     # The attached client is told how it ended, and the connection closes normally.
@@ -106,21 +109,19 @@ async def test_list_and_end_sessions(
     assert status.exit_code is not None and status.exit_code >= 128
     assert await stream.closed() == 1000
     assert only_init_left(container)
-    await remote.eventually(
-        lambda: http.get(f"/v1/containers/{container.name}/sessions").json()["items"] == []
-    )
-    missing = http.delete(f"/v1/containers/{container.name}/sessions/{session}")
+    assert await _sessions(api, container.name) == []
+    missing = await api.delete(f"/v1/containers/{container.name}/sessions/{session}")
     assert missing.status_code == 404
     assert missing.json()["reason"] == "SessionNotFound"
 
 
 async def test_deleting_the_container_ends_its_sessions(
-    agent: Agent, container: Container, http: httpx.Client, streams: remote.Streams
+    agent: Agent, container: Container, api: httpx.AsyncClient, streams: remote.Streams
 ) -> None:
     stream = await streams.open(agent, container.name, remote.terminal())
     await stream.expect(r"# ")
     attach = _lxc_attach_of(agent)
-    assert http.delete(f"/v1/containers/{container.name}").json()["deleted"] is True
+    assert (await api.delete(f"/v1/containers/{container.name}")).json()["deleted"] is True
     await stream.exit_status()
     assert await stream.closed() == 1000
     assert agent.proc is not None
@@ -129,18 +130,18 @@ async def test_deleting_the_container_ends_its_sessions(
 
 
 async def test_stopping_the_container_ends_its_sessions(
-    agent: Agent, container: Container, http: httpx.Client, streams: remote.Streams
+    agent: Agent, container: Container, api: httpx.AsyncClient, streams: remote.Streams
 ) -> None:
     session = new_id()
     stream = await streams.open(agent, container.name, remote.terminal(session=session))
     await stream.expect(r"# ")
-    stopped = http.put(
+    stopped = await api.put(
         f"/v1/containers/{container.name}", json={"template": "busybox", "state": "stopped"}
     )
     assert stopped.status_code == 200, stopped.text
     await stream.exit_status()
     assert await stream.closed() == 1000
-    assert http.get(f"/v1/containers/{container.name}/sessions").json()["items"] == []
+    assert await _sessions(api, container.name) == []
 
 
 @pytest.fixture(scope="module")
@@ -172,9 +173,9 @@ async def test_unresumed_session_leaves_nothing_behind(
     await remote.eventually(lambda: all(process_stat(pid) is None for pid in attach))
     assert not zombies_of(short_grace.proc.pid)
     assert not [p for p in commands_in(container.init).values() if p != "init"]
-    with short_grace.client() as http:
-        assert http.get(f"/v1/containers/{name}/sessions").json()["items"] == []
-        http.delete(f"/v1/containers/{name}")
+    async with short_grace.async_client() as api:
+        assert await _sessions(api, name) == []
+        await api.delete(f"/v1/containers/{name}")
 
 
 def _lxc_attach_of(agent: Agent) -> list[int]:
@@ -194,12 +195,28 @@ def _argv0(pid: int) -> str:
         return ""
 
 
-def _session(agent: Agent, container: str, session: str) -> dict[str, object] | None:
-    with agent.client() as http:
-        items = http.get(f"/v1/containers/{container}/sessions").json()["items"]
+async def _sessions(api: httpx.AsyncClient, container: str) -> list[dict[str, Any]]:
+    response = await api.get(f"/v1/containers/{container}/sessions")
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+async def _session(agent: Agent, container: str, session: str) -> dict[str, Any] | None:
+    async with agent.async_client() as api:
+        items = await _sessions(api, container)
     return next((i for i in items if i["id"] == session), None)
 
 
-def _attached(agent: Agent, container: str, session: str) -> bool:
-    found = _session(agent, container, session)
-    return bool(found and found["attached"])
+async def _detached(agent: Agent, container: str, session: str) -> bool:
+    found = await _session(agent, container, session)
+    return bool(found and not found["attached"])
+
+
+async def _exited(agent: Agent, container: str, session: str) -> bool:
+    found = await _session(agent, container, session)
+    return bool(found and found["exited"])
+
+
+async def _gone(agent: Agent, container: str, session: str) -> bool:
+    return await _session(agent, container, session) is None
