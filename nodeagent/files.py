@@ -97,9 +97,10 @@ class _CapData(ctypes.Structure):
 def _creating_as(owner: int) -> Iterator[None]:
     """Create files and names as the container's root: a filesystem mounted in the
     container's user namespace (its overlay root, its tmpfs) takes new files and new names
-    only from an id mapped in it (EOVERFLOW otherwise). The filesystem ids of this thread become `owner`, which drops the
-    file capabilities; DAC_OVERRIDE and FOWNER are raised again, as container root has them.
-    Per thread: nothing else of the agent sees it, and it is undone on leaving."""
+    only from an id mapped in it (EOVERFLOW otherwise). The filesystem ids of this thread
+    become `owner`, which drops the file capabilities; DAC_OVERRIDE and FOWNER are raised
+    again, as container root has them. Per thread: nothing else of the agent sees it, and it
+    is undone on leaving."""
     _libc.setfsgid(owner)
     _libc.setfsuid(owner)
     try:

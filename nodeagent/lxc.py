@@ -21,7 +21,14 @@ from pathlib import Path
 from .errors import LxcCommandFailed
 from .processes import AttachedTree, end_processes
 
-__all__ = ["AttachResult", "AttachedProcess", "Lxc", "LxcInfo", "set_window_size"]
+__all__ = [
+    "AttachResult",
+    "AttachedProcess",
+    "Lxc",
+    "LxcInfo",
+    "set_window_size",
+    "terminal_setup",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,18 @@ class Lxc:
     def __init__(self, lxcpath: Path, command_timeout: float = 60.0) -> None:
         self.lxcpath = lxcpath
         self.command_timeout = command_timeout
+        # Whether lxc-attach turns ONLCR on for the host pty it runs on (LXC 4.0.10 and later
+        # do): assumed until a terminal shows it (learn_terminal).
+        self.terminal_adds_cr = True
+
+    def learn_terminal(self, adds_cr: bool) -> None:
+        """What a terminal showed once lxc-attach had set it up (see terminal_setup)."""
+        if adds_cr != self.terminal_adds_cr:
+            log.warning(
+                "lxc-attach's terminals %s a CR before each LF, unlike assumed so far",
+                "add" if adds_cr else "do not add",
+            )
+            self.terminal_adds_cr = adds_cr
 
     async def _run(self, *argv: str, check: bool = True) -> _Run:
         proc = await asyncio.create_subprocess_exec(
@@ -342,14 +361,20 @@ def set_window_size(fd: int, width: int, height: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
 
 
-def terminal_configured(fd: int) -> bool:
-    """Whether lxc-attach has set up the host pty it runs on (it turns output processing on,
-    which the agent left off): only then may input be written. lxc-attach flushes the pending
-    input when it sets the terminal up, so keys written before that would be lost."""
+def terminal_setup(fd: int) -> bool | None:
+    """How lxc-attach has set up the host pty it runs on: None while it has not (it leaves
+    the agent's raw settings otherwise: IGNPAR set, output processing on), else whether the
+    pty adds a CR before every LF of the output (LXC 5 turns ONLCR on for its peer, which
+    the container's own pty has already done once).
+
+    lxc-attach flushes the input pending when it sets the terminal up: input waits for it."""
     try:
-        return bool(termios.tcgetattr(fd)[1] & termios.OPOST)
+        iflag, oflag = termios.tcgetattr(fd)[:2]
     except termios.error:
-        return True  # the terminal is gone: writes fail on their own
+        return False  # the terminal is gone
+    if not (iflag & termios.IGNPAR or oflag):
+        return None
+    return bool(oflag & termios.OPOST and oflag & termios.ONLCR)
 
 
 def _make_raw(fd: int) -> None:

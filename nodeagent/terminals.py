@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .errors import SessionNotFound, TooManySessions
-from .lxc import AttachedProcess, Lxc, set_window_size, terminal_configured
+from .lxc import AttachedProcess, Lxc, set_window_size, terminal_setup
 from .models import SessionInfo
 
-__all__ = ["Session", "SessionLimits", "SessionTable"]
+__all__ = ["AddedCrRemover", "OutputBuffer", "Session", "SessionLimits", "SessionTable"]
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,10 @@ _READ_BYTES = 65536
 _ATTACHED_READAHEAD = 128 * 1024
 # Input queued for the command beyond this: the connection stops reading the client.
 STDIN_BACKLOG_BYTES = 256 * 1024
-# How often a terminal is checked for lxc-attach having set it up (input waits for that).
+# How often a terminal is checked for lxc-attach having set it up (input waits for that),
+# and for how long at most (then input goes anyway).
 _TERMINAL_SETUP_POLL = 0.005
+_TERMINAL_SETUP_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,31 @@ class OutputBuffer:
         return data[-self._replay_limit :] if self._replay_limit else b""
 
 
+class AddedCrRemover:
+    """Undoes ONLCR on a stream read in pieces: a line discipline with ONLCR writes every LF
+    as CR LF, so every CR LF it produced is one LF of what was written, and nothing else is
+    (an original CR LF became CR CR LF). A CR at the end of a piece waits for the next byte."""
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self._held:
+            data = b"\r" + data
+            self._held = False
+        if data.endswith(b"\r"):
+            data = data[:-1]
+            self._held = True
+        return data.replace(b"\r\n", b"\n")
+
+    def flush(self) -> bytes:
+        """What is held back, at the end of the stream."""
+        held, self._held = self._held, False
+        return b"\r" if held else b""
+
+
 class Attachment:
     """One client connection attached to a session."""
 
@@ -122,6 +149,7 @@ class Session:
     """One attached command and what is known of it."""
 
     __slots__ = (
+        "_adds_cr",
         "_crlf",
         "_ending",
         "_grace",
@@ -129,6 +157,8 @@ class Session:
         "_loop",
         "_noted",
         "_paused",
+        "_setup_poll",
+        "_spawned",
         "_stdin",
         "_stdin_backlog",
         "_stdin_close",
@@ -171,14 +201,19 @@ class Session:
         self.attachment: Attachment | None = None
         self.exit_code: int | None = None
         self.delivered = False
-        self.last_activity = self._loop.time()
+        self.last_activity = self._spawned = self._loop.time()
         # Descriptors still read, and the channel each one's output goes to.
         self._streams: dict[int, int] = {}
         self._paused = False
         self._noted = False
-        # The terminal's output passes lxc-attach's line discipline, which adds a CR before
-        # every LF (it turns ONLCR on for its peer): a CR held back at a read's end.
-        self._crlf = False
+        # The terminal's output passes the host pty's line discipline, where lxc-attach (LXC
+        # 4.0.10 and later) turns ONLCR on: a CR added before every LF, taken out again. What
+        # lxc-attach does is learnt from its terminals (Lxc.terminal_adds_cr), and fixed for a
+        # session at its first output (None: no output yet). A CR at the end of a read is held
+        # back until the next byte is known.
+        self._adds_cr: bool | None = None if tty else False
+        self._crlf = AddedCrRemover()
+        self._setup_poll: asyncio.TimerHandle | None = None
         self._stdin: deque[bytes] = deque()
         self._stdin_backlog = 0
         self._stdin_close = False
@@ -200,6 +235,8 @@ class Session:
                 self._streams[fd] = channel
         for fd in self._streams:
             self._loop.add_reader(fd, self._read, fd)
+        if self.tty:
+            self._setup_poll = self._loop.call_later(_TERMINAL_SETUP_POLL, self._check_setup)
         process.wait().add_done_callback(self._exited)
         self._idle = self._loop.call_later(self._table.limits.idle_seconds, self._check_idle)
 
@@ -256,10 +293,10 @@ class Session:
         self._wake()
 
     def _cancel_timers(self) -> None:
-        for handle in (self._grace, self._idle):
+        for handle in (self._grace, self._idle, self._setup_poll):
             if handle is not None:
                 handle.cancel()
-        self._grace = self._idle = None
+        self._grace = self._idle = self._setup_poll = None
 
     def _check_idle(self) -> None:
         idle = self._table.limits.idle_seconds
@@ -363,8 +400,13 @@ class Session:
             # its leader (the shell) is gone and only its jobs are left.
             self._noted = True
             self.process.tree.note_sessions()
-        if self.tty:
-            data = self._strip_added_cr(data)
+        if self._adds_cr is None:
+            self._adds_cr = self._table.lxc.terminal_adds_cr
+            if not self._stdin_ready:  # output comes once lxc-attach set the terminal up
+                self._stdin_ready = True
+                self._flush_stdin()
+        if self._adds_cr:
+            data = self._crlf.feed(data)
         if data:
             self.buffer.push(self._streams[fd], data)
             self.last_activity = self._loop.time()
@@ -372,21 +414,11 @@ class Session:
                 self._pause()
         self._wake()
 
-    def _strip_added_cr(self, data: bytes) -> bytes:
-        if self._crlf:
-            data = b"\r" + data
-            self._crlf = False
-        if data.endswith(b"\r"):
-            data = data[:-1]
-            self._crlf = True
-        return data.replace(b"\r\n", b"\n")
-
     def _close_stream(self, fd: int) -> None:
         self._loop.remove_reader(fd)
         channel = self._streams.pop(fd)
-        if self._crlf and fd == self.process.terminal:
-            self.buffer.push(channel, b"\r")
-            self._crlf = False
+        if self._adds_cr and (held := self._crlf.flush()):
+            self.buffer.push(channel, held)
         if fd == self._input_fd():
             # A terminal's descriptor also takes input: nothing can be written to it now.
             self._stop_writing()
@@ -490,10 +522,7 @@ class Session:
             self._drop_stdin()
             return
         if not self._stdin_ready:
-            if not terminal_configured(fd):
-                self._loop.call_later(_TERMINAL_SETUP_POLL, self._flush_stdin)
-                return
-            self._stdin_ready = True
+            return  # sent once lxc-attach has set its terminal up (_check_setup)
         while self._stdin:
             chunk = self._stdin[0]
             try:
@@ -514,6 +543,22 @@ class Session:
         if self._stdin_close and self.process.stdin is not None:
             os.close(self.process.stdin)
             self.process.stdin = None
+
+    def _check_setup(self) -> None:
+        """Poll the terminal until lxc-attach has set it up (it flushes pending input then):
+        input may go from then on, and what it did to the terminal is learnt."""
+        self._setup_poll = None
+        fd = self.process.terminal
+        setup = terminal_setup(fd) if fd is not None else False
+        waited = self._loop.time() - self._spawned
+        if setup is None and not self.exited and waited < _TERMINAL_SETUP_WAIT:
+            self._setup_poll = self._loop.call_later(_TERMINAL_SETUP_POLL, self._check_setup)
+            return
+        if setup is not None and fd is not None:
+            self._table.lxc.learn_terminal(setup)
+        if not self._stdin_ready:
+            self._stdin_ready = True
+            self._flush_stdin()
 
     def _drop_stdin(self) -> None:
         self._stdin.clear()
