@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import shutil
 import struct
 import subprocess
 import termios
@@ -73,6 +74,7 @@ class Lxc:
     def __init__(self, lxcpath: Path, command_timeout: float = 60.0) -> None:
         self.lxcpath = lxcpath
         self.command_timeout = command_timeout
+        self._attach = SealedBinary("lxc-attach")
         # Whether lxc-attach turns ONLCR on for the host pty it runs on (LXC 4.0.10 and later
         # do): assumed until a terminal shows it (learn_terminal).
         self.terminal_adds_cr = True
@@ -170,6 +172,7 @@ class Lxc:
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
             *command,
+            executable=self._attach.path(),
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -236,8 +239,9 @@ class Lxc:
             # setsid --ctty: a new session whose controlling terminal is stdin. lxc-attach opens
             # /dev/tty as its peer, and SIGWINCH reaches it through it. No preexec function:
             # the agent keeps spawning with vfork.
+            attach = self._attach_argv(name, argv, {**_BASE_ENV, **env})
             popen = _popen(
-                ["setsid", "--ctty", *self._attach_argv(name, argv, {**_BASE_ENV, **env})],
+                ["setsid", "--ctty", self._attach.path(), *attach[1:]],
                 stdin=slave,
                 stdout=slave,
                 stderr=slave,
@@ -265,6 +269,7 @@ class Lxc:
         stdin, stdout, stderr = streams
         popen = _popen(
             self._attach_argv(name, argv, {**_BASE_ENV, **env}),
+            executable=self._attach.path(),
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
             stderr=subprocess.PIPE if stderr else subprocess.DEVNULL,
@@ -285,6 +290,54 @@ class Lxc:
             stdout=fds[1],
             stderr=fds[2],
         )
+
+
+class SealedBinary:
+    """One sealed in-memory copy of a host binary, executed by every process started from it.
+
+    lxc-attach guards against CVE-2019-5736 (a container overwriting the host binary through
+    /proc/self/exe) by copying itself into a sealed memfd and re-executing from that, unless
+    it already runs from one sealed so: about 1 MiB of memory for each lxc-attach, most of
+    what an idle terminal costs. The agent makes that copy once, sealed exactly as LXC seals
+    it, and starts every lxc-attach from it: the same guard (no write reaches a sealed memfd),
+    the pages shared by all. Started through /proc/<agent>/fd/N, nothing is inherited. A
+    changed binary on disk (an upgrade) is copied anew; without memfds the path is used."""
+
+    _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._fd: int | None = None
+        self._identity: tuple[int, int, int, int] | None = None
+
+    def path(self) -> str:
+        source = shutil.which(self.name)
+        if source is None:
+            return self.name
+        try:
+            info = os.stat(source)
+            identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+            if identity != self._identity:
+                self._copy(source)
+                self._identity = identity
+        except OSError as exc:
+            log.warning("cannot keep a sealed copy of %s (%s): LXC makes its own", source, exc)
+            return source
+        return f"/proc/{os.getpid()}/fd/{self._fd}"
+
+    def _copy(self, source: str) -> None:
+        fd = os.memfd_create(self.name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            with open(source, "rb") as binary:
+                os.sendfile(fd, binary.fileno(), 0, os.fstat(binary.fileno()).st_size)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, self._SEALS)
+        except BaseException:
+            os.close(fd)
+            raise
+        # Processes started from the old copy keep it mapped; new ones use this one.
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = fd
 
 
 class AttachedProcess:
@@ -391,11 +444,18 @@ def _make_raw(fd: int) -> None:
 
 
 def _popen(
-    argv: list[str], *, stdin: int, stdout: int, stderr: int, new_session: bool
+    argv: list[str],
+    *,
+    stdin: int,
+    stdout: int,
+    stderr: int,
+    new_session: bool,
+    executable: str | None = None,
 ) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
             argv,
+            executable=executable,
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,

@@ -318,3 +318,19 @@ def commands_in(init: int) -> dict[int, str]:
 
 def pids_named(init: int, command: str) -> list[int]:
     return [pid for pid, name in commands_in(init).items() if name == command]
+
+
+def lxc_attach_children(agent: Agent) -> list[int]:
+    """The agent's lxc-attach children: one per session (the agent starts them from a sealed
+    copy of the binary, so neither the command name nor argv[0] need say lxc-attach)."""
+    assert agent.proc is not None
+    children = Path(f"/proc/{agent.proc.pid}/task/{agent.proc.pid}/children").read_text()
+    found = []
+    for pid in children.split():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--clear-env" in argv:
+            found.append(int(pid))
+    return found

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,7 +12,14 @@ import pytest
 
 from tests import remote
 from tests.agent.conftest import Container, agent_with, run_container
-from tests.support import Agent, commands_in, pids_named, process_stat, zombies_of
+from tests.support import (
+    Agent,
+    commands_in,
+    lxc_attach_children,
+    pids_named,
+    process_stat,
+    zombies_of,
+)
 from tuxio.common import remotecommand as rc
 
 
@@ -179,20 +185,10 @@ async def test_unresumed_session_leaves_nothing_behind(
 
 
 def _lxc_attach_of(agent: Agent) -> list[int]:
-    """The agent's lxc-attach children (one per session; LXC re-executes itself from a memfd,
-    so its command name is not lxc-attach, its argv[0] is)."""
-    assert agent.proc is not None
-    children = Path(f"/proc/{agent.proc.pid}/task/{agent.proc.pid}/children").read_text().split()
-    found = [int(pid) for pid in children if _argv0(int(pid)) == "lxc-attach"]
+    """The agent's lxc-attach children (one per session)."""
+    found = lxc_attach_children(agent)
     assert found, "no lxc-attach running under the agent"
     return found
-
-
-def _argv0(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-    except OSError:
-        return ""
 
 
 async def _sessions(api: httpx.AsyncClient, container: str) -> list[dict[str, Any]]:

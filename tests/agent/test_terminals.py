@@ -3,11 +3,15 @@ exit codes on channel 3, the login shell and its environment, v5 and v4 clients.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+
+import pytest
 
 from tests import remote
 from tests.agent.conftest import Container
-from tests.support import Agent, pids_named
+from tests.support import Agent, lxc_attach_children, pids_named
 from tuxio.common import remotecommand as rc
 
 SUCCESS = b'{"metadata":{},"status":"Success"}'
@@ -134,3 +138,30 @@ async def test_input_sent_at_once_is_not_lost(
     await stream.send("echo first-$((40+2)); exit 9\n")
     assert (await stream.exit_status()).exit_code == 9
     assert b"first-42" in stream.stdout
+
+
+async def test_lxc_attach_runs_from_one_sealed_copy(
+    agent: Agent, container: Container, streams: remote.Streams
+) -> None:
+    """Every lxc-attach runs from the same sealed in-memory copy of the binary (LXC's guard
+    against CVE-2019-5736, made once by the agent instead of once per attach), which nothing
+    can write, and which the command inside does not inherit."""
+    first = await streams.open(agent, container.name, remote.terminal())
+    await streams.open(agent, container.name, remote.piped(["sleep", "1000"]))
+    await first.expect(r"# ")
+    await remote.eventually(lambda: pids_named(container.init, "sleep"))
+    attach = lxc_attach_children(agent)
+    assert len(attach) == 2
+    images = {os.stat(f"/proc/{pid}/exe").st_ino for pid in attach}
+    assert len(images) == 1
+    assert os.readlink(f"/proc/{attach[0]}/exe").startswith("/memfd:lxc-attach")
+    fd = os.open(f"/proc/{attach[0]}/exe", os.O_RDONLY)
+    try:
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    finally:
+        os.close(fd)
+    assert seals == fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+    with pytest.raises(OSError, match=r"Text file busy|Operation not permitted"):
+        os.open(f"/proc/{attach[0]}/exe", os.O_WRONLY)
+    sleep = pids_named(container.init, "sleep")[0]
+    assert sorted(os.listdir(f"/proc/{sleep}/fd")) == ["0", "1", "2"]
