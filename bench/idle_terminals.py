@@ -23,8 +23,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests import remote  # noqa: E402
-from tests.support import (  # noqa: E402
+from tests import remote
+from tests.support import (
     Agent,
     destroy_everything,
     make_agent,
@@ -85,13 +85,17 @@ async def measure(terminals: int) -> dict[str, Any]:
             await stream.drop()
         await asyncio.sleep(2)  # the agent notices the drops (a measurement, not a test)
         detached_rss = rss_bytes(agent.proc.pid)
+
+        def per_terminal(growth: int) -> float:
+            return round(growth / terminals / 1024, 1)
+
         return {
             "terminals": terminals,
             "containers": containers,
             "open_all_seconds": round(open_seconds, 2),
             "agent_rss_baseline_kib": baseline // 1024,
-            "agent_rss_per_terminal_attached_kib": round((attached_rss - baseline) / terminals / 1024, 1),
-            "agent_rss_per_terminal_detached_kib": round((detached_rss - baseline) / terminals / 1024, 1),
+            "agent_rss_per_terminal_attached_kib": per_terminal(attached_rss - baseline),
+            "agent_rss_per_terminal_detached_kib": per_terminal(detached_rss - baseline),
             "lxc_attach_pss": summary(attach),
             "shell_pss_in_container": summary(shells),
             "host_kib_per_terminal_attached": round(

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import os
 import re
 import secrets
 import stat
-import struct
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,14 +37,12 @@ from .errors import (
     ReadOnlyFilesystem,
     UnsupportedFileType,
 )
+from .linux import creating_as, filesystem_type, openat2_in_root
 from .models import DirectoryListing, FileDeleted, FileEntry, FileType, FileWritten
 from .processes import InitProcess
 
 __all__ = ["ContainerFiles", "RegularFile", "check_path", "parse_mode"]
 
-_SYS_OPENAT2 = 437  # the same number on every architecture (added after the unified table)
-_RESOLVE_NO_MAGICLINKS = 0x02
-_RESOLVE_IN_ROOT = 0x10
 _MAX_PATH = 4096
 _MAX_NAME = 255
 _CHUNK = 256 * 1024
@@ -65,80 +61,6 @@ _DATA_FILESYSTEMS = {
     0x2FC12FC1,  # zfs
     0x73717368,  # squashfs
 }
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_libc.fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
-_libc.setfsuid.argtypes = [ctypes.c_uint]
-_libc.setfsgid.argtypes = [ctypes.c_uint]
-
-_CAPABILITY_V3 = 0x20080522
-_CAP_DAC_OVERRIDE, _CAP_FOWNER = 1, 3
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
-    ]
-
-
-@contextlib.contextmanager
-def _creating_as(owner: int) -> Iterator[None]:
-    """Create files and names as the container's root: a filesystem mounted in the
-    container's user namespace (its overlay root, its tmpfs) takes new files and new names
-    only from an id mapped in it (EOVERFLOW otherwise). The filesystem ids of this thread
-    become `owner`, which drops the file capabilities; DAC_OVERRIDE and FOWNER are raised
-    again, as container root has them. Per thread: nothing else of the agent sees it, and it
-    is undone on leaving."""
-    _libc.setfsgid(owner)
-    _libc.setfsuid(owner)
-    try:
-        header = _CapHeader(_CAPABILITY_V3, 0)
-        data = (_CapData * 2)()
-        if _libc.capget(ctypes.byref(header), data) == 0:
-            data[0].effective |= data[0].permitted & ((1 << _CAP_DAC_OVERRIDE) | (1 << _CAP_FOWNER))
-            _libc.capset(ctypes.byref(header), data)
-        yield
-    finally:
-        _libc.setfsuid(0)  # back to 0: the file capabilities return (capabilities(7))
-        _libc.setfsgid(0)
-
-
-def _openat2(dirfd: int, path: str, flags: int) -> int:
-    how = _OpenHow(flags | os.O_CLOEXEC, 0, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
-    for _ in range(16):
-        fd = _libc.syscall(
-            ctypes.c_long(_SYS_OPENAT2),
-            ctypes.c_int(dirfd),
-            ctypes.c_char_p(path.encode()),
-            ctypes.byref(how),
-            ctypes.c_size_t(ctypes.sizeof(how)),
-        )
-        if fd >= 0:
-            return int(fd)
-        code = ctypes.get_errno()
-        if code not in (errno.EAGAIN, errno.EINTR):  # EAGAIN: a rename raced the lookup
-            raise OSError(code, os.strerror(code), path)
-    raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN), path)
-
-
-def _filesystem_type(fd: int) -> int:
-    buffer = ctypes.create_string_buffer(256)  # struct statfs; f_type is its first field
-    if _libc.fstatfs(fd, buffer) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-    return int(struct.unpack_from("l", buffer.raw)[0]) & 0xFFFFFFFF
 
 
 def check_path(path: str) -> list[str]:
@@ -242,7 +164,7 @@ def _check_served(fd: int, path: str, mode: int) -> None:
         raise UnsupportedFileType(
             f"{path} is a {_describe(mode)}: only regular files and directories are served"
         )
-    if _filesystem_type(fd) not in _DATA_FILESYSTEMS:
+    if filesystem_type(fd) not in _DATA_FILESYSTEMS:
         raise UnsupportedFileType(f"{path} is on a pseudo filesystem (proc, sysfs, ...)")
 
 
@@ -277,7 +199,7 @@ class ContainerFiles:
         check_path(path)
         with _root(init) as root:
             try:
-                found = _openat2(root, path, os.O_PATH)
+                found = openat2_in_root(root, path, os.O_PATH)
             except OSError as exc:
                 raise _errors(path, exc) from None
         try:
@@ -341,7 +263,7 @@ class ContainerFiles:
         """Whether `path` inside the container is an executable regular file."""
         with _root(init) as root:
             try:
-                found = _openat2(root, path, os.O_PATH)
+                found = openat2_in_root(root, path, os.O_PATH)
             except OSError:
                 return False
         try:
@@ -379,7 +301,7 @@ class ContainerFiles:
         try:
             self._check_target(parent, name, path)
             temporary = f".tuxio-{secrets.token_hex(8)}"
-            with _creating_as(self.owner):
+            with creating_as(self.owner):
                 fd = os.open(
                     temporary,
                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -393,7 +315,7 @@ class ContainerFiles:
                 await asyncio.to_thread(os.fsync, fd)
                 os.close(fd)
                 fd = -1
-                with _creating_as(self.owner):  # a new name is a creation too
+                with creating_as(self.owner):  # a new name is a creation too
                     os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
             except BaseException:
                 if fd >= 0:
@@ -438,7 +360,7 @@ class ContainerFiles:
         directory = path.rsplit("/", 1)[0] or "/"
         with _root(init) as root:
             try:
-                parent = _openat2(root, directory, os.O_PATH | os.O_DIRECTORY)
+                parent = openat2_in_root(root, directory, os.O_PATH | os.O_DIRECTORY)
             except OSError as exc:
                 raise _errors(directory, exc) from None
         try:

@@ -1,4 +1,4 @@
-"""The pure parts of sessions: the output buffer's bounds and the removal of added CRs."""
+"""A session's output: the buffer's bounds and the removal of added CRs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from tuxio.nodeagent.terminals import AddedCrRemover, OutputBuffer
+from tuxio.nodeagent.output import AddedCrRemover, OutputBuffer
 
 WRITTEN = [
     b"plain\n",
