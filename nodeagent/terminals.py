@@ -195,10 +195,6 @@ class Session:
             self._ending = self._loop.create_task(self._end(reason))
         return self._ending
 
-    @property
-    def ending(self) -> bool:
-        return self._ending is not None
-
     async def _end(self, reason: str) -> None:
         log.info("session %s/%s ending: %s", self.container, self.id, reason)
         self._cancel_timers()

@@ -1,5 +1,7 @@
 """A small remote-command client for the tests (the product client is tuxio.client).
 
+Tests open streams through the `streams` fixture (Streams), which closes them at the end.
+
 It speaks the wire format through tuxio.common.remotecommand over the `websockets` library,
 collects what arrives per channel in a background task, and lets a test wait on what it
 expects to see. `reading` can be switched off to play a client that does not read.
@@ -156,20 +158,6 @@ def exec_url(agent: Agent, container: str, params: list[tuple[str, str]]) -> str
     return f"{base}/v1/containers/{container}/exec?{urlencode(params)}"
 
 
-async def open_stream(
-    agent: Agent,
-    container: str,
-    params: list[tuple[str, str]],
-    protocols: tuple[str, ...] = rc.SUBPROTOCOLS,
-    token: str | None = None,
-    max_queue: int = 16,
-) -> Stream:
-    """Connect and start collecting; AssertionError if the agent refuses."""
-    answer = await try_open(agent, container, params, protocols, token, max_queue)
-    assert isinstance(answer, Stream), f"refused: {answer}"
-    return answer
-
-
 async def try_open(
     agent: Agent,
     container: str,
@@ -178,6 +166,7 @@ async def try_open(
     token: str | None = None,
     max_queue: int = 16,
 ) -> Stream | Denied:
+    """Connect and start collecting, or what the agent answered when it refused."""
     headers = {"Authorization": f"Bearer {agent.token if token is None else token}"}
     try:
         ws = await connect(
