@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests import remote
@@ -40,6 +42,14 @@ def attach_processes(agent: Agent) -> list[int]:
     assert agent.proc is not None
     children = Path(f"/proc/{agent.proc.pid}/task/{agent.proc.pid}/children").read_text()
     return [int(pid) for pid in children.split()]
+
+
+async def all_detached(api: httpx.AsyncClient, containers: int) -> bool:
+    for index in range(containers):
+        items = (await api.get(f"/v1/containers/idle-{index}/sessions")).json()["items"]
+        if any(item["attached"] for item in items):
+            return False
+    return True
 
 
 def summary(values: list[int]) -> dict[str, float]:
@@ -83,7 +93,8 @@ async def measure(terminals: int) -> dict[str, Any]:
         shells = [pss_bytes(pid) for init in inits for pid in pids_named(init, "sh")]
         for stream in opened:
             await stream.drop()
-        await asyncio.sleep(2)  # the agent notices the drops (a measurement, not a test)
+        async with agent.async_client() as api:
+            await remote.eventually(lambda: all_detached(api, containers), timeout=300)
         detached_rss = rss_bytes(agent.proc.pid)
 
         def per_terminal(growth: int) -> float:

@@ -5,7 +5,6 @@ pseudo filesystems), sizes over the cap refused."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -219,14 +218,13 @@ def test_devices_and_pseudo_filesystems_are_refused(
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 def test_fifo_is_refused_without_blocking(http: httpx.Client, box: Container, method: str) -> None:
     sh(http, box, "mkfifo /tmp/fifo")
-    started = time.monotonic()
+    # Answered at all (within the client's timeout): opening a FIFO to read would hang.
     response = http.request(
         method, files(box), params={"path": "/tmp/fifo"}, content=b"x" if method == "PUT" else None
     )
     assert response.status_code == 400, response.text
     assert response.json()["reason"] == "UnsupportedFileType"
     assert inside(box, "/tmp/fifo").exists()
-    assert time.monotonic() - started < 30  # answered: opening a FIFO to read would hang
 
 
 def test_sizes_over_the_cap(http: httpx.Client, box: Container) -> None:
