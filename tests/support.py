@@ -119,6 +119,8 @@ class Agent:
     address: str = "127.0.0.1"
     # Argv the agent runs under, e.g. nsenter into a network namespace of its own.
     wrapper: list[str] = field(default_factory=list)
+    # Extra environment, e.g. TUXIO_AGENT_* settings without a flag.
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -148,7 +150,9 @@ class Agent:
             *self.extra,
         ]
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+            )
         STARTED.append(self.proc)
         MADE.pids.append(self.proc.pid)
         wait_until(self._healthy, timeout=30)
@@ -267,9 +271,10 @@ def make_netns(index: int, name: str) -> Netns:
     return netns
 
 
-def make_agent(name: str, extra: list[str]) -> Agent:
+def make_agent(name: str, extra: list[str], env: dict[str, str] | None = None) -> Agent:
     data_dir = prepare_data_dir(name)
-    return Agent(data_dir, free_port(), (data_dir / "token").read_text().strip(), extra)
+    token = (data_dir / "token").read_text().strip()
+    return Agent(data_dir, free_port(), token, extra, env=env or {})
 
 
 # ----- independent readers of what the kernel says ---------------------------------------
@@ -323,3 +328,89 @@ def processes_alive(pids: list[int]) -> list[int]:
         except ProcessLookupError:
             pass
     return alive
+
+
+def cgroup_processes(pid: int, controller: str = "pids") -> list[int]:
+    """Every process in the cgroup of `pid` and the cgroups below it (cgroup.procs)."""
+    root = cgroup_dir(pid, controller)
+    found: list[int] = []
+    for procs in root.rglob("cgroup.procs"):
+        with contextlib.suppress(OSError):
+            found += [int(p) for p in procs.read_text().split()]
+    return found
+
+
+def process_stat(pid: int) -> tuple[str, str, int, int] | None:
+    """Command name, state, parent and session of a process, from /proc; None when gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name = text[text.index("(") + 1 : text.rindex(")")]
+    fields = text.rsplit(")", 1)[1].split()
+    return name, fields[0], int(fields[1]), int(fields[3])
+
+
+def zombies_of(parent: int) -> list[int]:
+    """Children of `parent` that exited and were not reaped."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = process_stat(int(entry.name))
+            if stat is not None and stat[1] == "Z" and stat[2] == parent:
+                found.append(int(entry.name))
+    return found
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set size: the process's share of the memory it maps."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no Pss line")
+
+
+def bytes_written(pid: int) -> int:
+    """What a process has written so far (wchar of /proc/<pid>/io)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no wchar line")
+
+
+def commands_in(init: int) -> dict[int, str]:
+    """The processes of the container whose init is `init`, by host PID: their command names
+    (from /proc, for the container's cgroup and those below it)."""
+    found = {}
+    for pid in cgroup_processes(init):
+        stat = process_stat(pid)
+        if stat is not None and stat[1] not in ("Z", "X"):
+            found[pid] = stat[0]
+    return found
+
+
+def pids_named(init: int, command: str) -> list[int]:
+    return [pid for pid, name in commands_in(init).items() if name == command]
+
+
+def lxc_attach_children(agent: Agent) -> list[int]:
+    """The agent's lxc-attach children: one per session (the agent starts them from a sealed
+    copy of the binary, so neither the command name nor argv[0] need say lxc-attach)."""
+    assert agent.proc is not None
+    children = Path(f"/proc/{agent.proc.pid}/task/{agent.proc.pid}/children").read_text()
+    found = []
+    for pid in children.split():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--clear-env" in argv:
+            found.append(int(pid))
+    return found
