@@ -53,7 +53,7 @@ __all__ = ["HEALTH_PATHS", "create_api_app", "error_middleware", "health_routes"
 log = logging.getLogger(__name__)
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
-USER = "tuxio.user"
+USER: web.RequestKey[UserInfo] = web.RequestKey("user", UserInfo)
 HEALTH_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
 SANDBOX = f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/sandboxes/{{name}}"
 

@@ -61,7 +61,7 @@ class GatewaySettings(BaseSettings):
     token_default_seconds: int = Field(600, ge=1, description="Lifetime when none is asked.")
     token_max_seconds: int = Field(3600, ge=1, description="Longest lifetime that may be asked.")
     signing_key_refresh_seconds: float = Field(
-        1.0, gt=0, description="At most this often, a token of an unknown key re-reads the Secret."
+        1.0, ge=0, description="At most this often, a token of an unknown key re-reads the Secret."
     )
 
     # ----- agents ----------------------------------------------------------------------------
