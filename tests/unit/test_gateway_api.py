@@ -193,9 +193,11 @@ async def test_a_new_ca_from_the_configmap_is_trusted_from_the_next_connection(e
 
 
 async def test_sni_names_the_service_and_the_check_holds(env: Env) -> None:
-    async with env.session() as http:
-        async with http.get(env.url + "/apis", headers=ALICE, server_hostname=SVC_NAME) as answer:
-            assert answer.status == 200
+    async with (
+        env.session() as http,
+        http.get(env.url + "/apis", headers=ALICE, server_hostname=SVC_NAME) as answer,
+    ):
+        assert answer.status == 200
 
 
 def _review(user: str, sub: str, name: str = "visitor-42") -> dict[str, str]:
@@ -231,9 +233,12 @@ async def test_extra_and_groups_reach_the_review(env: Env) -> None:
         "X-Remote-Extra-Scopes": "view",
         "X-Remote-Extra-Acme.com%2Fproject": "p1",
     }
-    async with env.session() as http:
-        async with http.get(env.url + f"{BASE}/visitor-42/exec", headers=[*headers.items(), ("X-Remote-Group", "b"), ("X-Remote-Extra-Scopes", "edit")]) as answer:  # fmt: skip
-            assert answer.status == 403
+    repeated = [*headers.items(), ("X-Remote-Group", "b"), ("X-Remote-Extra-Scopes", "edit")]
+    async with (
+        env.session() as http,
+        http.get(env.url + f"{BASE}/visitor-42/exec", headers=repeated) as answer,
+    ):
+        assert answer.status == 403
     ((user, _),) = env.kube.reviews
     assert user == UserInfo(
         "bob", "", ("a", "b"), {"scopes": ("view", "edit"), "acme.com/project": ("p1",)}
@@ -450,12 +455,13 @@ async def test_token_minting_asks_for_each_scope(env: Env) -> None:
 async def test_bad_token_requests_are_invalid(env: Env, spec: dict, message: str) -> None:
     for sub in ("token", "terminal"):
         env.kube.allowed.add(("alice", "team", "visitor-42", sub))
-    async with env.session() as http:
-        async with http.post(
-            env.url + f"{BASE}/visitor-42/token", json={"spec": spec}, headers=ALICE
-        ) as answer:
-            assert answer.status == 422
-            body = await answer.json()
+    url = env.url + f"{BASE}/visitor-42/token"
+    async with (
+        env.session() as http,
+        http.post(url, json={"spec": spec}, headers=ALICE) as answer,
+    ):
+        assert answer.status == 422
+        body = await answer.json()
     assert body["reason"] == "Invalid" and message in body["message"]
 
 
