@@ -40,6 +40,7 @@ from .models import (
 from .runtime import Gateway
 from .streams import (
     StreamKind,
+    close_streams,
     exec_query,
     files_query,
     forward_files,
@@ -148,6 +149,7 @@ async def _stream(request: web.Request, kind: StreamKind) -> web.StreamResponse:
         query,
         protocols,
         max_message_bytes=gateway.settings.max_message_bytes,
+        open_streams=gateway.open_streams,
         who=f"user {user.name}",
     )
 
@@ -240,6 +242,7 @@ async def _token_request(request: web.Request) -> SandboxTokenRequest:
 def create_api_app(gateway: Gateway) -> web.Application:
     app = web.Application(middlewares=[error_middleware, front_proxy_middleware])
     app[GATEWAY] = gateway
+    app.on_shutdown.append(lambda _: close_streams(gateway.open_streams))
 
     async def group_list(_: web.Request) -> web.Response:
         return _json(200, api_group_list())

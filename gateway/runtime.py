@@ -15,6 +15,8 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from aiohttp import web
+
 from .agents import Agents, Credentials
 from .directory import Directory
 from .errors import NotReady, Unauthorized
@@ -102,6 +104,8 @@ class Gateway:
             refresh_seconds=settings.signing_key_refresh_seconds,
         )
         self.contexts = ServerContexts(settings.tls_cert_file, settings.tls_key_file)
+        # The client side of every stream being relayed (closed with 1001 on shutdown).
+        self.open_streams: set[web.WebSocketResponse] = set()
         self.front_proxy = FrontProxy(self.contexts)
         self.reflectors = [
             Reflector(kube, "/apis/tux.io/v1alpha1/sandboxes", self.directory.sandboxes),

@@ -28,6 +28,7 @@ __all__ = [
     "SUBPROTOCOLS",
     "Sandboxes",
     "StreamKind",
+    "close_streams",
     "exec_query",
     "files_query",
     "forward_files",
@@ -133,6 +134,7 @@ async def serve_stream(
     *,
     max_message_bytes: int,
     who: str,
+    open_streams: set[web.WebSocketResponse],
 ) -> web.WebSocketResponse:
     """Open the agent's stream, then answer the client's upgrade with the agent's choice of
     subprotocol and its session headers, and relay until one side closes."""
@@ -162,7 +164,11 @@ async def serve_stream(
             f", session {session}" if session else "",
             who,
         )
-        ended = await relay(client, agent)
+        open_streams.add(client)
+        try:
+            ended = await relay(client, agent)
+        finally:
+            open_streams.discard(client)
         log.info(
             "stream closed by the %s: %s/%s%s",
             ended,
@@ -204,3 +210,12 @@ async def forward_files(
         return response
     finally:
         answer.release()
+
+
+async def close_streams(open_streams: set[web.WebSocketResponse]) -> None:
+    """Close every open stream with 1001 (going away): on SIGTERM, before the listeners stop.
+    Each relay then closes its agent side with the same code, which detaches a terminal
+    (kept by the agent for its grace period) rather than ending it."""
+    for client in list(open_streams):
+        with contextlib.suppress(Exception):
+            await client.close(code=1001, message=b"gateway going away")

@@ -31,6 +31,7 @@ from .runtime import Gateway
 from .settings import GatewaySettings
 from .streams import (
     StreamKind,
+    close_streams,
     exec_query,
     files_query,
     forward_files,
@@ -106,6 +107,7 @@ async def _stream(request: web.Request, kind: StreamKind) -> web.StreamResponse:
         query,
         protocols,
         max_message_bytes=gateway.settings.max_message_bytes,
+        open_streams=gateway.open_streams,
         who=f"visitor token {claims.token_id}",
     )
 
@@ -156,6 +158,7 @@ async def files(request: web.Request) -> web.StreamResponse:
 def create_visitor_app(gateway: Gateway) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[GATEWAY] = gateway
+    app.on_shutdown.append(lambda _: close_streams(gateway.open_streams))
     app.add_routes(
         [
             *health_routes(gateway),
