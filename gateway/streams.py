@@ -18,6 +18,8 @@ from typing import Literal
 from aiohttp import web
 from multidict import MultiMapping
 
+from tuxio.common.remotecommand import SUBPROTOCOLS, InvalidExecQuery, parse_exec_query
+
 from .agents import Agents, AgentTarget
 from .directory import Directory, SandboxRoute, sandbox_route
 from .errors import AgentUnreachable, BadRequest, NotFound, SandboxNotRunning
@@ -38,10 +40,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SUBPROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 StreamKind = Literal["exec", "terminal"]
 
-_EXEC_PARAMS = frozenset({"command", "stdin", "stdout", "stderr", "tty", "session", "env"})
 _TERMINAL_PARAMS = frozenset({"command", "session", "env"})
 _FILES_PARAMS = frozenset({"path", "mode"})
 # Headers of an agent's files answer that the caller gets too.
@@ -61,11 +61,19 @@ def _checked(params: MultiMapping[str], allowed: frozenset[str]) -> list[tuple[s
 
 
 def exec_query(kind: StreamKind, params: MultiMapping[str]) -> list[tuple[str, str]]:
-    """The agent's query for an exec (as given) or a terminal (stdin, stdout and a TTY)."""
+    """The agent's query for an exec (as given) or a terminal (stdin, stdout and a TTY),
+    checked by the rules the agent applies (so that a bad one is refused here, in the same
+    words, without a connection to the agent)."""
     if kind == "exec":
-        return _checked(params, _EXEC_PARAMS)
-    query = _checked(params, _TERMINAL_PARAMS)
-    return [("tty", "true"), ("stdin", "true"), ("stdout", "true"), ("stderr", "false"), *query]
+        query = [(key, value) for key, value in params.items() if key != "container"]
+    else:
+        tty = [("tty", "true"), ("stdin", "true"), ("stdout", "true"), ("stderr", "false")]
+        query = [*tty, *_checked(params, _TERMINAL_PARAMS)]
+    try:
+        parse_exec_query(query)
+    except InvalidExecQuery as exc:
+        raise BadRequest(str(exc)) from None
+    return query
 
 
 def files_query(params: MultiMapping[str]) -> list[tuple[str, str]]:

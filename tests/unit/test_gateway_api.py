@@ -298,11 +298,11 @@ async def test_terminal_is_an_exec_with_a_tty_and_passes_the_session_back(env: E
     ("path", "protocols", "status", "reason", "message"),
     [
         (
-            "/visitor-42/exec?container=x",
+            "/visitor-42/exec?command=id&shell=x",
             ("v5.channel.k8s.io",),
             400,
             "BadRequest",
-            "unknown query parameter(s) container",
+            "unknown query parameter 'shell'",
         ),
         (
             "/visitor-42/exec?command=id",
