@@ -27,9 +27,10 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from client import ClaimRun, LeanClient, run_claims
 from operator_bench import pct
 from stack import BIN, GROUP, VERSION, Stack, speed_probe
+
+from client import ClaimRun, LeanClient, run_claims
 
 RESOURCES = {"cpus": 1, "memory": "64Mi", "pids": 64}
 TIMING = re.compile(
