@@ -146,8 +146,8 @@ def refusal(status: int, body: bytes | bytearray, what: str) -> AgentRefused | A
         answer = {}
     reason = str(answer.get("reason") or "AgentError")
     message = str(answer.get("message") or f"the agent answered {status}")
-    if status in (401, 403):
-        return AgentUnreachable(f"{what}: the agent refused the gateway's credentials")
+    if status == 401:
+        return AgentUnreachable(f"{what}: the agent refused the gateway's credentials: {message}")
     if 400 <= status < 500:
         return AgentRefused(status, reason, message)
     return AgentUnreachable(f"{what}: the agent answered {status}: {message}")

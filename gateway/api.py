@@ -67,20 +67,25 @@ def _json(status: int, body: dict[str, Any]) -> web.Response:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Errors as `metav1.Status` JSON: the gateway's own, and aiohttp's (404, 405)."""
+    """Errors as `metav1.Status` JSON: the gateway's own, and aiohttp's (404, 405). A refused
+    WebSocket handshake also closes the connection, as a client that asked for an upgrade
+    expects (it waits for the close, not for a next request)."""
     try:
         return await handler(request)
     except GatewayError as exc:
-        return _json(exc.code, exc.body())
+        refusal = _json(exc.code, exc.body())
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         reason = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status, "BadRequest")
-        return _json(
+        refusal = _json(
             exc.status,
             GatewayError(f"{request.method} {request.path}: {exc.reason}").body()
             | {"reason": reason, "code": exc.status},
         )
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        refusal.force_close()
+    return refusal
 
 
 @web.middleware

@@ -91,6 +91,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
 
 
 TERMINAL = "/v1/namespaces/team/sandboxes/visitor-42/terminal"
+V5_OFFER = "v5.channel.k8s.io"
 
 
 async def _refusal(
@@ -247,3 +248,21 @@ async def test_a_flood_is_held_back_while_the_client_does_not_read(env: Env) -> 
             received += len(message.data)
             assert env.agent.sent - received <= bound, (env.agent.sent, received)
     assert received >= flood
+
+
+async def test_a_refused_upgrade_closes_the_connection(env: Env) -> None:
+    """A client that asked for an upgrade and got a refusal waits for the server to close
+    (websockets' does): the answer says so and the connection ends."""
+    host, port = env.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET {TERMINAL} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Protocol: {V5_OFFER}\r\nOrigin: {ORIGIN}\r\n\r\n".encode()
+    )
+    answer = await asyncio.wait_for(reader.read(), timeout=60)  # to EOF
+    writer.close()
+    await writer.wait_closed()
+    head = answer.split(b"\r\n\r\n")[0].decode()
+    assert head.startswith("HTTP/1.1 401")
+    assert "Connection: close" in head
