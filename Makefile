@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: deps lint typecheck-tree test test-unit test-agent test-e2e demo demo-agent bench bench-agent \
+.PHONY: deps lint typecheck-tree test test-slow test-unit test-agent test-e2e demo demo-agent bench bench-agent \
 	bench-operator bench-pool bench-placement openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
@@ -24,6 +24,13 @@ lint: deps typecheck-tree
 
 test: lint
 	$(PY) -m pytest -q tests
+
+# The whole suite on a slow machine: it and everything it starts (the control plane included,
+# restarted inside the throttle) held to SLOW_CORES of one core. See docs/testing.md.
+SLOW_CORES ?= 0.5
+test-slow: deps
+	hack/cluster-down.sh
+	TUXIO_START_TIMEOUT=900 hack/run-throttled.sh --cores $(SLOW_CORES) -- $(MAKE) test
 
 test-unit: deps
 	$(PY) -m pytest -q tests/unit

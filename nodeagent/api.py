@@ -5,29 +5,43 @@ No `from __future__ import annotations` here: FastAPI reads these annotations at
 
 import asyncio
 import contextlib
-import hmac
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
+from fastapi.requests import HTTPConnection
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from . import __version__
+from .deps import Authenticated, ContainerName, Service, Unauthorized
 from .errors import (
     AgentError,
     ContainerNotFound,
     ContainerNotRunning,
+    FileNotFound,
+    FileTooLarge,
     HostPrerequisiteMissing,
+    InsufficientStorage,
+    InvalidExecRequest,
+    InvalidPath,
     InvalidSpec,
+    IsADirectory,
+    NoAcceptableSubprotocol,
+    PermissionDenied,
     PreconditionFailed,
+    ReadOnlyFilesystem,
+    SessionNotFound,
     SpecConflict,
+    TooManySessions,
     UnknownTemplate,
+    UnsupportedFileType,
+    UpgradeRequired,
 )
+from .file_routes import files_router
+from .files import ContainerFiles
 from .models import (
-    NAME_PATTERN,
     ContainerList,
     ContainerSpec,
     ContainerStatus,
@@ -37,6 +51,8 @@ from .models import (
     HostInfo,
 )
 from .service import ANY, ContainerService
+from .stream_routes import streams_router
+from .terminals import SessionTable
 
 __all__ = ["MalformedHeader", "create_app", "openapi_document", "parse_if_match"]
 
@@ -50,25 +66,24 @@ _STATUS: dict[type[AgentError], int] = {
     ContainerNotFound: 404,
     PreconditionFailed: 412,
     HostPrerequisiteMissing: 503,
+    UpgradeRequired: 400,
+    NoAcceptableSubprotocol: 400,
+    InvalidExecRequest: 400,
+    TooManySessions: 429,
+    SessionNotFound: 404,
+    InvalidPath: 400,
+    UnsupportedFileType: 400,
+    IsADirectory: 400,
+    FileNotFound: 404,
+    PermissionDenied: 403,
+    ReadOnlyFilesystem: 409,
+    FileTooLarge: 413,
+    InsufficientStorage: 507,
 }
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 409, 412, 415, 422, 500)
 }
-
-ContainerName = Annotated[
-    str,
-    Path(
-        min_length=1,
-        max_length=63,
-        pattern=NAME_PATTERN,
-        description="Container name: a DNS-1123 label of at most 63 characters.",
-    ),
-]
-
-
-class _Unauthorized(Exception):
-    pass
 
 
 class MalformedHeader(ValueError):
@@ -112,28 +127,6 @@ def _parse_selector(labels: list[str]) -> dict[str, str]:
         selector[key] = value
     return selector
 
-
-_bearer = HTTPBearer(auto_error=False, description="The agent's token.")
-
-
-async def _require_token(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    # async: FastAPI runs plain functions in a thread pool, a hand-off per request.
-    # Constant-time comparison: the answer must not leak how much of a guess was right.
-    given = credentials.credentials.encode() if credentials else b""
-    if not hmac.compare_digest(given, request.app.state.token):
-        raise _Unauthorized
-
-
-async def _service(request: Request) -> ContainerService:
-    service: ContainerService = request.app.state.service
-    return service
-
-
-Service = Annotated[ContainerService, Depends(_service)]
-Authenticated = [Depends(_require_token)]
 
 v1 = APIRouter(prefix="/v1", dependencies=Authenticated, responses=_ERRORS)
 
@@ -214,19 +207,24 @@ async def exec_in_container(
     return await service.exec(name, request)
 
 
-async def _unauthorized(_: Request, __: Exception) -> JSONResponse:
+async def _unauthorized(_: HTTPConnection, __: Exception) -> JSONResponse:
     return _error(401, "Unauthorized", "a valid 'Authorization: Bearer <token>' is required")
 
 
-async def _malformed_header(_: Request, exc: Exception) -> JSONResponse:
+async def _malformed_header(_: HTTPConnection, exc: Exception) -> JSONResponse:
     return _error(400, "MalformedHeader", str(exc))
 
 
-async def _agent_error(request: Request, exc: Exception) -> JSONResponse:
+def _method(connection: HTTPConnection) -> str:
+    return str(connection.scope.get("method", "WEBSOCKET"))
+
+
+async def _agent_error(connection: HTTPConnection, exc: Exception) -> JSONResponse:
+    # Also before a WebSocket upgrade: the answer is then sent as the denial response.
     assert isinstance(exc, AgentError)
     status = _STATUS.get(type(exc), 500)
     if status >= 500:
-        log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        log.error("%s %s failed: %s", _method(connection), connection.url.path, exc.message)
     return _error(status, exc.reason, exc.message)
 
 
@@ -235,8 +233,8 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _error(500, "InternalError", f"{type(exc).__name__}: {exc}")
 
 
-async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+async def _invalid_request(request: HTTPConnection, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError | WebSocketRequestValidationError)
     content_type = request.headers.get("content-type", "")
     if content_type and "json" not in content_type:
         return _error(
@@ -257,9 +255,14 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(
-    service: ContainerService | None, token: bytes, burst_poll_seconds: float = 0.25
+    service: ContainerService | None,
+    token: bytes,
+    burst_poll_seconds: float = 0.25,
+    sessions: SessionTable | None = None,
+    files: ContainerFiles | None = None,
 ) -> FastAPI:
-    """The agent's ASGI app over `service`; every route but /healthz needs `token`.
+    """The agent's ASGI app over `service`, its sessions and its files; every route but
+    /healthz needs `token`.
 
     Without a service the app can only describe itself (its OpenAPI schema).
     """
@@ -270,6 +273,8 @@ def create_app(
             yield
             return
         await service.recover()
+        if sessions is not None:
+            service.stop_hooks.append(sessions.end_container)
         watcher = asyncio.create_task(service.watch_bursts(burst_poll_seconds))
         try:
             yield
@@ -277,6 +282,8 @@ def create_app(
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            if sessions is not None:
+                await sessions.close()  # nothing the agent started outlives it
 
     app = FastAPI(
         title="tuxio node agent",
@@ -289,11 +296,14 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = service
+    app.state.sessions = sessions
+    app.state.files = files
     app.state.token = token
-    app.add_exception_handler(_Unauthorized, _unauthorized)
+    app.add_exception_handler(Unauthorized, _unauthorized)
     app.add_exception_handler(AgentError, _agent_error)
     app.add_exception_handler(MalformedHeader, _malformed_header)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(WebSocketRequestValidationError, _invalid_request)
     app.add_exception_handler(Exception, _unexpected)
 
     @app.get("/healthz", tags=["health"])
@@ -306,6 +316,8 @@ def create_app(
         return app.openapi()
 
     app.include_router(v1)
+    app.include_router(streams_router, prefix="/v1", responses=_ERRORS)
+    app.include_router(files_router, prefix="/v1", dependencies=Authenticated, responses=_ERRORS)
     return app
 
 

@@ -14,18 +14,22 @@ from pathlib import Path
 from . import __version__
 from .cgroups import detect_driver
 from .errors import AgentError, HostPrerequisiteMissing, TemplateBuildFailed
+from .files import ContainerFiles
 from .host import apparmor_enabled, ensure_subordinate_ids, ensure_traversable, host_cpus
 from .lxc import Lxc
 from .records import read_record
 from .service import ContainerService
 from .settings import AgentSettings
 from .templates import BUILDERS, TemplateStore
+from .terminals import SessionLimits, SessionTable
 
-__all__ = ["build_service", "main"]
+__all__ = ["build_service", "build_sessions", "main"]
 
 log = logging.getLogger("tuxio.nodeagent")
 
 _LXC_TOOLS = ("lxc-start", "lxc-stop", "lxc-info", "lxc-ls", "lxc-attach", "lxc-destroy")
+# util-linux's setsid gives a terminal's lxc-attach its session and controlling terminal.
+_HOST_TOOLS = ("setsid",)
 
 
 def build_service(settings: AgentSettings) -> ContainerService:
@@ -34,6 +38,11 @@ def build_service(settings: AgentSettings) -> ContainerService:
     if missing:
         raise HostPrerequisiteMissing(
             f"missing LXC tools: {', '.join(missing)} (apt-get install lxc)"
+        )
+    missing = [tool for tool in _HOST_TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise HostPrerequisiteMissing(
+            f"missing tools: {', '.join(missing)} (apt-get install util-linux)"
         )
     if os.geteuid() != 0:
         raise HostPrerequisiteMissing("tuxio-agent manages LXC containers and must run as root")
@@ -52,6 +61,20 @@ def build_service(settings: AgentSettings) -> ContainerService:
         apparmor=apparmor_enabled(),
         stop_timeout=settings.stop_timeout_seconds,
     )
+
+
+def build_sessions(settings: AgentSettings, service: ContainerService) -> SessionTable:
+    """The session table for these settings, over the service's containers."""
+    limits = SessionLimits(
+        per_container=settings.sessions_per_container,
+        per_agent=settings.sessions_per_agent,
+        idle_seconds=settings.session_idle_seconds,
+        grace_seconds=settings.session_grace_seconds,
+        hangup_seconds=settings.session_hangup_seconds,
+        buffer_bytes=settings.session_buffer_bytes,
+        replay_bytes=settings.session_replay_bytes,
+    )
+    return SessionTable(service.lxc, limits, service.processes)
 
 
 def _templates(settings: AgentSettings) -> TemplateStore:
@@ -77,7 +100,13 @@ def _serve(settings: AgentSettings) -> int:
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise HostPrerequisiteMissing("TLS needs both a certificate and a key")
     service = build_service(settings)
-    app = create_app(service, token, settings.burst_poll_seconds)
+    app = create_app(
+        service,
+        token,
+        settings.burst_poll_seconds,
+        sessions=build_sessions(settings, service),
+        files=ContainerFiles(settings.idmap_base, settings.file_max_bytes),
+    )
     config = uvicorn.Config(
         app,
         host=settings.listen,
@@ -90,6 +119,11 @@ def _serve(settings: AgentSettings) -> int:
         # asyncio's vfork path, and the lxc tools are on every hot path.
         loop="asyncio",
         http="httptools",
+        # The sans-I/O protocol: a send waits while the transport's buffer is full, which is
+        # how a slow client slows a session's reading. No compression: the agent's peers are
+        # gateways on the host network, and a flood would cost a core to deflate.
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,
     )
     scheme = "https" if settings.tls_cert else "http"

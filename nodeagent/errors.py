@@ -6,14 +6,27 @@ __all__ = [
     "AgentError",
     "ContainerNotFound",
     "ContainerNotRunning",
+    "FileNotFound",
+    "FileTooLarge",
     "HostPrerequisiteMissing",
+    "InsufficientStorage",
+    "InvalidExecRequest",
+    "InvalidPath",
     "InvalidSpec",
+    "IsADirectory",
     "LimitsNotInForce",
     "LxcCommandFailed",
+    "NoAcceptableSubprotocol",
+    "PermissionDenied",
     "PreconditionFailed",
+    "ReadOnlyFilesystem",
+    "SessionNotFound",
     "SpecConflict",
     "TemplateBuildFailed",
+    "TooManySessions",
     "UnknownTemplate",
+    "UnsupportedFileType",
+    "UpgradeRequired",
 ]
 
 
@@ -86,3 +99,87 @@ class HostPrerequisiteMissing(AgentError):
     """The host lacks something the agent needs (lxc tools, a subordinate id range, ...)."""
 
     reason = "HostPrerequisiteMissing"
+
+
+# ----- streams ----------------------------------------------------------------------------
+
+
+class UpgradeRequired(AgentError):
+    """A streaming route was asked for without a WebSocket upgrade."""
+
+    reason = "UpgradeRequired"
+
+
+class NoAcceptableSubprotocol(AgentError):
+    """The client offers no remote-command subprotocol the agent speaks."""
+
+    reason = "NoAcceptableSubprotocol"
+
+
+class InvalidExecRequest(AgentError):
+    """The exec's query parameters are malformed or contradict each other."""
+
+    reason = "InvalidExecRequest"
+
+
+class TooManySessions(AgentError):
+    """A cap on concurrent sessions (per container or per agent) is reached."""
+
+    reason = "TooManySessions"
+
+
+class SessionNotFound(AgentError):
+    """No terminal session of that id in the container."""
+
+    reason = "SessionNotFound"
+
+
+# ----- files ------------------------------------------------------------------------------
+
+
+class InvalidPath(AgentError):
+    """A path that is not absolute and normalised, or that resolves through a magic link."""
+
+    reason = "InvalidPath"
+
+
+class FileNotFound(AgentError):
+    """Nothing at that path inside the container."""
+
+    reason = "FileNotFound"
+
+
+class UnsupportedFileType(AgentError):
+    """A device, FIFO, socket or a file of a pseudo filesystem (proc, sysfs, cgroup, ...)."""
+
+    reason = "UnsupportedFileType"
+
+
+class IsADirectory(AgentError):
+    """The operation takes a file and the path is a directory."""
+
+    reason = "IsADirectory"
+
+
+class FileTooLarge(AgentError):
+    """Above the agent's file size cap."""
+
+    reason = "FileTooLarge"
+
+
+class PermissionDenied(AgentError):
+    """The kernel refused the operation (an immutable file, say)."""
+
+    reason = "PermissionDenied"
+
+
+class ReadOnlyFilesystem(AgentError):
+    """The path is on a read-only mount."""
+
+    reason = "ReadOnlyFilesystem"
+
+
+class InsufficientStorage(AgentError):
+    """No space or inodes left (the container's quota, or the host's disk)."""
+
+    reason = "InsufficientStorage"

@@ -7,16 +7,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
-import signal
+import shutil
+import struct
+import subprocess
+import termios
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LxcCommandFailed
+from .processes import AttachedTree, end_processes
 
-__all__ = ["AttachResult", "Lxc", "LxcInfo"]
+__all__ = [
+    "AttachResult",
+    "AttachedProcess",
+    "Lxc",
+    "LxcInfo",
+    "set_window_size",
+    "terminal_setup",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +74,19 @@ class Lxc:
     def __init__(self, lxcpath: Path, command_timeout: float = 60.0) -> None:
         self.lxcpath = lxcpath
         self.command_timeout = command_timeout
+        self._attach = SealedBinary("lxc-attach")
+        # Whether lxc-attach turns ONLCR on for the host pty it runs on (LXC 4.0.10 and later
+        # do): assumed until a terminal shows it (learn_terminal).
+        self.terminal_adds_cr = True
+
+    def learn_terminal(self, adds_cr: bool) -> None:
+        """What a terminal showed once lxc-attach had set it up (see terminal_setup)."""
+        if adds_cr != self.terminal_adds_cr:
+            log.warning(
+                "lxc-attach's terminals %s a CR before each LF, unlike assumed so far",
+                "add" if adds_cr else "do not add",
+            )
+            self.terminal_adds_cr = adds_cr
 
     async def _run(self, *argv: str, check: bool = True) -> _Run:
         proc = await asyncio.create_subprocess_exec(
@@ -142,13 +168,11 @@ class Lxc:
         On timeout the attached process and its descendants are killed: lxc-attach does not
         pass a kill on to the process it started.
         """
-        command = [*self._base("lxc-attach", name), "--clear-env"]
-        for key, value in {**_BASE_ENV, **env}.items():
-            command += ["-v", f"{key}={value}"]
-        command += ["--", *argv]
+        command = self._attach_argv(name, argv, {**_BASE_ENV, **env})
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
             *command,
+            executable=self._attach.path(),
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -173,7 +197,8 @@ class Lxc:
             )
         except TimeoutError:
             timed_out = True
-            _kill_tree(proc.pid)
+            killed = await end_processes(AttachedTree(proc.pid, tuple), 0, proc.wait())
+            log.info("exec timed out: killed %d processes", killed)
             await proc.wait()
         duration = time.monotonic() - started
         return AttachResult(
@@ -185,6 +210,260 @@ class Lxc:
             timed_out=timed_out,
             duration_seconds=duration,
         )
+
+    def _attach_argv(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+        command = [*self._base("lxc-attach", name), "--clear-env"]
+        for key, value in env.items():
+            command += ["-v", f"{key}={value}"]
+        return [*command, "--", *argv]
+
+    def spawn_terminal(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        size: tuple[int, int],
+        candidates: Callable[[], Iterable[int]],
+    ) -> AttachedProcess:
+        """Start argv inside the container on a terminal of its own: lxc-attach runs on a host
+        pty (its controlling terminal, in a new session), and so allocates a pty inside the
+        container, passes resizes on and returns the command's exit code.
+
+        `size` is (width, height); `candidates` lists the container's processes (see
+        AttachedTree). The host pty is raw: the agent is the terminal.
+        """
+        master, slave = os.openpty()
+        try:
+            _make_raw(slave)
+            set_window_size(master, *size)
+            # setsid --ctty: a new session whose controlling terminal is stdin. lxc-attach opens
+            # /dev/tty as its peer, and SIGWINCH reaches it through it. No preexec function:
+            # the agent keeps spawning with vfork.
+            attach = self._attach_argv(name, argv, {**_BASE_ENV, **env})
+            popen = _popen(
+                ["setsid", "--ctty", self._attach.path(), *attach[1:]],
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                new_session=False,
+            )
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        os.set_blocking(master, False)
+        return AttachedProcess(popen, AttachedTree(popen.pid, candidates), terminal=master)
+
+    def spawn_piped(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        streams: tuple[bool, bool, bool],
+        candidates: Callable[[], Iterable[int]],
+    ) -> AttachedProcess:
+        """Start argv inside the container with pipes for the streams asked for, (stdin,
+        stdout, stderr); the others are /dev/null. lxc-attach passes its own descriptors on to
+        the command, so the pipes reach it directly."""
+        stdin, stdout, stderr = streams
+        popen = _popen(
+            self._attach_argv(name, argv, {**_BASE_ENV, **env}),
+            executable=self._attach.path(),
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+            stderr=subprocess.PIPE if stderr else subprocess.DEVNULL,
+            new_session=True,
+        )
+        pipes = [popen.stdin, popen.stdout, popen.stderr]
+        fds = [os.dup(p.fileno()) if p is not None else None for p in pipes]
+        for pipe in pipes:
+            if pipe is not None:
+                pipe.close()
+        for fd in fds:
+            if fd is not None:
+                os.set_blocking(fd, False)
+        return AttachedProcess(
+            popen,
+            AttachedTree(popen.pid, candidates),
+            stdin=fds[0],
+            stdout=fds[1],
+            stderr=fds[2],
+        )
+
+
+class SealedBinary:
+    """One sealed in-memory copy of a host binary, executed by every process started from it.
+
+    lxc-attach guards against CVE-2019-5736 (a container overwriting the host binary through
+    /proc/self/exe) by copying itself into a sealed memfd and re-executing from that, unless
+    it already runs from one sealed so: about 1 MiB of memory for each lxc-attach, most of
+    what an idle terminal costs. The agent makes that copy once, sealed exactly as LXC seals
+    it, and starts every lxc-attach from it: the same guard (no write reaches a sealed memfd),
+    the pages shared by all. Started through /proc/<agent>/fd/N, nothing is inherited. A
+    changed binary on disk (an upgrade) is copied anew; without memfds the path is used."""
+
+    _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._fd: int | None = None
+        self._identity: tuple[int, int, int, int] | None = None
+
+    def path(self) -> str:
+        source = shutil.which(self.name)
+        if source is None:
+            return self.name
+        try:
+            info = os.stat(source)
+            identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+            if identity != self._identity:
+                self._copy(source)
+                self._identity = identity
+        except OSError as exc:
+            log.warning("cannot keep a sealed copy of %s (%s): LXC makes its own", source, exc)
+            return source
+        return f"/proc/{os.getpid()}/fd/{self._fd}"
+
+    def _copy(self, source: str) -> None:
+        fd = os.memfd_create(self.name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            with open(source, "rb") as binary:
+                os.sendfile(fd, binary.fileno(), 0, os.fstat(binary.fileno()).st_size)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, self._SEALS)
+        except BaseException:
+            os.close(fd)
+            raise
+        # Processes started from the old copy keep it mapped; new ones use this one.
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = fd
+
+
+class AttachedProcess:
+    """An lxc-attach the agent started, with the host ends of its streams (non-blocking) and a
+    pidfd that tells its exit to the event loop: no thread waits for it."""
+
+    __slots__ = ("_exit", "_pidfd", "popen", "stderr", "stdin", "stdout", "terminal", "tree")
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        tree: AttachedTree,
+        *,
+        terminal: int | None = None,
+        stdin: int | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+    ) -> None:
+        self.popen = popen
+        self.tree = tree
+        self.terminal = terminal
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self._pidfd = os.pidfd_open(popen.pid)
+        self._exit: asyncio.Future[int] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def wait(self) -> asyncio.Future[int]:
+        """Resolves to the exit code once lxc-attach has exited and is reaped (a signal N
+        counts as 128 + N, as a shell reports it)."""
+        if self._exit is None:
+            loop = asyncio.get_running_loop()
+            self._exit = loop.create_future()
+            loop.add_reader(self._pidfd, self._exited, loop)
+        return self._exit
+
+    def _exited(self, loop: asyncio.AbstractEventLoop) -> None:
+        code = self.popen.poll()
+        if code is None:
+            return  # not reapable yet
+        loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = -1
+        assert self._exit is not None
+        if not self._exit.done():
+            self._exit.set_result(code if code >= 0 else 128 - code)
+
+    def close_streams(self) -> None:
+        """Close the host ends: a hang-up for a terminal, EOF and EPIPE for pipes."""
+        for name in ("terminal", "stdin", "stdout", "stderr"):
+            fd = getattr(self, name)
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                setattr(self, name, None)
+
+    async def end(self, hangup_seconds: float) -> int:
+        """Hang up and kill everything the command left (see processes.end_processes), then
+        reap lxc-attach; returns its exit code."""
+        self.tree.note_sessions()  # before the hang-up: its shell, the session leader, goes first
+        self.close_streams()
+        exit_code = self.wait()
+        await end_processes(self.tree, hangup_seconds, exit_code)
+        return await exit_code
+
+
+def set_window_size(fd: int, width: int, height: int) -> None:
+    """Set a terminal's size (TIOCSWINSZ); on a host pty lxc-attach passes it into the
+    container at once (it gets SIGWINCH)."""
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+
+
+def terminal_setup(fd: int) -> bool | None:
+    """How lxc-attach has set up the host pty it runs on: None while it has not (it leaves
+    the agent's raw settings otherwise: IGNPAR set, output processing on), else whether the
+    pty adds a CR before every LF of the output (LXC 5 turns ONLCR on for its peer, which
+    the container's own pty has already done once).
+
+    lxc-attach flushes the input pending when it sets the terminal up: input waits for it."""
+    try:
+        iflag, oflag = termios.tcgetattr(fd)[:2]
+    except termios.error:
+        return False  # the terminal is gone
+    if not (iflag & termios.IGNPAR or oflag):
+        return None
+    return bool(oflag & termios.OPOST and oflag & termios.ONLCR)
+
+
+def _make_raw(fd: int) -> None:
+    attributes = termios.tcgetattr(fd)
+    attributes[0] &= ~(
+        termios.BRKINT | termios.ICRNL | termios.INPCK | termios.ISTRIP | termios.IXON
+    )
+    attributes[1] = 0  # no output processing at all (cfmakeraw leaves ONLCR)
+    attributes[2] = (attributes[2] & ~(termios.CSIZE | termios.PARENB)) | termios.CS8
+    attributes[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN | termios.ISIG)
+    attributes[6][termios.VMIN] = 1
+    attributes[6][termios.VTIME] = 0
+    termios.tcsetattr(fd, termios.TCSANOW, attributes)
+
+
+def _popen(
+    argv: list[str],
+    *,
+    stdin: int,
+    stdout: int,
+    stderr: int,
+    new_session: bool,
+    executable: str | None = None,
+) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(
+            argv,
+            executable=executable,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=new_session,
+            close_fds=True,
+        )
+    except OSError as exc:
+        raise LxcCommandFailed(f"cannot start {argv[0]}: {exc.strerror}") from exc
 
 
 class _Capped:
@@ -202,30 +481,6 @@ class _Capped:
                 self.truncated = True
                 chunk = chunk[: max(room, 0)]
             self.data += chunk
-
-
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError):
-                kids += [int(x) for x in (task / "children").read_text().split()]
-    except OSError:
-        pass
-    return kids
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL a process and all its descendants, leaves first seen top-down."""
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo += _children(current)
-    for member in tree:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(member, signal.SIGKILL)
-    log.info("exec timed out: killed %d processes", len(tree))
 
 
 def _parse_info(text: str) -> LxcInfo:

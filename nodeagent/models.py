@@ -34,14 +34,20 @@ __all__ = [
     "ContainerStatus",
     "CpuInfo",
     "DesiredState",
+    "DirectoryListing",
     "ErrorBody",
     "ExecRequest",
     "ExecResult",
+    "FileDeleted",
+    "FileEntry",
+    "FileWritten",
     "HostInfo",
     "Limits",
     "MemoryInfo",
     "NetworkSpec",
     "ObservedLimits",
+    "SessionInfo",
+    "SessionList",
     "TemplateInfo",
     "Usage",
     "validate_name",
@@ -353,6 +359,61 @@ class ExecResult(_Model):
     stderr_truncated: bool = Field(description="True when stderr hit maxOutputBytes.")
     timed_out: bool = Field(description="True when the timeout killed the command.")
     duration_seconds: float = Field(description="Wall time the command ran.")
+
+
+class SessionInfo(_Model):
+    """A terminal session: a command on a terminal of its own, which outlives its connection."""
+
+    id: str = Field(description="Session id, chosen by the client or by the agent.")
+    command: list[str] = Field(description="The command the session runs.")
+    created_at: datetime = Field(description="When it started.")
+    attached: bool = Field(description="Whether a client is attached now.")
+    exited: bool = Field(description="Whether the command has exited.")
+    exit_code: int | None = Field(description="Its exit code, once exited (128 + N: signal N).")
+
+
+class SessionList(_Model):
+    """The terminal sessions of one container."""
+
+    items: list[SessionInfo] = Field(description="The sessions, oldest first.")
+
+
+FileType = Literal["file", "directory", "symlink", "other"]
+
+
+class FileEntry(_Model):
+    """One entry of a directory inside a container (symbolic links are not followed)."""
+
+    name: str = Field(description="Name within the directory.")
+    type: FileType = Field(description="What it is; 'other' for devices, FIFOs and sockets.")
+    size: int = Field(description="Size in bytes.")
+    mode: str = Field(description="Permission bits in octal, e.g. '0644'.")
+    modified_at: datetime = Field(description="Last modification.")
+
+
+class DirectoryListing(_Model):
+    """A directory inside a container."""
+
+    path: str = Field(description="The directory, as asked for.")
+    items: list[FileEntry] = Field(description="Its entries, sorted by name.")
+    truncated: bool = Field(
+        False, description="True when the directory holds more entries than the agent lists."
+    )
+
+
+class FileWritten(_Model):
+    """A file written inside a container (atomically, owned by the container's root)."""
+
+    path: str = Field(description="The file written.")
+    size: int = Field(description="Bytes written.")
+    mode: str = Field(description="Permission bits in octal, e.g. '0644'.")
+
+
+class FileDeleted(_Model):
+    """A file removed inside a container."""
+
+    path: str = Field(description="The file removed.")
+    deleted: bool = Field(description="Always true: a missing file is a 404.")
 
 
 class ErrorBody(_Model):

@@ -16,7 +16,7 @@ import resource
 import shutil
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +50,7 @@ from .models import (
     TemplateInfo,
     Usage,
 )
+from .processes import InitProcess
 from .records import (
     ContainerRecord,
     read_record,
@@ -138,6 +139,8 @@ class ContainerService:
         self._cgroup_dirs: dict[str, tuple[int, CgroupFiles]] = {}
         # Containers lxc-destroy is working on.
         self._destroying: set[str] = set()
+        # Called with a container's name before it stops or is destroyed (its terminals end).
+        self.stop_hooks: list[Callable[[str], Awaitable[None]]] = []
 
     # ----- start-up ---------------------------------------------------------------------
 
@@ -256,6 +259,7 @@ class ContainerService:
                 self.records.pop(name, None)
                 return False
             log.info("destroy started: %s", name)
+            await self._before_stop(name)
             self._destroying.add(name)
             try:
                 await self.lxc.destroy(name)
@@ -293,6 +297,40 @@ class ContainerService:
             timed_out=result.timed_out,
             duration_seconds=round(result.duration_seconds, 6),
         )
+
+    def require(self, name: str) -> None:
+        """ContainerNotFound unless the agent has a container of that name."""
+        if name not in self.records:
+            raise ContainerNotFound(f"no container {name!r} on this host")
+
+    async def running_init(self, name: str) -> InitProcess:
+        """The init of a running container (PID and start time, which tell a recycled PID
+        apart); ContainerNotFound or ContainerNotRunning otherwise."""
+        if name not in self.records:
+            raise ContainerNotFound(f"no container {name!r} on this host")
+        info = await self._info(name)
+        ticks = _start_ticks(info.pid) if info and info.state == "running" and info.pid else None
+        if info is None or info.pid is None or ticks is None:
+            raise ContainerNotRunning(f"container {name!r} is not running")
+        return InitProcess(info.pid, ticks)
+
+    def processes(self, name: str) -> list[int]:
+        """The host PIDs of a running container's processes (its cgroup.procs); empty when it
+        does not run. Read afresh on every call."""
+        known = self._inits.get(name)
+        if known is None or _start_ticks(known[0]) != known[1]:
+            return []
+        try:
+            return _procs(self._files(known[0], name))
+        except (OSError, ControllerMissing):
+            return []
+
+    async def _before_stop(self, name: str) -> None:
+        for hook in self.stop_hooks:
+            try:
+                await hook(name)
+            except Exception:  # ending sessions must not keep a container from stopping
+                log.exception("before stopping %s", name)
 
     async def host_info(self) -> HostInfo:
         infos = await self._infos(list(self.records))
@@ -361,6 +399,7 @@ class ContainerService:
                 observed = self._apply_live(name, record, info.pid)
         elif info.state != "stopped":
             log.info("stop started: %s", name)
+            await self._before_stop(name)
             await self.lxc.stop(name, self.stop_timeout)
             self._bursting.pop(name, None)
             info = await self._info(name) or LxcInfo("stopped", None)

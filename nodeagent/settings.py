@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["AgentSettings"]
@@ -36,6 +36,37 @@ class AgentSettings(BaseSettings):
     stop_timeout_seconds: int = Field(
         5, ge=0, description="Grace before a stopping container is killed."
     )
+    # Terminals and streams. LXC gives each container `lxc.pty.max = 64` ptys, and every
+    # terminal session takes one of them: the cap keeps most for the container's own programs.
+    sessions_per_container: int = Field(
+        16,
+        ge=1,
+        le=63,
+        description="Concurrent sessions (terminals and streaming execs) per container; below "
+        "the container's 64 ptys (lxc.pty.max).",
+    )
+    sessions_per_agent: int = Field(2048, ge=1, description="Concurrent sessions on this host.")
+    session_idle_seconds: float = Field(
+        3600, gt=0, description="A session with no input or output this long is ended."
+    )
+    session_grace_seconds: float = Field(
+        300, ge=0, description="How long a terminal waits for its client to come back."
+    )
+    session_hangup_seconds: float = Field(
+        2, ge=0, description="Between the hang-up (SIGHUP) of a session and the SIGKILL."
+    )
+    session_buffer_bytes: int = Field(
+        2 * 2**20,
+        ge=64 * 2**10,
+        description="Output a session buffers for its client; when full, the agent stops "
+        "reading and the writer in the container blocks.",
+    )
+    session_replay_bytes: int = Field(
+        64 * 2**10, ge=0, description="Recent output replayed to a client that attaches again."
+    )
+    file_max_bytes: int = Field(
+        64 * 2**20, ge=1, description="Largest file read or written through the files routes."
+    )
     access_log: bool = Field(False, description="Log every request.")
     log_level: str = Field("info", description="Python log level.")
 
@@ -45,6 +76,12 @@ class AgentSettings(BaseSettings):
         # LXC names a container's command socket after the LXC path string: a relative path
         # would address other sockets than lxc-start made, and the tools would disagree.
         return value.resolve()
+
+    @model_validator(mode="after")
+    def _replay_within_buffer(self) -> AgentSettings:
+        if self.session_replay_bytes > self.session_buffer_bytes:
+            raise ValueError("session_replay_bytes must not exceed session_buffer_bytes")
+        return self
 
     @property
     def lxcpath(self) -> Path:

@@ -1,4 +1,5 @@
-"""Shared test set-up: every tier runs as root on a real host; nothing is skipped silently."""
+"""Shared test set-up: every tier runs as root on a real host; nothing is skipped silently,
+and nothing the session made is left behind (tests/leaks.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,25 @@ import os
 import pytest
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Stop any agent or operator a failed test left running (fixtures stop the rest)."""
-    from tests.support import stop_leftovers
+    """After every fixture's teardown: fail the run if anything the session made is still
+    there (a container, a process, a mount, a loop device, a network namespace), whether the
+    tests passed or not; then stop and remove it, so the next run starts clean."""
+    from tests.leaks import clean, find_leftovers
+    from tests.support import MADE, STARTED, stop_leftovers
 
+    MADE.pids += [proc.pid for proc in STARTED]
+    found = find_leftovers(MADE)
     stop_leftovers()
+    if found:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "the test session left these behind:\n" + found.report()
+        if reporter is not None:
+            reporter.write_sep("=", "leaks", red=True)
+            reporter.write_line(message)
+        clean(MADE, found)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_configure(config: pytest.Config) -> None:

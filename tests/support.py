@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -24,8 +25,15 @@ from pathlib import Path
 import httpx
 from aiohttp import web
 
+from tests.leaks import SessionThings
+
 AGENT = str(Path(sys.executable).with_name("tuxio-agent"))
 TEST_ROOT = Path("/var/tmp/tuxio-tests")
+# This session's own names (network namespaces, links, addresses), so that sessions running
+# side by side never take each other's.
+TAG = uuid.uuid4().hex[:4]
+# What this session made; at its end nothing of it may be left (tests/conftest.py).
+MADE = SessionThings()
 
 
 # Every process a test starts, so that the session can stop what a failed test left running.
@@ -59,10 +67,28 @@ async def loopback_server(
         await runner.cleanup()
 
 
+def _ephemeral_ports() -> range:
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return range(int(low), int(high) + 1)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now, for a server a test starts, chosen below the kernel's ephemeral range:
+    a port from that range (what binding port 0 gives) may be taken by any outgoing
+    connection on the machine between this choice and the server's own bind, and on a busy
+    machine that happens (a webhook's port taken by a connection to the API server)."""
+    ephemeral = _ephemeral_ports()
+    candidates = [p for p in range(10000, 32768) if p not in ephemeral]
+    for _ in range(200):
+        port = random.choice(candidates)
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port outside the ephemeral range")
 
 
 def wait_until(
@@ -93,6 +119,8 @@ class Agent:
     address: str = "127.0.0.1"
     # Argv the agent runs under, e.g. nsenter into a network namespace of its own.
     wrapper: list[str] = field(default_factory=list)
+    # Extra environment, e.g. TUXIO_AGENT_* settings without a flag.
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -122,8 +150,11 @@ class Agent:
             *self.extra,
         ]
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+            )
         STARTED.append(self.proc)
+        MADE.pids.append(self.proc.pid)
         wait_until(self._healthy, timeout=30)
 
     def _healthy(self) -> bool:
@@ -163,6 +194,7 @@ class Agent:
 def prepare_data_dir(name: str) -> Path:
     data_dir = TEST_ROOT / f"{name}-{uuid.uuid4().hex[:8]}"
     data_dir.mkdir(parents=True)
+    MADE.roots.append(data_dir)
     run = [AGENT, "--data-dir", str(data_dir)]
     subprocess.run([*run, "template", "build", "busybox"], check=True, capture_output=True)
     subprocess.run(
@@ -174,22 +206,75 @@ def prepare_data_dir(name: str) -> Path:
 
 
 def destroy_everything(agent: Agent) -> None:
-    """Remove whatever containers a test run left, with LXC's own tools."""
+    """Remove whatever containers a test run left, with LXC's own tools, run as the agent ran
+    (in its network namespace: a container's command socket is an abstract socket of the
+    namespace its monitor runs in, so lxc-destroy from another one finds it not running)."""
     if agent.log.exists():  # kept for a look after a failed run
         shutil.copy(agent.log, TEST_ROOT / f"last-{agent.data_dir.name.split('-')[0]}-agent.log")
     if agent.lxcpath.is_dir():
         for entry in agent.lxcpath.iterdir():
             subprocess.run(
-                ["lxc-destroy", "-P", str(agent.lxcpath), "-n", entry.name, "-f"],
+                [*agent.wrapper, "lxc-destroy", "-P", str(agent.lxcpath), "-n", entry.name, "-f"],
                 capture_output=True,
                 check=False,
             )
     shutil.rmtree(agent.data_dir, ignore_errors=True)
 
 
-def make_agent(name: str, extra: list[str]) -> Agent:
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@dataclass(frozen=True)
+class Netns:
+    """A network namespace with a veth pair to the host, named and addressed for this
+    session: the host end has `host_address`, the namespace end `address` (a /30)."""
+
+    name: str
+    veth: str
+    host_address: str
+    address: str
+
+    @property
+    def wrapper(self) -> list[str]:
+        # nsenter, not `ip netns exec`: that one remounts /sys, and with it the cgroup
+        # hierarchies LXC needs; only the network namespace is to change.
+        return ["nsenter", f"--net=/run/netns/{self.name}", "--"]
+
+    def remove(self) -> None:
+        subprocess.run(["ip", "link", "del", self.veth], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, check=False)
+
+
+def make_netns(index: int, name: str) -> Netns:
+    """Network namespace number `index` (1..63) of this session, registered for the leak
+    check; its /30 comes from this session's tag, so side-by-side sessions do not clash."""
+    number = int(TAG, 16)
+    prefix = f"10.{200 + number % 50}.{number // 50 % 256}"
+    netns = Netns(
+        name=f"tuxio-{TAG}-{name}",
+        veth=f"tx{TAG}{index}h",
+        host_address=f"{prefix}.{4 * index + 1}",
+        address=f"{prefix}.{4 * index + 2}",
+    )
+    MADE.netns.append(netns.name)
+    MADE.links.append(netns.veth)
+    peer = f"tx{TAG}{index}n"
+    _ip("netns", "add", netns.name)
+    _ip("link", "add", netns.veth, "type", "veth", "peer", "name", peer)
+    _ip("link", "set", peer, "netns", netns.name)
+    _ip("addr", "add", f"{netns.host_address}/30", "dev", netns.veth)
+    _ip("link", "set", netns.veth, "up")
+    _ip("-n", netns.name, "addr", "add", f"{netns.address}/30", "dev", peer)
+    _ip("-n", netns.name, "link", "set", peer, "up")
+    _ip("-n", netns.name, "link", "set", "lo", "up")
+    return netns
+
+
+def make_agent(name: str, extra: list[str], env: dict[str, str] | None = None) -> Agent:
     data_dir = prepare_data_dir(name)
-    return Agent(data_dir, free_port(), (data_dir / "token").read_text().strip(), extra)
+    token = (data_dir / "token").read_text().strip()
+    return Agent(data_dir, free_port(), token, extra, env=env or {})
 
 
 # ----- independent readers of what the kernel says ---------------------------------------
@@ -243,3 +328,89 @@ def processes_alive(pids: list[int]) -> list[int]:
         except ProcessLookupError:
             pass
     return alive
+
+
+def cgroup_processes(pid: int, controller: str = "pids") -> list[int]:
+    """Every process in the cgroup of `pid` and the cgroups below it (cgroup.procs)."""
+    root = cgroup_dir(pid, controller)
+    found: list[int] = []
+    for procs in root.rglob("cgroup.procs"):
+        with contextlib.suppress(OSError):
+            found += [int(p) for p in procs.read_text().split()]
+    return found
+
+
+def process_stat(pid: int) -> tuple[str, str, int, int] | None:
+    """Command name, state, parent and session of a process, from /proc; None when gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name = text[text.index("(") + 1 : text.rindex(")")]
+    fields = text.rsplit(")", 1)[1].split()
+    return name, fields[0], int(fields[1]), int(fields[3])
+
+
+def zombies_of(parent: int) -> list[int]:
+    """Children of `parent` that exited and were not reaped."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = process_stat(int(entry.name))
+            if stat is not None and stat[1] == "Z" and stat[2] == parent:
+                found.append(int(entry.name))
+    return found
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set size: the process's share of the memory it maps."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no Pss line")
+
+
+def bytes_written(pid: int) -> int:
+    """What a process has written so far (wchar of /proc/<pid>/io)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no wchar line")
+
+
+def commands_in(init: int) -> dict[int, str]:
+    """The processes of the container whose init is `init`, by host PID: their command names
+    (from /proc, for the container's cgroup and those below it)."""
+    found = {}
+    for pid in cgroup_processes(init):
+        stat = process_stat(pid)
+        if stat is not None and stat[1] not in ("Z", "X"):
+            found[pid] = stat[0]
+    return found
+
+
+def pids_named(init: int, command: str) -> list[int]:
+    return [pid for pid, name in commands_in(init).items() if name == command]
+
+
+def lxc_attach_children(agent: Agent) -> list[int]:
+    """The agent's lxc-attach children: one per session (the agent starts them from a sealed
+    copy of the binary, so neither the command name nor argv[0] need say lxc-attach)."""
+    assert agent.proc is not None
+    children = Path(f"/proc/{agent.proc.pid}/task/{agent.proc.pid}/children").read_text()
+    found = []
+    for pid in children.split():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--clear-env" in argv:
+            found.append(int(pid))
+    return found

@@ -18,7 +18,8 @@ def _routes() -> list[tuple[str, str]]:
         if path == "/healthz":
             continue
         for method in methods:
-            routes.append((method.upper(), path.replace("{name}", "some-container")))
+            concrete = path.replace("{name}", "some-container").replace("{session}", "abcdefgh")
+            routes.append((method.upper(), concrete))
     return routes
 
 
@@ -30,7 +31,10 @@ def test_every_route_is_listed() -> None:
     assert ("PUT", "/v1/containers/some-container") in methods
     assert ("POST", "/v1/containers/some-container/exec") in methods
     assert ("DELETE", "/v1/containers/some-container") in methods
-    assert len(ROUTES) == 7
+    assert ("GET", "/v1/containers/some-container/exec") in methods  # the WebSocket's route
+    assert ("DELETE", "/v1/containers/some-container/sessions/abcdefgh") in methods
+    assert ("PUT", "/v1/containers/some-container/files") in methods
+    assert len(ROUTES) == 13
 
 
 def test_healthz_needs_no_token(agent: Agent) -> None:

@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -425,8 +424,3 @@ def gone(custom: kubernetes.client.CustomObjectsApi, namespace: str, name: str) 
     except kubernetes.client.exceptions.ApiException as exc:
         return exc.status == 404
     return False
-
-
-def pause(seconds: float) -> None:
-    """For the few places that must let time pass (a probe interval), not wait on a state."""
-    time.sleep(seconds)

@@ -9,7 +9,6 @@ the operator with the GeoLite2 City database that hack/fetch-geolite2.sh fetches
 from __future__ import annotations
 
 import signal
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,15 @@ from tests.e2e.conftest import (
     wait_phase,
 )
 from tests.e2e.test_pool import get_pool, pool, wait_ready_replicas, warm_containers
-from tests.support import Agent, destroy_everything, free_port, prepare_data_dir, wait_until
+from tests.support import (
+    Agent,
+    Netns,
+    destroy_everything,
+    free_port,
+    make_netns,
+    prepare_data_dir,
+    wait_until,
+)
 
 Custom = kubernetes.client.CustomObjectsApi
 
@@ -51,57 +58,39 @@ LONDON, PRINCETON, TOKYO, MELBOURNE = "81.2.69.142", "128.112.136.1", "203.178.1
 class NetnsHost:
     """An agent in a network namespace of its own."""
 
-    netns: str
-    veth: str
+    netns: Netns
     host: Host
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
-def _make_netns(index: int, name: str) -> tuple[str, str, str]:
-    """A namespace with a veth pair to the host: 10.231.<index>.1 (host) / .2 (namespace)."""
-    netns, veth, peer = f"tuxio-{name}", f"tx{index}h", f"tx{index}n"
-    subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
-    subprocess.run(["ip", "link", "del", veth], capture_output=True, check=False)
-    _ip("netns", "add", netns)
-    _ip("link", "add", veth, "type", "veth", "peer", "name", peer)
-    _ip("link", "set", peer, "netns", netns)
-    _ip("addr", "add", f"10.231.{index}.1/30", "dev", veth)
-    _ip("link", "set", veth, "up")
-    _ip("-n", netns, "addr", "add", f"10.231.{index}.2/30", "dev", peer)
-    _ip("-n", netns, "link", "set", peer, "up")
-    _ip("-n", netns, "link", "set", "lo", "up")
-    return netns, veth, f"10.231.{index}.2"
 
 
 @pytest.fixture(scope="module")
 def sites(cluster: Cluster, operator: Operator, custom: Custom) -> Iterator[dict[str, NetnsHost]]:
     made: dict[str, NetnsHost] = {}
+    namespaces: list[Netns] = []
     try:
         for index, (name, region, lat, lon) in enumerate(SITES, start=1):
-            netns, veth, address = _make_netns(index, name)
+            netns = make_netns(index, name)
+            namespaces.append(netns)
             data_dir = prepare_data_dir(name)
             agent = Agent(
                 data_dir,
                 free_port(),
                 (data_dir / "token").read_text().strip(),
                 ["--reserved-cpus", "0"],
-                address=address,
-                # nsenter, not `ip netns exec`: that one remounts /sys, and with it the cgroup
-                # hierarchies LXC needs; only the network namespace is to change.
-                wrapper=["nsenter", f"--net=/run/netns/{netns}", "--"],
+                address=netns.address,
+                wrapper=netns.wrapper,
             )
+            made[name] = NetnsHost(netns, Host(name, agent))  # torn down whatever happens next
             agent.start()
-            host = register_host(
-                cluster,
-                name,
-                agent,
-                labels=GEO_LABEL,
-                location={"region": region, "latitude": lat, "longitude": lon},
+            made[name] = NetnsHost(
+                netns,
+                register_host(
+                    cluster,
+                    name,
+                    agent,
+                    labels=GEO_LABEL,
+                    location={"region": region, "latitude": lat, "longitude": lon},
+                ),
             )
-            made[name] = NetnsHost(netns, veth, host)
         for name in made:
             wait_until(lambda n=name: host_ready(custom, n), timeout=60)
         yield made
@@ -110,8 +99,8 @@ def sites(cluster: Cluster, operator: Operator, custom: Custom) -> Iterator[dict
             cluster.kubectl("delete", "sandboxhost", name, "--ignore-not-found", "--timeout=60s")
             site.host.agent.stop()
             destroy_everything(site.host.agent)
-            subprocess.run(["ip", "link", "del", site.veth], capture_output=True, check=False)
-            subprocess.run(["ip", "netns", "del", site.netns], capture_output=True, check=False)
+        for netns in namespaces:
+            netns.remove()
 
 
 def visitor(name: str, client_ip: str, **extra: Any) -> dict[str, Any]:

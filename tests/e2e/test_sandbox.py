@@ -127,8 +127,14 @@ def test_limits_change_live(cluster: Cluster, custom: Custom, host: Host, namesp
         "-p",
         '{"spec":{"resources":{"memory":"200Mi","pids":50}}}',
     )
-    wait_until(lambda: cgroup_value(pid, "pids.max") == "50", timeout=30)
-    assert cgroup_value(pid, memory_limit_key()) == str(200 * 2**20)
+    # Both land in one agent call, one cgroup file after the other: waited for together.
+    wait_until(
+        lambda: (
+            cgroup_value(pid, "pids.max") == "50"
+            and cgroup_value(pid, memory_limit_key()) == str(200 * 2**20)
+        ),
+        timeout=30,
+    )
     after = wait_until(
         lambda: (
             (b := get_sandbox(custom, namespace, "live"))["status"].get("observedGeneration") == 2

@@ -11,12 +11,13 @@ from tuxio.operator.sandboxes import needs_reconcile
 from tuxio.operator.workqueue import WorkQueue
 
 
-async def settle(queue: WorkQueue) -> None:
-    for _ in range(200):
-        if not len(queue):
-            return
+async def settle(queue: WorkQueue, timeout: float = 30.0) -> None:
+    """Until the queue has no work left (no task for any key): then nothing more can run."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(queue):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"the queue did not settle within {timeout}s")
         await asyncio.sleep(0.005)
-    raise AssertionError("the queue never settled")
 
 
 async def test_newest_work_only_and_one_at_a_time() -> None:
@@ -70,22 +71,23 @@ async def test_permanent_errors_wait_for_new_work() -> None:
         raise kopf.PermanentError("never")
 
     queue.add("k", work)
-    await settle(queue)
-    await asyncio.sleep(0.05)
+    await settle(queue)  # no task is left for the key: nothing will run it again
     assert attempts == 1
 
 
 async def test_forget_stops_retries() -> None:
     queue = WorkQueue()
     attempts = 0
+    failed = asyncio.Event()
 
     async def work(failures: int) -> None:
         nonlocal attempts
         attempts += 1
+        failed.set()
         raise kopf.TemporaryError("later", delay=60)
 
     queue.add("k", work)
-    await asyncio.sleep(0.01)
+    await failed.wait()
     queue.forget("k")  # being deleted: no retry in a minute
     await settle(queue)
     assert attempts == 1
@@ -96,15 +98,18 @@ async def test_newer_work_cuts_a_retry_delay_short() -> None:
     queue = WorkQueue()
     ran: list[str] = []
 
+    failed = asyncio.Event()
+
     async def failing(failures: int) -> None:
         ran.append("failing")
+        failed.set()
         raise kopf.TemporaryError("later", delay=60)
 
     async def fixed(failures: int) -> None:
         ran.append(f"fixed after {failures}")
 
     queue.add("k", failing)
-    await asyncio.sleep(0.01)
+    await failed.wait()
     queue.add("k", fixed)  # a spec change: reconcile now, not in a minute
     await settle(queue)
     assert ran == ["failing", "fixed after 1"]
