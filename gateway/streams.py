@@ -107,7 +107,9 @@ class Sandboxes:
     async def route(self, namespace: str, name: str, *, fresh: bool = False) -> SandboxRoute:
         """The Sandbox `namespace/name`; `fresh`: read from the API server, not the watch."""
         found = None if fresh else self.directory.sandbox(namespace, name)
-        if found is not None:
+        # Not running as the watch last told: it may have started since (a watch lags), so
+        # the API server is asked before the caller is refused.
+        if found is not None and found.running:
             return found
         try:
             body = await self.kube.get(

@@ -113,6 +113,7 @@ class Replica:
             "TUXIO_GATEWAY_TLS_KEY_FILE": str(self.tls / "tls.key"),
             "TUXIO_GATEWAY_VISITOR_ALLOWED_ORIGINS": ORIGIN,
             "TUXIO_GATEWAY_TOKEN_MAX_SECONDS": "900",
+            "TUXIO_GATEWAY_ACCESS_LOG": "true",
         }
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -620,6 +621,9 @@ def test_the_official_client_streams_through_the_gateway(
         assert client.returncode == 7
     finally:
         client.close()
+        # websocket-client's close() sends nothing and closes nothing once the server has
+        # closed (it is no longer "connected"): its socket is closed here.
+        client.sock.shutdown()
 
 
 def test_visitor_tokens(

@@ -80,6 +80,9 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         kube.objects["/apis/tux.io/v1alpha1/namespaces/team/sandboxes/visitor-42"] = sandbox(
             "visitor-42", "uid-42"
         )
+        kube.objects["/apis/tux.io/v1alpha1/namespaces/team/sandboxes/stopped"] = sandbox(
+            "stopped", "uid-s", phase="Stopped"
+        )
         gateway = Gateway(settings_for(tmp_path, ca, token_max_seconds=900), kube)  # type: ignore[arg-type]
         gateway.directory.sandboxes.replace(
             [sandbox("visitor-42", "uid-42"), sandbox("stopped", "uid-s", phase="Stopped")]
@@ -463,6 +466,19 @@ async def test_bad_token_requests_are_invalid(env: Env, spec: dict, message: str
         assert answer.status == 422
         body = await answer.json()
     assert body["reason"] == "Invalid" and message in body["message"]
+
+
+async def test_a_sandbox_the_watch_saw_pending_is_read_again(env: Env) -> None:
+    env.kube.allowed.add(("alice", "team", "starting", "exec"))
+    env.gateway.directory.sandboxes.apply("ADDED", sandbox("starting", "uid-st", phase="Creating"))
+    env.kube.objects["/apis/tux.io/v1alpha1/namespaces/team/sandboxes/starting"] = sandbox(
+        "starting", "uid-st"
+    )
+    async with env.session() as http:
+        ws = await http.ws_connect(env.url + f"{BASE}/starting/exec?command=id",
+                                   protocols=("v5.channel.k8s.io",), headers=ALICE)  # fmt: skip
+        await ws.close()
+    assert env.agent.seen[0].path == "/v1/containers/sbx-uid-st/exec"
 
 
 async def test_unknown_paths_are_statuses(env: Env) -> None:
