@@ -20,7 +20,7 @@ lint: deps typecheck-tree
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy -p tuxio.common -p tuxio.nodeagent -p tuxio.operator -p tuxio.gateway -p tuxio.client -p tuxio.web
 	PYTHONPATH=.build/typecheck $(VENV)/bin/lint-imports --no-cache
-	$(VENV)/bin/hadolint operator/Dockerfile nodeagent/Dockerfile
+	$(VENV)/bin/hadolint operator/Dockerfile nodeagent/Dockerfile gateway/Dockerfile
 	$(VENV)/bin/shellcheck -x -P SCRIPTDIR hack/*.sh hack/lib/*.sh .ci/run
 
 test: lint

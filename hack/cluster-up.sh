@@ -29,6 +29,11 @@ etcd_healthy() {
   ) 2>/dev/null || return 1
   [[ $resp == *'"health":"true"'* ]]
 }
+# The API server's flags as the last start recorded them ($RUN/kube-apiserver.args, one a line)
+# equal the ones this script would give it now.
+apiserver_flags_current() {
+  [ -f "$RUN/kube-apiserver.args" ] && [ "$(<"$RUN/kube-apiserver.args")" = "$(printf '%s\n' "${APISERVER_ARGS[@]}")" ]
+}
 apiserver_ready() { [ "$("${KUBECTL[@]}" get --raw /readyz 2>/dev/null)" = ok ]; }
 default_sa_exists() { "${KUBECTL[@]}" -n default get serviceaccount default >/dev/null 2>&1; }
 
@@ -90,6 +95,21 @@ start() {
   running "$name" || { tail_logs "$name"; die "$name did not start"; }
 }
 
+# stop NAME: TERM, then KILL after STOP_TIMEOUT seconds (as hack/cluster-down.sh does).
+stop() {
+  local pid deadline
+  pid=$(pid_of "$1") || return 0
+  log "restarting $1 (pid $pid) on new flags"
+  kill -TERM "$pid" 2>/dev/null || true
+  deadline=$((SECONDS + STOP_TIMEOUT))
+  while running "$1" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+  if running "$1"; then
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.5
+  fi
+  ! running "$1" || die "could not stop $1 (pid $pid)"
+}
+
 print_usage() {
   cat <<EOF
 
@@ -103,9 +123,54 @@ Stop it and delete its state with: $HACK/cluster-down.sh
 EOF
 }
 
+# --- the API server's flags ------------------------------------------------------------------
+# --advertise-address=127.0.0.1 with --endpoint-reconciler-type=none: the `kubernetes` Service
+# would otherwise get a loopback endpoint, which the API rejects, and nothing runs in-cluster
+# that could use it anyway. --enable-aggregator-routing: a webhook or an aggregated API behind a
+# Service is called at the Service's endpoints, not its cluster IP (there is no kube-proxy
+# here), so the operator's claim webhook and the gateway's aggregated API can be tested as the
+# manifests deploy them, behind a Service.
+# The front proxy (the aggregation layer): the API server authenticates every request itself,
+# then proxies those for an aggregated API (the gateway's subresources.tux.io) with the client
+# certificate front-proxy-client and the user in X-Remote-User, X-Remote-Group and
+# X-Remote-Extra-*. The aggregated server trusts those headers only from a certificate of the
+# front-proxy CA with an allowed name; it reads CA, names and header names from the ConfigMap
+# kube-system/extension-apiserver-authentication, which the API server writes from these flags.
+# A CA of its own, never the cluster CA: a user's client certificate named front-proxy-client
+# must not be able to speak for anyone.
+# shellcheck disable=SC2054 # --authorization-mode=Node,RBAC: a comma inside one flag
+APISERVER_ARGS=(
+  --bind-address=127.0.0.1
+  --enable-aggregator-routing=true
+  --secure-port="$APISERVER_PORT"
+  --advertise-address=127.0.0.1
+  --endpoint-reconciler-type=none
+  --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT"
+  --tls-cert-file="$PKI/apiserver.crt"
+  --tls-private-key-file="$PKI/apiserver.key"
+  --client-ca-file="$PKI/ca.crt"
+  --token-auth-file="$PKI/tokens.csv"
+  --authorization-mode=Node,RBAC
+  --allow-privileged=true
+  --service-cluster-ip-range=10.96.0.0/16
+  --service-account-issuer=https://kubernetes.default.svc
+  --service-account-key-file="$PKI/sa.pub"
+  --service-account-signing-key-file="$PKI/sa.key"
+  --requestheader-client-ca-file="$PKI/front-proxy-ca.crt"
+  --requestheader-allowed-names=front-proxy-client
+  --requestheader-username-headers=X-Remote-User
+  --requestheader-group-headers=X-Remote-Group
+  --requestheader-extra-headers-prefix=X-Remote-Extra-
+  --proxy-client-cert-file="$PKI/front-proxy-client.crt"
+  --proxy-client-key-file="$PKI/front-proxy-client.key"
+)
+
 # --- fast path: already up ------------------------------------------------------------------
+# Up, and the API server runs with the flags this script gives it (a cluster made by an older
+# version of this script, e.g. before the front proxy, falls through: its PKI is completed and
+# its API server restarted below).
 if [ -f "$MARKER" ] && running etcd && running kube-apiserver && running kube-controller-manager \
-  && apiserver_ready; then
+  && [ -f "$PKI/front-proxy-client.crt" ] && apiserver_flags_current && apiserver_ready; then
   log "cluster already running"
   print_usage
   exit 0
@@ -186,6 +251,47 @@ if [ ! -f "$PKI/tokens.csv" ]; then
   gen_pki
 fi
 
+# The front proxy's CA and client certificate (see the API server's flags above). Made apart
+# from gen_pki so that a cluster made before them gets them on its next cluster-up; all or
+# nothing, through a scratch directory.
+gen_front_proxy_pki() {
+  local d=$CLUSTER_DIR/front-proxy.tmp
+  rm -rf "$d"
+  mkdir -m 700 "$d"
+  cat >"$d/openssl.cnf" <<'EOF'
+[req]
+distinguished_name = dn
+[dn]
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign,digitalSignature
+subjectKeyIdentifier = hash
+[client]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = clientAuth
+authorityKeyIdentifier = keyid
+EOF
+  local q=(-config "$d/openssl.cnf")
+  ossl req -x509 -new -nodes -newkey rsa:2048 -sha256 -days 3650 "${q[@]}" -extensions ca \
+    -subj "/CN=tuxio-local-front-proxy-ca" -keyout "$d/front-proxy-ca.key" -out "$d/front-proxy-ca.crt"
+  ossl req -new -nodes -newkey rsa:2048 "${q[@]}" -subj "/CN=front-proxy-client" \
+    -keyout "$d/front-proxy-client.key" -out "$d/front-proxy-client.csr"
+  ossl x509 -req -sha256 -days 3650 -in "$d/front-proxy-client.csr" -CA "$d/front-proxy-ca.crt" \
+    -CAkey "$d/front-proxy-ca.key" -CAcreateserial -CAserial "$d/front-proxy-ca.srl" \
+    -extfile "$d/openssl.cnf" -extensions client -out "$d/front-proxy-client.crt"
+  ossl verify -CAfile "$d/front-proxy-ca.crt" "$d/front-proxy-client.crt"
+  chmod 600 "$d"/*.key
+  # The client certificate last: its presence means that everything else is there.
+  mv "$d/front-proxy-ca.key" "$d/front-proxy-client.key" "$d/front-proxy-ca.crt" "$PKI/"
+  mv "$d/front-proxy-client.crt" "$PKI/"
+  rm -rf "$d"
+}
+if [ ! -f "$PKI/front-proxy-client.crt" ]; then
+  log "generating the front proxy's CA and client certificate in $PKI"
+  gen_front_proxy_pki
+fi
+
 # kubeconfig FILE USER-LINES: a kubeconfig for this cluster, the CA embedded.
 kubeconfig() {
   cat >"$1.tmp" <<EOF
@@ -231,28 +337,13 @@ start etcd \
 wait_for "etcd /health" etcd etcd_healthy
 
 # --- kube-apiserver --------------------------------------------------------------------------
-# --advertise-address=127.0.0.1 with --endpoint-reconciler-type=none: the `kubernetes` Service
-# would otherwise get a loopback endpoint, which the API rejects, and nothing runs in-cluster
-# that could use it anyway. --enable-aggregator-routing: a webhook behind a Service is called
-# at the Service's endpoints, not its cluster IP (there is no kube-proxy here), so the operator's
-# claim webhook can be tested as the manifests deploy it, behind a Service.
-start kube-apiserver \
-  --bind-address=127.0.0.1 \
-  --enable-aggregator-routing=true \
-  --secure-port="$APISERVER_PORT" \
-  --advertise-address=127.0.0.1 \
-  --endpoint-reconciler-type=none \
-  --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
-  --tls-cert-file="$PKI/apiserver.crt" \
-  --tls-private-key-file="$PKI/apiserver.key" \
-  --client-ca-file="$PKI/ca.crt" \
-  --token-auth-file="$PKI/tokens.csv" \
-  --authorization-mode=Node,RBAC \
-  --allow-privileged=true \
-  --service-cluster-ip-range=10.96.0.0/16 \
-  --service-account-issuer=https://kubernetes.default.svc \
-  --service-account-key-file="$PKI/sa.pub" \
-  --service-account-signing-key-file="$PKI/sa.key"
+if running kube-apiserver && ! apiserver_flags_current; then
+  # Started by an older version of this script (without the front proxy, say): restart it on
+  # the current flags. Its state is in etcd; nothing is lost.
+  stop kube-apiserver
+fi
+start kube-apiserver "${APISERVER_ARGS[@]}"
+printf '%s\n' "${APISERVER_ARGS[@]}" >"$RUN/kube-apiserver.args"
 wait_for "kube-apiserver /readyz" kube-apiserver apiserver_ready
 
 # --- kube-controller-manager -----------------------------------------------------------------

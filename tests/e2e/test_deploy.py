@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import kubernetes
 import pytest
+import yaml
 
 from tests.e2e.conftest import (
     GROUP,
@@ -34,6 +35,7 @@ KUSTOMIZATIONS = [
     "base/rbac",
     "base/operator",
     "base/nodeagent",
+    "base/gateway",
 ]
 
 
@@ -98,8 +100,69 @@ def test_overlay_has_what_the_issue_asks(cluster: Cluster) -> None:
         env["TUXIO_OPERATOR_NODE_CREDENTIALS_SECRET"],
         "tuxio-agent-ca",
     }
-    # No Prometheus annotations: neither component serves metrics.
+    # No Prometheus annotations: no component serves metrics.
     assert "prometheus.io" not in built
+
+
+def test_overlay_has_the_gateway(cluster: Cluster) -> None:
+    """The gateway as the issue asks for it, as the API server would store it."""
+    built = cluster.kubectl(
+        "apply", "--dry-run=server", "-k", str(MANIFESTS / "overlays/default"), "-o", "json"
+    ).stdout
+    items = {(o["kind"], o["metadata"]["name"]): o for o in json.loads(built)["items"]}
+    deployment = items[("Deployment", "tuxio-gateway")]
+    assert deployment["metadata"]["namespace"] == SYSTEM_NS
+    assert deployment["spec"]["replicas"] >= 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "tuxio-gateway"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    spread = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
+    assert "kubernetes.io/hostname" in spread
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["readinessProbe"]["httpGet"] == {
+        "path": "/readyz",
+        "port": "api",
+        "scheme": "HTTPS",
+    }
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"api": 8443, "visitor": 8444}
+    (volume,) = pod["volumes"]
+    assert volume["secret"]["secretName"] == "tuxio-gateway-serving"
+    budget = items[("PodDisruptionBudget", "tuxio-gateway")]
+    assert budget["spec"]["minAvailable"] == 1
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert budget["spec"]["selector"]["matchLabels"] == selector
+    for service, port in (("tuxio-gateway-api", "api"), ("tuxio-gateway", "visitor")):
+        spec = items[("Service", service)]["spec"]
+        assert spec["selector"] == selector and spec["ports"][0]["targetPort"] == port
+    api = items[("APIService", "v1alpha1.subresources.tux.io")]
+    assert api["spec"]["service"] == {
+        "name": "tuxio-gateway-api",
+        "namespace": SYSTEM_NS,
+        "port": 443,
+    }
+    assert (api["spec"]["group"], api["spec"]["version"]) == ("subresources.tux.io", "v1alpha1")
+    assert api["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        f"{SYSTEM_NS}/tuxio-gateway-serving"
+    )
+    # The signing key Secret ships empty: no key in a repository; a gateway fills it.
+    source = cluster.kubectl("kustomize", str(MANIFESTS / "overlays/default")).stdout
+    (shipped,) = [o for o in yaml.safe_load_all(source) if o and o["kind"] == "Secret"]
+    assert shipped["metadata"]["name"] == "tuxio-gateway-signing-key" and "data" not in shipped
+    reader = items[("RoleBinding", "tuxio-gateway-auth-reader")]
+    assert reader["metadata"]["namespace"] == "kube-system"
+    assert reader["roleRef"]["name"] == "extension-apiserver-authentication-reader"
+    delegator = items[("ClusterRoleBinding", "tuxio-gateway-auth-delegator")]
+    assert delegator["roleRef"]["name"] == "system:auth-delegator"
+    for binding in (reader, delegator):
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "tuxio-gateway", "namespace": SYSTEM_NS}
+        ]
 
 
 def test_samples_valid_on_the_server(cluster: Cluster) -> None:
@@ -137,6 +200,27 @@ class Person:
         result = self.cluster.kubectl("auth", "can-i", *args, "--as", self.identity, check=False)
         assert result.stdout.strip() in ("yes", "no"), result.stderr
         return result.stdout.strip() == "yes"
+
+    def may(self, verb: str, group: str, resource: str, subresource: str, namespace: str) -> bool:
+        """A SubjectAccessReview for this person, asked by the admin (`kubectl auth can-i`
+        maps names through discovery, which knows an aggregated group only while its server
+        runs)."""
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": self.identity,
+                "resourceAttributes": {
+                    "namespace": namespace,
+                    "verb": verb,
+                    "group": group,
+                    "resource": resource,
+                    "subresource": subresource,
+                },
+            },
+        }
+        answer = self.cluster.kubectl("create", "-f", "-", "-o", "json", stdin=json.dumps(review))
+        return bool(json.loads(answer.stdout)["status"].get("allowed"))
 
     def kubectl(self, *args: str, stdin: str | None = None) -> tuple[int, str]:
         """kubectl with this person's own token: what the API server really lets through."""
@@ -179,6 +263,14 @@ HOST = {
 }
 
 
+# The gateway's subresources and the verbs the editor role grants on them.
+GATEWAY_VERBS = {
+    "exec": ("get", "create"),
+    "terminal": ("get", "create"),
+    "files": ("get", "create", "update", "delete"),
+    "token": ("create",),
+}
+
 # What an editor may not do, as `kubectl auth can-i` arguments; the namespace is filled in.
 EDITOR_DENIED = [
     ("get", "secrets", "-n", SYSTEM_NS),
@@ -205,6 +297,11 @@ def test_editor_can_create_sandboxes_and_nothing_of_hosts_or_credentials(
     assert alice.can_i("update", "sandboxpools", "--subresource=scale", "-n", team)
     for args in EDITOR_DENIED:
         assert not alice.can_i(*(a.format(ns=team) for a in args)), args
+    # Into sandboxes through the gateway (the API server checks the HTTP verb, the gateway
+    # `create`).
+    for sub, verbs in GATEWAY_VERBS.items():
+        for verb in verbs:
+            assert alice.may(verb, "subresources.tux.io", "sandboxes", sub, team), (sub, verb)
 
     # The same, with her own token.
     code, out = alice.kubectl(
@@ -245,6 +342,9 @@ def test_viewer_reads_sandboxes_and_changes_nothing(
         assert not bob.can_i(verb, "sandboxes", "-n", team), verb
         assert not bob.can_i(verb, "sandboxpools", "-n", team), verb
     assert not bob.can_i("get", "sandboxhosts")
+    for sub, verbs in GATEWAY_VERBS.items():
+        for verb in verbs:
+            assert not bob.may(verb, "subresources.tux.io", "sandboxes", sub, team), (sub, verb)
     code, out = bob.kubectl("get", "sandbox", "theirs", "-n", team, "-o", "name")
     assert (code, out.strip()) == (0, "sandbox.tux.io/theirs")
     code, out = bob.kubectl("delete", "sandbox", "theirs", "-n", team)
