@@ -242,6 +242,26 @@ class Agents:
             )
         return self._session
 
+    async def end_session(self, target: AgentTarget, session: str) -> tuple[int, bytes]:
+        """End a terminal session of the container (the agent hangs it up and kills it):
+        the agent's status and JSON answer, refusals raised as `refusal` says."""
+        try:
+            async with self._http().delete(
+                target.url(f"sessions/{urllib.parse.quote(session)}"),
+                headers=target.headers,
+                ssl=target.tls if target.tls is not None else True,
+            ) as response:
+                text = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise AgentUnreachable(
+                f"host {target.host.name}: {type(exc).__name__}: {exc}"
+            ) from None
+        if response.status >= 400:
+            if response.status == 401:
+                self.credentials.forget(target.host)
+            raise refusal(response.status, text, "terminal")
+        return response.status, text
+
     async def files(
         self,
         target: AgentTarget,

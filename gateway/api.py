@@ -8,7 +8,7 @@ named (the API server has authorised the request's own verb already; RBAC's `cre
 here, as KubeVirt's virt-api asks for its subresources):
 
     GET       /apis/subresources.tux.io/v1alpha1/namespaces/{ns}/sandboxes/{name}/exec
-    GET       .../sandboxes/{name}/terminal
+    GET       .../sandboxes/{name}/terminal       (DELETE ...?session=<id> ends a session)
     GET|PUT|DELETE .../sandboxes/{name}/files
     POST      .../sandboxes/{name}/token
 
@@ -41,11 +41,13 @@ from .runtime import Gateway
 from .streams import (
     StreamKind,
     close_streams,
+    end_session,
     exec_query,
     files_query,
     forward_files,
     offered_subprotocols,
     serve_stream,
+    session_query,
 )
 from .tokens import mint
 
@@ -167,6 +169,17 @@ async def terminal_stream(request: web.Request) -> web.StreamResponse:
     return await _stream(request, "terminal")
 
 
+async def end_terminal(request: web.Request) -> web.StreamResponse:
+    """End a terminal session (`DELETE .../terminal?session=<id>`): the agent hangs it up."""
+    gateway = request.app[GATEWAY]
+    ns, name = request.match_info["namespace"], request.match_info["name"]
+    await authorize(gateway, request[USER], ns, name, "terminal")
+    session = session_query(request.query)
+    gateway.require_ready()
+    target = await gateway.sandboxes.target(await gateway.sandboxes.route(ns, name))
+    return await end_session(gateway.agents, target, session, None)
+
+
 async def files(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     ns, name = request.match_info["namespace"], request.match_info["name"]
@@ -276,6 +289,7 @@ def create_api_app(gateway: Gateway) -> web.Application:
             web.get("/openapi/v3", openapi_v3),
             web.get(f"{SANDBOX}/exec", exec_stream),
             web.get(f"{SANDBOX}/terminal", terminal_stream),
+            web.delete(f"{SANDBOX}/terminal", end_terminal),
             web.get(f"{SANDBOX}/files", files),
             web.put(f"{SANDBOX}/files", files),
             web.delete(f"{SANDBOX}/files", files),

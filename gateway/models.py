@@ -31,7 +31,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # The gateway itself authorises `create` on every one of them.
 SUBRESOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
     "exec": ("SandboxExecOptions", ("get",)),
-    "terminal": ("SandboxTerminalOptions", ("get",)),
+    "terminal": ("SandboxTerminalOptions", ("get", "delete")),
     "files": ("SandboxFile", ("get", "update", "delete")),
     "token": ("SandboxToken", ("create",)),
 }

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from aiohttp import web
 from multidict import MultiMapping
 
-from tuxio.common.remotecommand import SUBPROTOCOLS, InvalidExecQuery, parse_exec_query
+from tuxio.common.remotecommand import (
+    SESSION_ID_PATTERN,
+    SUBPROTOCOLS,
+    InvalidExecQuery,
+    parse_exec_query,
+)
 
 from .agents import Agents, AgentTarget
 from .directory import Directory, SandboxRoute, sandbox_route
@@ -81,6 +87,28 @@ def files_query(params: MultiMapping[str]) -> list[tuple[str, str]]:
     if not params.get("path"):
         raise BadRequest("the query parameter path (an absolute path) is required")
     return query
+
+
+def session_query(params: MultiMapping[str]) -> str:
+    """The terminal session a DELETE names (`?session=<id>`), checked as the agent checks it."""
+    _checked(params, frozenset({"session"}))
+    session = params.get("session", "")
+    if re.match(SESSION_ID_PATTERN, session) is None:
+        raise BadRequest(
+            "the query parameter session (8 to 128 of A-Z a-z 0-9 - _) names the terminal "
+            "session to end"
+        )
+    return session
+
+
+async def end_session(
+    agents: Agents, target: AgentTarget, session: str, extra_headers: Mapping[str, str] | None
+) -> web.Response:
+    """End a terminal session on its agent and answer with the agent's answer."""
+    status, body = await agents.end_session(target, session)
+    response = web.Response(status=status, body=body, headers=extra_headers)
+    response.content_type = "application/json"
+    return response
 
 
 def offered_subprotocols(headers: Iterable[str]) -> list[str]:

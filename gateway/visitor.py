@@ -1,6 +1,7 @@
 """The public visitor endpoint: browsers (and other clients) holding a visitor token.
 
     wss://<gateway>/v1/namespaces/{ns}/sandboxes/{name}/terminal?session=..
+    https://<gateway>/v1/namespaces/{ns}/sandboxes/{name}/terminal?session=..  (DELETE: end it)
     wss://<gateway>/v1/namespaces/{ns}/sandboxes/{name}/exec?command=..&stdin=..
     https://<gateway>/v1/namespaces/{ns}/sandboxes/{name}/files?path=..   (GET, PUT, DELETE)
 
@@ -32,11 +33,13 @@ from .settings import GatewaySettings
 from .streams import (
     StreamKind,
     close_streams,
+    end_session,
     exec_query,
     files_query,
     forward_files,
     offered_subprotocols,
     serve_stream,
+    session_query,
 )
 from .tokens import VisitorClaims
 
@@ -120,6 +123,16 @@ async def terminal_stream(request: web.Request) -> web.StreamResponse:
     return await _stream(request, "terminal")
 
 
+async def end_terminal(request: web.Request) -> web.StreamResponse:
+    """End a terminal session (`DELETE .../terminal?session=<id>`, scope terminal)."""
+    gateway, claims = await _admit(request, "terminal")
+    session = session_query(request.query)
+    sandbox = await gateway.sandboxes.route(claims.namespace, claims.name)
+    claims.require_uid(sandbox.uid)
+    target = await gateway.sandboxes.target(sandbox)
+    return await end_session(gateway.agents, target, session, _cors(request))
+
+
 def _cors(request: web.Request) -> dict[str, str]:
     """CORS headers for a listed Origin (none for others: the browser then hides the answer)."""
     origin = request.headers.get("Origin")
@@ -164,6 +177,7 @@ def create_visitor_app(gateway: Gateway) -> web.Application:
             *health_routes(gateway),
             web.get(f"{SANDBOX}/exec", exec_stream),
             web.get(f"{SANDBOX}/terminal", terminal_stream),
+            web.delete(f"{SANDBOX}/terminal", end_terminal),
             web.route("*", f"{SANDBOX}/files", files),
         ]
     )

@@ -223,7 +223,21 @@ class FakeAgent:
         app = web.Application()
         app.router.add_get("/v1/containers/{name}/exec", self.exec)
         app.router.add_route("*", "/v1/containers/{name}/files", self.file)
+        app.router.add_delete("/v1/containers/{name}/sessions/{session}", self.end_session)
         return app
+
+    async def end_session(self, request: web.Request) -> web.Response:
+        """Ends a session named `live...`; any other is unknown (404), as the agent says."""
+        self.seen.append(request)
+        refused = self._unauthorized(request)
+        if refused is not None:
+            return refused
+        session = request.match_info["session"]
+        if not session.startswith("live"):
+            return web.json_response(
+                {"reason": "SessionNotFound", "message": f"no session {session}"}, status=404
+            )
+        return web.json_response({"id": session, "exited": True, "exitCode": 129})
 
     def _unauthorized(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Authorization") != f"Bearer {self.token}":

@@ -266,7 +266,7 @@ HOST = {
 # The gateway's subresources and the verbs the editor role grants on them.
 GATEWAY_VERBS = {
     "exec": ("get", "create"),
-    "terminal": ("get", "create"),
+    "terminal": ("get", "create", "delete"),
     "files": ("get", "create", "update", "delete"),
     "token": ("create",),
 }

@@ -139,7 +139,7 @@ async def test_discovery_for_the_front_proxy(env: Env) -> None:
     assert resources["kind"] == "APIResourceList"
     assert {r["name"]: r["verbs"] for r in resources["resources"]} == {
         "sandboxes/exec": ["get"],
-        "sandboxes/terminal": ["get"],
+        "sandboxes/terminal": ["get", "delete"],
         "sandboxes/files": ["get", "update", "delete"],
         "sandboxes/token": ["create"],
     }
@@ -410,6 +410,38 @@ async def test_files_are_proxied(env: Env) -> None:
         ("DELETE", {"path": "/tmp/a"}),
     ]
     assert {attributes["subresource"] for _, attributes in env.kube.reviews} == {"files"}
+
+
+async def test_a_terminal_session_is_ended_on_its_agent(env: Env) -> None:
+    env.kube.allowed.add(("alice", "team", "visitor-42", "terminal"))
+    url = env.url + f"{BASE}/visitor-42/terminal"
+    async with env.session() as http:
+        async with http.delete(url, params={"session": "live-0001"}, headers=ALICE) as answer:
+            assert (answer.status, await answer.json()) == (
+                200,
+                {"id": "live-0001", "exited": True, "exitCode": 129},
+            )
+        async with http.delete(url, params={"session": "gone-0001"}, headers=ALICE) as answer:
+            assert answer.status == 404
+            assert (await answer.json())["message"] == "no session gone-0001"
+        for bad in ({}, {"session": "short"}, {"session": "live-0001", "other": "x"}):
+            async with http.delete(url, params=bad, headers=ALICE) as answer:
+                assert answer.status == 400, bad
+    assert [(r.method, r.path) for r in env.agent.seen] == [
+        ("DELETE", "/v1/containers/sbx-uid-42/sessions/live-0001"),
+        ("DELETE", "/v1/containers/sbx-uid-42/sessions/gone-0001"),
+    ]
+    assert {attributes["subresource"] for _, attributes in env.kube.reviews} == {"terminal"}
+
+
+async def test_ending_a_session_takes_create_on_the_terminal(env: Env) -> None:
+    url = env.url + f"{BASE}/visitor-42/terminal"
+    async with (
+        env.session() as http,
+        http.delete(url, params={"session": "live-0001"}, headers=ALICE) as answer,
+    ):
+        assert answer.status == 403
+    assert env.agent.seen == []
 
 
 async def test_token_minting_asks_for_each_scope(env: Env) -> None:

@@ -223,6 +223,21 @@ async def test_files_with_authorization_and_cors(env: Env) -> None:
             assert answer.status == 405
 
 
+async def test_a_terminal_session_is_ended_with_a_terminal_token(env: Env) -> None:
+    url = env.url + TERMINAL
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {env.token()}", "Origin": ORIGIN}
+        async with http.delete(url, params={"session": "live-0001"}, headers=headers) as answer:
+            assert answer.status == 200
+            assert (await answer.json())["id"] == "live-0001"
+        files_only = {"Authorization": f"Bearer {env.token(scopes=('files',))}", "Origin": ORIGIN}
+        async with http.delete(url, params={"session": "live-0001"}, headers=files_only) as no:
+            assert no.status == 403
+    assert [(r.method, r.path) for r in env.agent.seen] == [
+        ("DELETE", "/v1/containers/sbx-uid-42/sessions/live-0001")
+    ]
+
+
 async def test_a_flood_is_held_back_while_the_client_does_not_read(env: Env) -> None:
     """A flood through real sockets: while the client reads nothing, the agent's writes pause
     long before the flood is out, what is in flight stays within the sockets' and libraries'
