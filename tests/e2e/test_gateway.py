@@ -492,7 +492,7 @@ def test_discovery(cluster: Cluster, gateway: Gateway) -> None:
     resources = json.loads(cluster.kubectl("get", "--raw", API).stdout)
     assert {r["name"]: r["verbs"] for r in resources["resources"]} == {
         "sandboxes/exec": ["get"],
-        "sandboxes/terminal": ["get"],
+        "sandboxes/terminal": ["get", "delete"],
         "sandboxes/files": ["get", "update", "delete"],
         "sandboxes/token": ["create"],
     }
