@@ -91,6 +91,13 @@ def free_port() -> int:
     raise AssertionError("no free port outside the ephemeral range")
 
 
+# How long a started process (agent, operator, gateway) may take to answer its health probe, and
+# a stopped one to exit. A guard against one that never comes up or never goes, not a measure of
+# speed: the wait ends as soon as the process answers, and fails at once if it exits.
+START_TIMEOUT = 300.0
+STOP_TIMEOUT = 120.0
+
+
 def wait_until(
     predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05
 ) -> object:
@@ -155,7 +162,7 @@ class Agent:
             )
         STARTED.append(self.proc)
         MADE.pids.append(self.proc.pid)
-        wait_until(self._healthy, timeout=30)
+        wait_until(self._healthy, timeout=START_TIMEOUT)
 
     def _healthy(self) -> bool:
         assert self.proc is not None
@@ -171,7 +178,7 @@ class Agent:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(timeout=30)
+            self.proc.wait(timeout=STOP_TIMEOUT)
         self.proc = None
 
     def client(self, token: str | None = None) -> httpx.Client:

@@ -28,7 +28,9 @@ import pytest
 import yaml
 
 from tests.support import (
+    START_TIMEOUT,
     STARTED,
+    STOP_TIMEOUT,
     TEST_ROOT,
     Agent,
     destroy_everything,
@@ -223,7 +225,7 @@ class Operator:
                 env=env,
             )
         STARTED.append(self.proc)
-        wait_until(self._alive, timeout=60)
+        wait_until(self._alive, timeout=START_TIMEOUT)
 
     def _alive(self) -> bool:
         import httpx
@@ -239,7 +241,7 @@ class Operator:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(timeout=60)
+            self.proc.wait(timeout=STOP_TIMEOUT)
         self.proc = None
 
 

@@ -57,6 +57,7 @@ from tests.e2e.test_deploy import Person
 from tests.e2e.test_webhook import host_address
 from tests.gatewaykit import CA
 from tests.support import (
+    START_TIMEOUT,
     STARTED,
     Agent,
     destroy_everything,
@@ -120,7 +121,7 @@ class Replica:
                 [GATEWAY, "serve"], stdout=out, stderr=subprocess.STDOUT, env=env
             )
         STARTED.append(self.proc)
-        wait_until(self.ready, timeout=90)
+        wait_until(self.ready, timeout=START_TIMEOUT)
 
     def ready(self) -> bool:
         import httpx
