@@ -162,7 +162,11 @@ class Agent:
             )
         STARTED.append(self.proc)
         MADE.pids.append(self.proc.pid)
-        wait_until(self._healthy, timeout=START_TIMEOUT)
+        try:
+            wait_until(self._healthy, timeout=START_TIMEOUT)
+        except BaseException:
+            self.stop(signal.SIGKILL)
+            raise
 
     def _healthy(self) -> bool:
         assert self.proc is not None

@@ -225,7 +225,11 @@ class Operator:
                 env=env,
             )
         STARTED.append(self.proc)
-        wait_until(self._alive, timeout=START_TIMEOUT)
+        try:
+            wait_until(self._alive, timeout=START_TIMEOUT)
+        except BaseException:
+            self.stop(signal.SIGKILL)  # never a second operator left running behind a failure
+            raise
 
     def _alive(self) -> bool:
         import httpx
