@@ -259,8 +259,8 @@ def operator_in_place_of(
     log = RUN_DIR / log_name
     log.write_bytes(b"")
     running = Operator(session.cluster, log, session.kubeconfig, extra_env)
-    running.start()
     try:
+        running.start()
         yield running
     finally:
         running.stop()
