@@ -24,7 +24,7 @@ from .console import run_exec, run_shell
 from .errors import SandboxError, SandboxInvalid
 from .transfer import RemotePath, copy_from, copy_to, parse_location
 
-__all__ = ["main", "parser"]
+__all__ = ["main", "parse", "parser"]
 
 _ERROR = 1
 
@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     _common(run, defaults=False)
     run.add_argument("-i", "--stdin", action="store_true", help="pass stdin to the command")
     run.add_argument("sandbox")
-    run.add_argument("command", nargs="+", help="the program and its arguments (after --)")
+    run.add_argument("command", nargs="*", help="the program and its arguments (after --)")
 
     cp = commands.add_parser("cp", help="copy files to or from a sandbox")
     _common(cp, defaults=False)
@@ -73,6 +73,25 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--duration", type=int, help="seconds it is valid (the gateway's default)")
     token.add_argument("-o", "--output", choices=("token", "json"), default="token")
     return main
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line; what follows the first `--` is the command, whatever it looks like
+    (argparse alone would mistake its options for the plugin's)."""
+    argv = list(argv)
+    tail: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, tail = argv[:at], argv[at + 1 :]
+    main = parser()
+    args = main.parse_args(argv)
+    if args.verb in ("shell", "exec"):
+        args.command = [*args.command, *tail]
+    elif tail:
+        main.error(f"{args.verb} takes no command after --")
+    if args.verb == "exec" and not args.command:
+        main.error("exec needs a command: kubectl tuxio exec SANDBOX -- COMMAND [ARG ...]")
+    return args
 
 
 async def _shell(tux: AsyncClient, args: argparse.Namespace) -> int:
@@ -140,7 +159,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(sys.argv[1:] if argv is None else argv)
     try:
         return asyncio.run(run(args))
     except SandboxError as exc:
