@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: deps lint typecheck-tree test test-slow test-unit test-agent test-e2e demo demo-agent bench bench-agent \
-	bench-operator bench-pool bench-placement bench-probe bench-kube-client openapi crds cluster-up cluster-down kind-up kind-down clean
+	bench-operator bench-pool bench-placement bench-probe bench-kube-client abuse openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -71,6 +71,11 @@ openapi: deps
 
 crds: deps
 	$(PY) hack/render-crds.py
+
+# Six attacks at once next to a quiet neighbour, measured from outside (docs/disk.md).
+ABUSE_SECONDS ?= 30
+abuse: deps
+	$(PY) bench/abuse.py --seconds $(ABUSE_SECONDS) --out bench/results/abuse.json
 
 bench-agent: deps
 	$(PY) bench/agent_bench.py --out bench/results/agent.json
