@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: deps lint typecheck-tree test test-slow test-unit test-agent test-e2e demo demo-agent bench bench-agent \
+.PHONY: deps lint typecheck-tree test test-slow test-unit test-agent test-e2e test-project-quota demo demo-agent bench bench-agent \
 	bench-operator bench-pool bench-placement bench-probe bench-kube-client abuse openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
@@ -41,6 +41,11 @@ test-agent: deps
 
 test-e2e: deps
 	$(PY) -m pytest -q tests/e2e
+
+# The project-quota disk backend, on a host whose kernel has quota support (not these
+# machines: see docs/disk.md); not part of `make test`.
+test-project-quota: deps
+	$(PY) -m pytest -q -p no:cacheprovider hosttests/test_project_quota.py
 
 # The whole flow: control plane, CRDs, agent, operator, a Sandbox applied and used with kubectl.
 demo: deps
