@@ -362,8 +362,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30, help="least length of the attack")
     args = parser.parse_args()
     agent = make_agent("abuse", [])
-    agent.start()
     try:
+        agent.start()
         report = asyncio.run(abuse(agent, args.seconds))
     finally:
         agent.stop()

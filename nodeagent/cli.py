@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
@@ -57,8 +58,11 @@ def build_service(settings: AgentSettings) -> ContainerService:
     chosen.check_host()
     default = DiskQuota(settings.disk_default_bytes, settings.disk_default_inodes)
     if isinstance(chosen, Ext4ImageBackend):
-        # The default size's pristine image now, not on the first create.
-        chosen.pristine(default, settings.idmap_base)
+        # The default size's pristine image made now, beside serving rather than before it
+        # (mkfs takes a while on a busy host), so the first create rarely waits for it.
+        threading.Thread(
+            target=chosen.pristine, args=(default, settings.idmap_base), daemon=True
+        ).start()
     return ContainerService(
         lxc=Lxc(settings.lxcpath),
         disk=DiskPolicy(chosen, default, settings.disk_reserve_bytes, settings.disk_reserve_inodes),

@@ -11,8 +11,8 @@ from tests.support import destroy_everything, make_agent
 
 async def test_six_attacks_at_once_stay_boxed_in() -> None:
     agent = make_agent("abuse", [])
-    agent.start()
     try:
+        agent.start()
         report = await abuse(agent, seconds=0)
     finally:
         agent.stop()
