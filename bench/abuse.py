@@ -361,6 +361,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results/abuse.json"))
     parser.add_argument("--seconds", type=float, default=30, help="least length of the attack")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     agent = make_agent("abuse", [])
     try:
         agent.start()
@@ -374,7 +375,9 @@ def main() -> int:
         "machine": {
             "cores": os.cpu_count(),
             "kernel": platform.release(),
-            "load1": round(os.getloadavg()[0], 2),
+            # The machine's own load before the attack, and at its end (attack included).
+            "load1Before": round(load_before, 2),
+            "load1After": round(os.getloadavg()[0], 2),
         },
         "attackerLimits": BOXED,
         "targets": {"agentP99Ms": 50, "neighbourEchoP99Ms": 20, "hostDiskTakenAtMost": "quotas"},

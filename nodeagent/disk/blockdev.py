@@ -17,8 +17,6 @@ from pathlib import Path
 __all__ = [
     "MNT_DETACH",
     "attach_loop",
-    "backing_files",
-    "is_mount_point",
     "mount",
     "sparse_copy",
     "umount",
@@ -126,28 +124,6 @@ def umount(target: Path, flags: int = 0) -> bool:
     if ctypes.get_errno() == errno.EINVAL:
         return False
     raise _fail(f"umount {target}")
-
-
-def is_mount_point(path: Path) -> bool:
-    """Whether a filesystem is mounted on `path` in this mount namespace."""
-    wanted = str(path)
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = line.split(" ", 5)[4]
-        if point.replace("\\040", " ") == wanted:
-            return True
-    return False
-
-
-def backing_files() -> dict[str, str]:
-    """Every attached loop device with the file behind it ("(deleted)" removed)."""
-    found: dict[str, str] = {}
-    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
-        try:
-            target = backing.read_text().strip().removesuffix(" (deleted)")
-        except OSError:
-            continue
-        found[f"/dev/{backing.parents[1].name}"] = target
-    return found
 
 
 def sparse_copy(source: Path, target: Path) -> None:

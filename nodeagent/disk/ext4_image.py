@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..errors import DiskSetupFailed, HostPrerequisiteMissing
 from .base import WRITABLE_LAYER, DiskQuota, DiskUsage
-from .blockdev import MNT_DETACH, attach_loop, is_mount_point, mount, sparse_copy, umount
+from .blockdev import MNT_DETACH, attach_loop, mount, sparse_copy, umount
 
 __all__ = ["IMAGE_FILE", "Ext4ImageBackend"]
 
@@ -69,7 +69,7 @@ class Ext4ImageBackend:
             layer.mkdir(mode=0o755, exist_ok=True)
             self._mount(image, layer)
         except OSError as exc:
-            if layer.exists() and is_mount_point(layer):
+            if _mounted(layer):
                 umount(layer, MNT_DETACH)
             image.unlink(missing_ok=True)
             raise DiskSetupFailed(
@@ -78,7 +78,7 @@ class Ext4ImageBackend:
 
     def restore(self, container_dir: Path, quota: DiskQuota) -> None:
         layer = container_dir / WRITABLE_LAYER
-        if is_mount_point(layer):
+        if _mounted(layer):
             return
         try:
             self._mount(container_dir / IMAGE_FILE, layer)
@@ -89,8 +89,11 @@ class Ext4ImageBackend:
         log.info("disk image of %s mounted again", container_dir.name)
 
     def usage(self, container_dir: Path, quota: DiskQuota) -> DiskUsage | None:
+        layer = container_dir / WRITABLE_LAYER
         try:
-            info = os.statvfs(container_dir / WRITABLE_LAYER)
+            if not _mounted(layer):  # being destroyed, or not restored: no image to count
+                return None
+            info = os.statvfs(layer)
         except OSError:
             return None
         # The spare inodes are counted in neither: used are the layer's own dozen (root,
@@ -106,8 +109,8 @@ class Ext4ImageBackend:
         # Detached lazily: a running container's mount namespace keeps its copy until the
         # container stops (lxc-destroy stops it next); the loop device goes with the last one.
         layer = container_dir / WRITABLE_LAYER
-        while layer.exists() and is_mount_point(layer):
-            umount(layer, MNT_DETACH)
+        while _mounted(layer) and umount(layer, MNT_DETACH):
+            pass  # a layer mounted twice (by hand, say) is detached twice
 
     # ----- pristine images ---------------------------------------------------------------
 
@@ -189,6 +192,15 @@ class Ext4ImageBackend:
             mount(device, target, "ext4", _MOUNT_OPTIONS)
         finally:
             os.close(fd)  # mounted: the mount holds the device; not mounted: it detaches
+
+
+def _mounted(layer: Path) -> bool:
+    """Whether an image is mounted on the layer: another device than its parent directory's
+    (two stats, where reading the mount table would cost a line per container)."""
+    try:
+        return os.stat(layer).st_dev != os.stat(layer.parent).st_dev
+    except FileNotFoundError:
+        return False
 
 
 def _superblock_inodes(image: Path) -> tuple[int, int]:
