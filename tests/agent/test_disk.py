@@ -101,6 +101,12 @@ def test_writing_until_enospc_takes_at_most_the_quota(
     assert seen["usedBytes"] >= 0.95 * seen["limitBytes"]
     written = int(run(http, name, "wc -c < /fill")["stdout"])
     assert written >= DISK // 2
+    # A file written through the agent's files route meets the same limit, as a 507.
+    refused = http.put(
+        f"/v1/containers/{name}/files", params={"path": "/more"}, content=b"x" * 2**20
+    )
+    assert refused.status_code == 507, refused.text
+    assert refused.json()["reason"] == "InsufficientStorage"
     # The neighbour keeps writing, and the full container can still free its space.
     assert run(http, neighbour, "echo written > /note && cat /note")["stdout"] == "written\n"
     assert run(http, name, "rm /fill && echo freed > /after && cat /after")["exitCode"] == 0
