@@ -3,8 +3,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: deps lint typecheck-tree test test-slow test-unit test-agent test-e2e demo demo-agent bench bench-agent \
-	bench-operator bench-pool bench-placement bench-probe bench-kube-client openapi crds cluster-up cluster-down kind-up kind-down clean
+.PHONY: deps lint typecheck-tree test test-slow test-unit test-agent test-e2e test-project-quota demo demo-agent bench bench-agent \
+	bench-operator bench-pool bench-placement bench-probe bench-kube-client abuse openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -42,6 +42,11 @@ test-agent: deps
 test-e2e: deps
 	$(PY) -m pytest -q tests/e2e
 
+# The project-quota disk backend, on a host whose kernel has quota support (not these
+# machines: see docs/disk.md); not part of `make test`.
+test-project-quota: deps
+	$(PY) -m pytest -q -p no:cacheprovider hosttests/test_project_quota.py
+
 # The whole flow: control plane, CRDs, agent, operator, a Sandbox applied and used with kubectl.
 demo: deps
 	$(PY) hack/demo.py
@@ -71,6 +76,11 @@ openapi: deps
 
 crds: deps
 	$(PY) hack/render-crds.py
+
+# Six attacks at once next to a quiet neighbour, measured from outside (docs/disk.md).
+ABUSE_SECONDS ?= 30
+abuse: deps
+	$(PY) bench/abuse.py --seconds $(ABUSE_SECONDS) --out bench/results/abuse.json
 
 bench-agent: deps
 	$(PY) bench/agent_bench.py --out bench/results/agent.json

@@ -5,7 +5,9 @@
   clone + config + start + limits + verify, as the client sees it over HTTP.
 - no-op PUT and GET latency on a running container, DELETE latency;
 - the agent's peak RSS;
-- density: idle busybox sandboxes with limits started until something gives or a cap.
+- density: idle busybox sandboxes with limits started until something gives or a cap;
+- the cost of disk quotas on cold creates: the same sequential creates on an agent without
+  disk limits (disk_backend none) and on one with the ext4-image backend.
 
 Writes JSON (default bench/results/agent.json) and prints a table.
 """
@@ -195,6 +197,99 @@ async def run(url: str, token: str, agent_pid: int, args: argparse.Namespace) ->
     }
 
 
+def start_agent(data_dir: Path, port: int, disk_backend: str) -> subprocess.Popen[bytes]:
+    """An agent on `data_dir` (its busybox template and token made first), once healthy."""
+    subprocess.run(
+        [AGENT, "--data-dir", str(data_dir), "template", "build", "busybox"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [AGENT, "token", "generate", "--out", str(data_dir / "token")],
+        check=True,
+        capture_output=True,
+    )
+    with (data_dir / "agent.log").open("wb") as log:
+        agent = subprocess.Popen(
+            [
+                AGENT,
+                "--data-dir",
+                str(data_dir),
+                "serve",
+                "--port",
+                str(port),
+                "--token-file",
+                str(data_dir / "token"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TUXIO_AGENT_DISK_BACKEND": disk_backend},
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return agent
+        except httpx.HTTPError:
+            pass
+        if agent.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit((data_dir / "agent.log").read_text())
+        time.sleep(0.05)
+
+
+def stop_agent(agent: subprocess.Popen[bytes] | None, data_dir: Path) -> None:
+    """Stop the agent and remove whatever it left (containers, their disk images)."""
+    if agent is not None:
+        agent.terminate()
+        agent.wait(timeout=60)
+    lxcpath = data_dir / "containers"
+    if lxcpath.is_dir():
+        for entry in lxcpath.iterdir():
+            subprocess.run(
+                ["umount", "-l", str(entry / "overlay")], capture_output=True, check=False
+            )
+            subprocess.run(
+                ["lxc-destroy", "-P", str(lxcpath), "-n", entry.name, "-f"],
+                capture_output=True,
+                check=False,
+            )
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def cold_creates(url: str, token: str, count: int) -> list[float]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as client:
+        await create_many(client, [f"warm-{i}" for i in range(5)], 1, SPEC)
+        await delete_many(client, [f"warm-{i}" for i in range(5)], 1)
+        names = [f"cold-{i}" for i in range(count)]
+        latencies, _ = await create_many(client, names, 1, SPEC)
+        await delete_many(client, names, 1)
+    return latencies
+
+
+def disk_quota_cost(count: int, port: int) -> dict[str, Any]:
+    """Sequential cold creates without disk limits and with the ext4-image backend."""
+    measured: dict[str, dict[str, float]] = {}
+    for backend in ("none", "ext4-image"):
+        data_dir = Path(tempfile.mkdtemp(prefix=f"tuxio-bench-{backend}-", dir="/var/tmp"))
+        agent = None
+        try:
+            agent = start_agent(data_dir, port, backend)
+            token = (data_dir / "token").read_text().strip()
+            measured[backend] = percentiles(
+                asyncio.run(cold_creates(f"http://127.0.0.1:{port}", token, count))
+            )
+        finally:
+            stop_agent(agent, data_dir)
+    without, with_ = measured["none"]["p50"], measured["ext4-image"]["p50"]
+    return {
+        "putToRunningMs": measured,
+        "overheadP50Ms": round(with_ - without, 2),
+        "ratioP50": round(with_ / without, 3) if without else None,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("bench/results/agent.json"))
@@ -203,62 +298,23 @@ def main() -> int:
         "--parallel-count", type=int, default=100, help="containers created 20 at a time"
     )
     parser.add_argument("--density-cap", type=int, default=1000, help="0 skips the density run")
+    parser.add_argument(
+        "--disk-count", type=int, default=60, help="cold creates per disk backend compared"
+    )
+    parser.add_argument(
+        "--port", type=int, default=7491, help="the agent's port (the bench's own agents)"
+    )
     args = parser.parse_args()
 
+    disk = disk_quota_cost(args.disk_count, args.port) if args.disk_count else None
     data_dir = Path(tempfile.mkdtemp(prefix="tuxio-bench-", dir="/var/tmp"))
     agent = None
     try:
-        subprocess.run(
-            [AGENT, "--data-dir", str(data_dir), "template", "build", "busybox"],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [AGENT, "token", "generate", "--out", str(data_dir / "token")],
-            check=True,
-            capture_output=True,
-        )
-        port = 7491
-        with (data_dir / "agent.log").open("wb") as log:
-            agent = subprocess.Popen(
-                [
-                    AGENT,
-                    "--data-dir",
-                    str(data_dir),
-                    "serve",
-                    "--port",
-                    str(port),
-                    "--token-file",
-                    str(data_dir / "token"),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit((data_dir / "agent.log").read_text())
-            time.sleep(0.05)
+        agent = start_agent(data_dir, args.port, "ext4-image")
+        url = f"http://127.0.0.1:{args.port}"
         results = asyncio.run(run(url, (data_dir / "token").read_text().strip(), agent.pid, args))
     finally:
-        if agent is not None:
-            agent.terminate()
-            agent.wait(timeout=60)
-        lxcpath = data_dir / "containers"
-        if lxcpath.is_dir():
-            for entry in lxcpath.iterdir():
-                subprocess.run(
-                    ["lxc-destroy", "-P", str(lxcpath), "-n", entry.name, "-f"],
-                    capture_output=True,
-                    check=False,
-                )
-        shutil.rmtree(data_dir, ignore_errors=True)
+        stop_agent(agent, data_dir)
 
     document = {
         "benchmark": "tuxio node agent",
@@ -274,8 +330,10 @@ def main() -> int:
         },
         "spec": SPEC,
         "densitySpec": DENSE_SPEC,
-        "targets": {"putToRunningP50Ms": 60, "idleSandboxes": 500},
+        "targets": {"putToRunningP50Ms": 60, "idleSandboxes": 500, "diskQuotaRatioP50": 2.0},
+        "diskBackend": "ext4-image",
         **results,
+        "diskQuota": disk,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2) + "\n")
@@ -299,6 +357,14 @@ def print_table(doc: dict[str, Any]) -> None:
         print(f"{label:<32}{p['n']:>6}{p['p50']:>9}{p['p90']:>9}{p['p99']:>9}{p['max']:>9}")
     print(f"\ncontainers/s at parallelism 20: {put['parallel20']['containersPerSecond']}")
     print(f"agent peak RSS: {doc['agentMemory']['peakRssBytes'] / 2**20:.1f} MiB")
+    disk = doc.get("diskQuota")
+    if disk:
+        cold = disk["putToRunningMs"]
+        print(
+            f"disk quota on cold creates: p50 {cold['none']['p50']} ms without, "
+            f"{cold['ext4-image']['p50']} ms with ext4 images "
+            f"(+{disk['overheadP50Ms']} ms, x{disk['ratioP50']})"
+        )
     dense = doc["density"]
     if dense:
         each = dense["hostMemoryPerSandboxBytes"] / 2**20

@@ -20,6 +20,8 @@ from .errors import (
     AgentError,
     ContainerNotFound,
     ContainerNotRunning,
+    DiskBelowReserve,
+    DiskSetupFailed,
     FileNotFound,
     FileTooLarge,
     HostPrerequisiteMissing,
@@ -79,6 +81,8 @@ _STATUS: dict[type[AgentError], int] = {
     ReadOnlyFilesystem: 409,
     FileTooLarge: 413,
     InsufficientStorage: 507,
+    DiskBelowReserve: 507,
+    DiskSetupFailed: 500,
 }
 
 _ERRORS: dict[int | str, dict[str, Any]] = {

@@ -9,16 +9,18 @@ import os
 import secrets
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
 from .cgroups import detect_driver
+from .disk import BACKENDS, DiskQuota, Ext4ImageBackend, backend_named
 from .errors import AgentError, HostPrerequisiteMissing, TemplateBuildFailed
 from .files import ContainerFiles
 from .host import apparmor_enabled, ensure_subordinate_ids, ensure_traversable, host_cpus
 from .lxc import Lxc
 from .records import read_record
-from .service import ContainerService
+from .service import ContainerService, DiskPolicy
 from .settings import AgentSettings
 from .templates import BUILDERS, TemplateStore
 from .terminals import SessionLimits, SessionTable
@@ -51,8 +53,20 @@ def build_service(settings: AgentSettings) -> ContainerService:
     settings.templates_dir.mkdir(parents=True, exist_ok=True)
     for directory in (settings.lxcpath, settings.templates_dir):
         ensure_traversable(directory, owned=settings.data_dir)
+    backends = {name: backend_named(name, settings.data_dir, settings.lxcpath) for name in BACKENDS}
+    chosen = backends[settings.disk_backend]
+    chosen.check_host()
+    default = DiskQuota(settings.disk_default_bytes, settings.disk_default_inodes)
+    if isinstance(chosen, Ext4ImageBackend):
+        # The default size's pristine image made now, beside serving rather than before it
+        # (mkfs takes a while on a busy host), so the first create rarely waits for it.
+        threading.Thread(
+            target=chosen.pristine, args=(default, settings.idmap_base), daemon=True
+        ).start()
     return ContainerService(
         lxc=Lxc(settings.lxcpath),
+        disk=DiskPolicy(chosen, default, settings.disk_reserve_bytes, settings.disk_reserve_inodes),
+        other_disk_backends=list(backends.values()),
         cgroups=detect_driver(),
         templates=_templates(settings),
         cpus=host_cpus(settings.reserved_cpus),

@@ -6,6 +6,8 @@ __all__ = [
     "AgentError",
     "ContainerNotFound",
     "ContainerNotRunning",
+    "DiskBelowReserve",
+    "DiskSetupFailed",
     "FileNotFound",
     "FileTooLarge",
     "HostPrerequisiteMissing",
@@ -87,6 +89,19 @@ class LimitsNotInForce(AgentError):
     """Read back from the cgroup files, the limits differ from what was asked for."""
 
     reason = "LimitsNotInForce"
+
+
+class DiskBelowReserve(AgentError):
+    """The data directory's free space or inodes are below the host's reserve: no new
+    container until some are freed."""
+
+    reason = "DiskBelowReserve"
+
+
+class DiskSetupFailed(AgentError):
+    """The disk backend could not make or mount a container's limited writable layer."""
+
+    reason = "DiskSetupFailed"
 
 
 class TemplateBuildFailed(AgentError):

@@ -25,6 +25,8 @@ from pydantic.alias_generators import to_camel
 from tuxio.common.quantity import QUANTITY_PATTERN, parse_bytes
 
 __all__ = [
+    "MIN_DISK_BYTES",
+    "MIN_INODES",
     "MIN_MEMORY_BYTES",
     "NAME_PATTERN",
     "BurstStatus",
@@ -35,6 +37,8 @@ __all__ = [
     "CpuInfo",
     "DesiredState",
     "DirectoryListing",
+    "DiskInfo",
+    "DiskStatus",
     "ErrorBody",
     "ExecRequest",
     "ExecResult",
@@ -58,6 +62,9 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 _NAME = re.compile(NAME_PATTERN)
 # A container below this cannot even start a shell under LXC; refuse it up front.
 MIN_MEMORY_BYTES = 16 * 2**20
+# Below these an ext4 image has no room for its own metadata; no shell fits either.
+MIN_DISK_BYTES = 32 * 2**20
+MIN_INODES = 1024
 # Label keys as Kubernetes writes them (optional DNS prefix, then a name); values up to 63.
 _LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -170,6 +177,21 @@ class Limits(_Model):
     nproc: int = Field(
         512, ge=8, le=4194304, description="RLIMIT_NPROC (soft and hard) of every process."
     )
+    disk: ByteQuantity | None = Field(
+        None,
+        ge=MIN_DISK_BYTES,
+        le=2**44,
+        description="Limit on the bytes of the container's writable layer, in bytes or as a "
+        "quantity ('1Gi'); at least 32Mi. None: the host's default (see GET /v1/host). Set "
+        "when the container is made: it cannot change in place.",
+    )
+    inodes: int | None = Field(
+        None,
+        ge=MIN_INODES,
+        le=2**32 - 1,
+        description="Limit on the files (inodes) of the writable layer; at least 1024. None: "
+        "the host's default. Set when the container is made: it cannot change in place.",
+    )
 
     @model_validator(mode="after")
     def _swap_covers_memory(self) -> Limits:
@@ -245,6 +267,21 @@ class Usage(_Model):
     pids: int = Field(description="Tasks running now.")
 
 
+class DiskStatus(_Model):
+    """The container's writable layer: its limits and use, as its backend counts them."""
+
+    backend: str = Field(description="The mechanism limiting it: ext4-image, project-quota, none.")
+    limit_bytes: int | None = Field(
+        description="Bytes it may hold (an ext4 image: its filesystem's size, a little below "
+        "the quota for the filesystem's own metadata); None when unlimited."
+    )
+    used_bytes: int | None = Field(description="Bytes it holds now; None when not counted.")
+    limit_inodes: int | None = Field(description="Inodes it may hold; None when unlimited.")
+    used_inodes: int | None = Field(
+        description="Inodes it holds now (with the layer's own few directories)."
+    )
+
+
 class BurstStatus(_Model):
     """The start-up burst: all shared cores until `cpuSeconds` of CPU time are used."""
 
@@ -268,6 +305,9 @@ class ContainerStatus(_Model):
     limits: ObservedLimits | None = Field(description="Limits in force; None when stopped.")
     burst: BurstStatus | None = Field(description="Burst progress, when a burst was asked for.")
     usage: Usage | None = Field(description="Resource usage; None when stopped.")
+    disk: DiskStatus | None = Field(
+        None, description="The writable layer's limits and use (also while stopped)."
+    )
     warnings: list[str] = Field(
         default_factory=list,
         description="Parts of the spec not in force yet, and why (e.g. a raised rlimit that "
@@ -299,6 +339,23 @@ class MemoryInfo(_Model):
     available_bytes: int = Field(description="MemAvailable.")
 
 
+class DiskInfo(_Model):
+    """The filesystem of the data directory, and what containers may take of it."""
+
+    path: str = Field(description="The data directory.")
+    backend: str = Field(description="How containers' writable layers are limited.")
+    total_bytes: int = Field(description="Size of its filesystem.")
+    free_bytes: int = Field(description="Free bytes (for an unprivileged writer).")
+    total_inodes: int = Field(description="Inodes of its filesystem.")
+    free_inodes: int = Field(description="Free inodes.")
+    reserve_bytes: int = Field(description="New containers are refused below this free space.")
+    reserve_inodes: int = Field(description="New containers are refused below these inodes.")
+    default_bytes: int = Field(description="Disk limit of a container whose spec names none.")
+    default_inodes: int = Field(description="Inode limit of a container whose spec names none.")
+    allocated_bytes: int = Field(description="Sum of the disk limits of the containers here.")
+    below_reserve: bool = Field(description="True while new containers are refused.")
+
+
 class TemplateInfo(_Model):
     """A read-only base root filesystem that containers are overlay clones of."""
 
@@ -316,6 +373,7 @@ class HostInfo(_Model):
     apparmor: bool = Field(description="Whether containers are confined by AppArmor.")
     cpus: CpuInfo
     memory: MemoryInfo
+    disk: DiskInfo | None = Field(None, description="The data directory's disk.")
     templates: list[TemplateInfo] = Field(description="Templates present on the host.")
     containers: int = Field(description="Number of containers the agent manages.")
     running: int = Field(description="How many of them run.")

@@ -43,6 +43,11 @@ class ContainerRecord:
     spec_hash: str
     cpuset: str  # the cores assigned to it (after any burst)
     created_at: datetime
+    # How its writable layer is limited: the backend and the limits it was made with (None
+    # for a container made before the agent limited disks).
+    disk_backend: str = "none"
+    disk_bytes: int | None = None
+    disk_inodes: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -54,6 +59,11 @@ class ContainerRecord:
                 "specHash": self.spec_hash,
                 "cpuset": self.cpuset,
                 "createdAt": self.created_at.isoformat(),
+                "disk": {
+                    "backend": self.disk_backend,
+                    "bytes": self.disk_bytes,
+                    "inodes": self.disk_inodes,
+                },
             },
             indent=1,
             sort_keys=True,
@@ -62,6 +72,7 @@ class ContainerRecord:
     @classmethod
     def from_json(cls, text: str) -> ContainerRecord:
         data = json.loads(text)
+        disk = data.get("disk") or {}
         return cls(
             name=data["name"],
             template=data["template"],
@@ -70,6 +81,9 @@ class ContainerRecord:
             spec_hash=data["specHash"],
             cpuset=data["cpuset"],
             created_at=datetime.fromisoformat(data["createdAt"]),
+            disk_backend=disk.get("backend", "none"),
+            disk_bytes=disk.get("bytes"),
+            disk_inodes=disk.get("inodes"),
         )
 
 

@@ -26,9 +26,12 @@ from tuxio.common.locks import KeyedLocks
 from . import __version__
 from .cgroups import CgroupDriver, CgroupFiles, CgroupLimits, CgroupReading, ControllerMissing
 from .cpuset import allocate_cpuset, core_load, format_cpuset, parse_cpuset
+from .disk import DiskBackend, DiskQuota, NoDiskLimit
 from .errors import (
+    AgentError,
     ContainerNotFound,
     ContainerNotRunning,
+    DiskBelowReserve,
     InvalidSpec,
     LimitsNotInForce,
     LxcCommandFailed,
@@ -43,6 +46,8 @@ from .models import (
     ContainerState,
     ContainerStatus,
     CpuInfo,
+    DiskInfo,
+    DiskStatus,
     ExecRequest,
     ExecResult,
     HostInfo,
@@ -62,7 +67,7 @@ from .records import (
 )
 from .templates import Template, TemplateStore
 
-__all__ = ["ANY", "ContainerService"]
+__all__ = ["ANY", "ContainerService", "DiskPolicy"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,17 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _RLIMITS = {"nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC}
 # In a precondition: any existing container matches (If-Match: *).
 ANY = "*"
+
+
+@dataclass(frozen=True)
+class DiskPolicy:
+    """How the host's disk is handed out: the backend for new containers, the limits of a
+    spec that names none, and the free space and inodes below which creation stops."""
+
+    backend: DiskBackend
+    default: DiskQuota
+    reserve_bytes: int
+    reserve_inodes: int
 
 
 @dataclass(frozen=True)
@@ -95,6 +111,8 @@ class ContainerService:
         idmap_base: int,
         idmap_size: int,
         apparmor: bool,
+        disk: DiskPolicy | None = None,
+        other_disk_backends: Collection[DiskBackend] = (),
         stop_timeout: int = 5,
     ) -> None:
         self.lxc = lxc
@@ -105,6 +123,10 @@ class ContainerService:
         self.idmap_size = idmap_size
         self.apparmor = apparmor
         self.stop_timeout = stop_timeout
+        self.disk = disk or DiskPolicy(NoDiskLimit(), DiskQuota(2**30, 65536), 0, 0)
+        # Every backend a record may name: containers keep the one they were made with.
+        self._disk_backends = {b.name: b for b in (NoDiskLimit(), *other_disk_backends)}
+        self._disk_backends[self.disk.backend.name] = self.disk.backend
         self.can_raise_rlimits = has_capability(CAP_SYS_RESOURCE)
         # Without CAP_SYS_RESOURCE, LXC cannot give a container more than the agent's own.
         self.rlimit_ceiling = {key: resource.getrlimit(which)[1] for key, which in _RLIMITS.items()}
@@ -132,6 +154,13 @@ class ContainerService:
             record = read_record(entry) if entry.is_dir() else None
             if record is not None:
                 self.records[record.name] = record
+        for record in self.records.values():
+            quota = _quota_of(record)
+            if quota is not None:
+                try:
+                    self._backend_of(record).restore(self.lxc.lxcpath / record.name, quota)
+                except AgentError:
+                    log.exception("disk of %s cannot be restored", record.name)
         infos = await self.lxc.list_all() if self.records else {}
         for name, record in self.records.items():
             info = infos.get(name)
@@ -243,6 +272,8 @@ class ContainerService:
             await self._before_stop(name)
             self._destroying.add(name)
             try:
+                # A thread: the unmount writes the image's dirty metadata back.
+                await asyncio.to_thread(self._release_disk, name)
                 await self.lxc.destroy(name)
             except LxcCommandFailed:
                 if await self.lxc.info(name) is not None:
@@ -331,6 +362,7 @@ class ContainerService:
                 total_bytes=memory.get("MemTotal", 0),
                 available_bytes=memory.get("MemAvailable", 0),
             ),
+            disk=self.disk_info(),
             templates=[
                 TemplateInfo(name=t.name, built_at=t.built_at, size_bytes=t.size_bytes, init=t.init)
                 for t in self.templates.all()
@@ -338,6 +370,70 @@ class ContainerService:
             containers=len(self.records),
             running=sum(1 for n, i in infos.items() if n in self.records and i.state == "running"),
             load=(round(load[0], 2), round(load[1], 2), round(load[2], 2)),
+        )
+
+    def disk_info(self) -> DiskInfo:
+        """The data directory's filesystem and the disk policy (one statvfs)."""
+        info = os.statvfs(self.lxc.lxcpath)
+        free_bytes, free_inodes = info.f_bavail * info.f_frsize, info.f_favail
+        return DiskInfo(
+            path=str(self.lxc.lxcpath),
+            backend=self.disk.backend.name,
+            total_bytes=info.f_blocks * info.f_frsize,
+            free_bytes=free_bytes,
+            total_inodes=info.f_files,
+            free_inodes=free_inodes,
+            reserve_bytes=self.disk.reserve_bytes,
+            reserve_inodes=self.disk.reserve_inodes,
+            default_bytes=self.disk.default.bytes,
+            default_inodes=self.disk.default.inodes,
+            allocated_bytes=sum(r.disk_bytes or 0 for r in self.records.values()),
+            below_reserve=free_bytes < self.disk.reserve_bytes
+            or free_inodes < self.disk.reserve_inodes,
+        )
+
+    def _check_reserve(self) -> None:
+        disk = self.disk_info()
+        if disk.below_reserve:
+            raise DiskBelowReserve(
+                f"the data directory {disk.path} has {disk.free_bytes} bytes and "
+                f"{disk.free_inodes} inodes free, below the reserve of {disk.reserve_bytes} "
+                f"bytes and {disk.reserve_inodes} inodes: no new container until some are freed"
+            )
+
+    def _quota_for(self, spec: ContainerSpec, made: DiskQuota | None = None) -> DiskQuota:
+        """The limits a spec asks for: a limit it leaves out is the host's default for a new
+        container, and what an existing one was made with (a changed default leaves it)."""
+        default = made or self.disk.default
+        return DiskQuota(
+            spec.limits.disk if spec.limits.disk is not None else default.bytes,
+            spec.limits.inodes if spec.limits.inodes is not None else default.inodes,
+        )
+
+    def _backend_of(self, record: ContainerRecord) -> DiskBackend:
+        return self._disk_backends.get(record.disk_backend) or self._disk_backends["none"]
+
+    def _release_disk(self, name: str) -> None:
+        """Detach the writable layer's limits before its directory goes (every backend a
+        record may name is asked: a directory without a record may still hold a mount)."""
+        record = self.records.get(name)
+        backends = [self._backend_of(record)] if record else self._disk_backends.values()
+        for backend in backends:
+            backend.release(self.lxc.lxcpath / name)
+
+    def _disk_status(self, record: ContainerRecord) -> DiskStatus:
+        quota = _quota_of(record)
+        usage = (
+            None
+            if quota is None
+            else self._backend_of(record).usage(self.lxc.lxcpath / record.name, quota)
+        )
+        return DiskStatus(
+            backend=record.disk_backend if quota is not None else "none",
+            limit_bytes=usage.limit_bytes if usage else None,
+            used_bytes=usage.used_bytes if usage else None,
+            limit_inodes=usage.limit_inodes if usage else None,
+            used_inodes=usage.used_inodes if usage else None,
         )
 
     # ----- convergence ------------------------------------------------------------------
@@ -351,13 +447,15 @@ class ContainerService:
         if record is not None and info is None:
             # The record survived but LXC lost the container (its config is gone): start over.
             log.warning("container %s has a record but LXC does not know it; recreating", name)
+            self._release_disk(name)
             shutil.rmtree(directory)
             self.records.pop(name, None)
             record = None
         if record is None:
             if directory.exists():
                 raise SpecConflict(f"{directory} exists and is not a container of tuxio-agent")
-            record = self._clone(name, spec, template)
+            self._check_reserve()
+            record = await self._clone(name, spec, template)
             info = LxcInfo("stopped", None)
         elif record.template != spec.template:
             raise SpecConflict(
@@ -366,6 +464,15 @@ class ContainerService:
             )
         elif record.spec.network != spec.network:
             raise SpecConflict(f"container {name!r}: the network cannot change in place")
+        elif (wanted_disk := self._quota_for(spec, _quota_of(record))) != _quota_of(record) and (
+            record.disk_bytes is not None
+        ):
+            raise SpecConflict(
+                f"container {name!r} was made with a disk of {record.disk_bytes} bytes and "
+                f"{record.disk_inodes} inodes; {wanted_disk.bytes} bytes and "
+                f"{wanted_disk.inodes} inodes cannot be had in place: delete the container "
+                "and create it again"
+            )
         elif record.spec_hash != (wanted_hash := spec_hash(spec)):
             assert info is not None
             record = self._reconfigure(record, spec, wanted_hash, running=info.state == "running")
@@ -391,8 +498,9 @@ class ContainerService:
         self._verify(record, observed)
         return self._status(record, observed)
 
-    def _clone(self, name: str, spec: ContainerSpec, template: Template) -> ContainerRecord:
-        """An overlay snapshot of the template, laid out as `lxc-copy -s -B overlay` does.
+    async def _clone(self, name: str, spec: ContainerSpec, template: Template) -> ContainerRecord:
+        """An overlay snapshot of the template, laid out as `lxc-copy -s -B overlay` does,
+        its writable layer (overlay/) limited by the disk backend.
 
         Writing the directories and config directly saves lxc-copy's process start on the
         hot path; LXC mounts the overlay itself at start.
@@ -407,24 +515,27 @@ class ContainerService:
             spec_hash=spec_hash(spec),
             cpuset=cpuset,
             created_at=datetime.now(UTC),
+            disk_backend=self.disk.backend.name,
+            disk_bytes=(quota := self._quota_for(spec)).bytes,
+            disk_inodes=quota.inodes,
         )
         # Taken before the first await, so concurrent creates see each other's cores.
         self.records[name] = record
         log.info("clone started: %s from %s", name, template.rootfs)
         try:
             directory.mkdir(mode=0o770)
-            for sub in ("rootfs", "overlay", "overlay/delta"):
-                (directory / sub).mkdir(mode=0o755)
-            for path in (
-                directory,
-                directory / "rootfs",
-                directory / "overlay",
-                directory / "overlay" / "delta",
-            ):
+            (directory / "rootfs").mkdir(mode=0o755)
+            for path in (directory, directory / "rootfs"):
                 os.chown(path, self.idmap_base, self.idmap_base)
+            started = time.monotonic()
+            # A thread: the first container of a new size waits for mkfs.
+            await asyncio.to_thread(self.disk.backend.prepare, directory, quota, self.idmap_base)
+            log.debug("disk of %s ready in %.1f ms", name, (time.monotonic() - started) * 1e3)
             self._write(directory, record)
         except BaseException:
             self.records.pop(name, None)
+            with contextlib.suppress(AgentError, OSError):
+                self.disk.backend.release(directory)
             shutil.rmtree(directory, ignore_errors=True)
             raise
         log.info("clone finished: %s on cores %s", name, cpuset)
@@ -449,6 +560,9 @@ class ContainerService:
             spec_hash=wanted_hash,
             cpuset=cpuset,
             created_at=record.created_at,
+            disk_backend=record.disk_backend,
+            disk_bytes=record.disk_bytes,
+            disk_inodes=record.disk_inodes,
         )
         self._write(self.lxc.lxcpath / record.name, updated, config=not running)
         self.records[record.name] = updated
@@ -692,6 +806,7 @@ class ContainerService:
                 nproc=seen.rlimits.get("nproc"),
             ),
             burst=burst,
+            disk=self._disk_status(record),
             warnings=self._warnings(record, seen),
             usage=None
             if reading is None
@@ -788,6 +903,12 @@ class ContainerService:
                 record.cpuset if record else "?",
                 used,
             )
+
+
+def _quota_of(record: ContainerRecord) -> DiskQuota | None:
+    if record.disk_bytes is None or record.disk_inodes is None:
+        return None
+    return DiskQuota(record.disk_bytes, record.disk_inodes)
 
 
 def _state(text: str) -> ContainerState:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +67,29 @@ class AgentSettings(BaseSettings):
     )
     file_max_bytes: int = Field(
         64 * 2**20, ge=1, description="Largest file read or written through the files routes."
+    )
+    # Disks. The default limits apply to a container whose spec names none.
+    disk_backend: Literal["ext4-image", "project-quota", "none"] = Field(
+        "ext4-image",
+        description="How each container's writable layer is limited: an ext4 image per "
+        "container (any kernel), project quotas (XFS or ext4 with prjquota and a kernel with "
+        "quota support), or none. See docs/disk.md.",
+    )
+    disk_default_bytes: int = Field(
+        2**30, ge=32 * 2**20, description="Disk limit of a container whose spec names none."
+    )
+    disk_default_inodes: int = Field(
+        65536, ge=1024, description="Inode limit of a container whose spec names none."
+    )
+    disk_reserve_bytes: int = Field(
+        2 * 2**30,
+        ge=0,
+        description="New containers are refused while the data directory has less free space.",
+    )
+    disk_reserve_inodes: int = Field(
+        100000,
+        ge=0,
+        description="New containers are refused while the data directory has fewer free inodes.",
     )
     access_log: bool = Field(False, description="Log every request.")
     log_level: str = Field("info", description="Python log level.")

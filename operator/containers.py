@@ -28,6 +28,8 @@ def limits_of(resources: Resources) -> Limits:
         nofile=resources.nofile,
         nproc=resources.nproc,
         cpu_quota=None if resources.cpu_quota is None else cores_of(resources.cpu_quota),
+        disk=None if resources.disk is None else bytes_of(resources.disk),
+        inodes=resources.inodes,
     )
 
 

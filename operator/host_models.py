@@ -75,6 +75,25 @@ class HostCapacity(ApiModel):
     shared_cpus: int = Field(description="Cores handed out to sandboxes.")
     memory_bytes: int = Field(description="Host memory.")
     memory_available_bytes: int = Field(description="Memory available now.")
+    disk_bytes: int | None = Field(
+        None,
+        description="Disk the data directory can give sandboxes: its filesystem's size less "
+        "the agent's reserve. The scheduler places disk limits up to it.",
+    )
+    disk_free_bytes: int | None = Field(None, description="Free bytes of the data directory.")
+    disk_inodes: int | None = Field(None, description="Inodes of the data directory's filesystem.")
+    disk_free_inodes: int | None = Field(None, description="Free inodes of the data directory.")
+    disk_default_bytes: int | None = Field(
+        None, description="Disk limit of a sandbox that names none, on this host."
+    )
+    disk_below_reserve: bool | None = Field(
+        None,
+        description="True while free disk or inodes are below the agent's reserve: the agent "
+        "refuses new sandboxes (DiskBelowReserve) and the scheduler places none here.",
+    )
+    disk_backend: str | None = Field(
+        None, description="How sandboxes' disks are limited: ext4-image, project-quota, none."
+    )
 
 
 class HostAllocation(ApiModel):
@@ -82,6 +101,7 @@ class HostAllocation(ApiModel):
 
     sandboxes: int = Field(description="Sandboxes scheduled to this host.")
     memory_bytes: int = Field(description="Sum of their memory limits.")
+    disk_bytes: int | None = Field(None, description="Sum of their disk limits.")
     containers: int = Field(description="Containers the agent reports.")
     running: int = Field(description="Of those, running.")
 

@@ -80,10 +80,12 @@ def healthy_status(
             "sharedCpus": len(info.cpus.shared),
             "memoryBytes": info.memory.total_bytes,
             "memoryAvailableBytes": info.memory.available_bytes,
+            **_disk_capacity(info),
         },
         "allocation": {
             "sandboxes": len(placed),
             "memoryBytes": sum(p.memory_bytes for p in placed),
+            "diskBytes": sum(p.disk_bytes for p in placed),
             "containers": len(containers),
             "running": sum(1 for c in containers if c.state == "running"),
         },
@@ -115,4 +117,23 @@ def healthy_status(
 def _capacity_moved(old: Any, new: Mapping[str, Any]) -> bool:
     if not isinstance(old, Mapping):
         return True
-    return any(old.get(k) != new[k] for k in ("cpus", "sharedCpus", "memoryBytes"))
+    return any(old.get(k) != new.get(k) for k in _STEADY)
+
+
+# What moves all the time (free memory and disk) does not warrant a write on its own; these do.
+_STEADY = ("cpus", "sharedCpus", "memoryBytes", "diskBytes", "diskBelowReserve", "diskBackend")
+
+
+def _disk_capacity(info: HostInfo) -> dict[str, Any]:
+    disk = info.disk
+    if disk is None:  # an agent from before disk quotas
+        return {}
+    return {
+        "diskBytes": max(0, disk.total_bytes - disk.reserve_bytes),
+        "diskFreeBytes": disk.free_bytes,
+        "diskInodes": disk.total_inodes,
+        "diskFreeInodes": disk.free_inodes,
+        "diskDefaultBytes": disk.default_bytes,
+        "diskBelowReserve": disk.below_reserve,
+        "diskBackend": disk.backend,
+    }

@@ -29,7 +29,9 @@ class Warm:
     ready: bool
     memory_bytes: int
     cpus: int
-    created: str = ""  # ISO 8601 from the agent: claims take the longest waiting first
+    created: str = ""
+    # Its disk limit (the host's default when its spec names none, as the agent reports it).
+    disk_bytes: int = 0  # ISO 8601 from the agent: claims take the longest waiting first
     # The agent's ETag of the container as a warm one: a claim adopts it only while it still
     # has that (If-Match), so two claimants can never both get it.
     etag: str = ""
@@ -46,6 +48,11 @@ def warm_of(container: ContainerStatus, host: str) -> Warm:
         ready=container.state == "running",
         memory_bytes=limits.memory,
         cpus=limits.cpus,
+        disk_bytes=limits.disk
+        if limits.disk is not None
+        else (container.disk.limit_bytes or 0)
+        if container.disk is not None
+        else 0,
         created=container.created_at.isoformat() if container.created_at else "",
         etag=container.spec_hash,
     )
@@ -91,9 +98,15 @@ class PoolState:
     def count_into(self, tally: Tally) -> None:
         """Add what each warm container (made or being made) holds to its host's total."""
         for warm in self.warm.values():
-            tally.add(warm.host, warm.memory_bytes, warm.cpus)
+            tally.add(warm.host, warm.memory_bytes, warm.cpus, disk_bytes=warm.disk_bytes)
         for host, allocation in self.inflight.values():
-            tally.add(host, allocation.memory_bytes, allocation.cpus, allocation.sandboxes)
+            tally.add(
+                host,
+                allocation.memory_bytes,
+                allocation.cpus,
+                allocation.sandboxes,
+                allocation.disk_bytes,
+            )
 
 
 class Inventories:

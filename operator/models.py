@@ -125,6 +125,16 @@ class Resources(ApiModel):
                     "message": "memory must be at least 16Mi",
                 },
                 {
+                    "rule": "!has(self.disk) || "
+                    "quantity(string(self.disk)).compareTo(quantity('32Mi')) >= 0",
+                    "message": "disk must be at least 32Mi",
+                },
+                {
+                    "rule": "!has(self.disk) || "
+                    "quantity(string(self.disk)).compareTo(quantity('16Ti')) <= 0",
+                    "message": "disk must be at most 16Ti",
+                },
+                {
                     "rule": "!has(self.cpuQuota) || !has(self.cpus) || "
                     "(quantity(string(self.cpuQuota)).compareTo(quantity('10m')) >= 0 && "
                     "quantity(string(self.cpuQuota))"
@@ -163,6 +173,22 @@ class Resources(ApiModel):
             "CFS quota; unset leaves only the cpuset."
         ),
     ] = None
+    disk: Annotated[
+        Quantity | None,
+        _quantity(
+            "Limit on the sandbox's writable layer (what it writes over its template), at "
+            "least 32Mi; unset means the host's default (1Gi unless the host's agent says "
+            "otherwise). Writing beyond it fails with ENOSPC. Fixed when the container is made."
+        ),
+    ] = None
+    inodes: int | None = Field(
+        None,
+        ge=1024,
+        le=4294967295,
+        description="Limit on the files (inodes) of the writable layer, at least 1024; unset "
+        "means the host's default (65536 unless the host's agent says otherwise). Fixed when "
+        "the container is made.",
+    )
 
 
 class NetworkSpec(ApiModel):
@@ -326,6 +352,14 @@ class SandboxUsage(ApiModel):
     cpu_seconds: float = Field(description="CPU time used since start.")
     memory_bytes: int = Field(description="Memory in use.")
     pids: int = Field(description="Tasks running.")
+    disk_bytes: int | None = Field(
+        None, description="Bytes its writable layer holds (what it wrote over its template)."
+    )
+    disk_limit_bytes: int | None = Field(
+        None, description="Bytes its writable layer may hold, as its filesystem counts them."
+    )
+    inodes: int | None = Field(None, description="Inodes its writable layer holds.")
+    inodes_limit: int | None = Field(None, description="Inodes its writable layer may hold.")
     observed_at: str = Field(
         description="When this was read.", json_schema_extra={"format": "date-time"}
     )

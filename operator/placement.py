@@ -27,6 +27,7 @@ from .scheduling import (
     Scorer,
     Tally,
     Unschedulable,
+    assumed_disk,
     choose_host,
     explain,
     rank_hosts,
@@ -70,6 +71,7 @@ def request_for(spec: SandboxSpec, template: str, locator: Locator) -> tuple[Req
         template=template,
         cpus=spec.resources.cpus,
         memory_bytes=bytes_of(spec.resources.memory),
+        disk_bytes=None if spec.resources.disk is None else bytes_of(spec.resources.disk),
         regions=frozenset([spec.placement.region]) if spec.placement.region else frozenset(),
         host_selector=spec.placement.host_selector or {},
         client=located if isinstance(located, GeoPoint) else None,
@@ -192,7 +194,7 @@ def cold(
         template=template,
         scheduled=condition(SCHEDULED, True, reason, why),
         placement=placement,
-        assumed=Allocation.of(request.memory_bytes, request.cpus),
+        assumed=Allocation.of(request.memory_bytes, request.cpus, assumed_disk(request)),
     )
 
 

@@ -49,7 +49,7 @@ from .pool_policy import (
     status_write_due,
 )
 from .records import HostRecord
-from .scheduling import Allocation
+from .scheduling import Allocation, assumed_disk
 
 __all__ = ["PoolFiller", "PoolTimings", "Stopped"]
 
@@ -210,7 +210,10 @@ class PoolFiller:
         creation ends, not when the slowest of a batch does."""
         request = pool_request(spec)
         name = f"pool-{state.uid[:8]}-{secrets.token_hex(4)}"
-        state.inflight[name] = (host.name, Allocation.of(request.memory_bytes, request.cpus))
+        state.inflight[name] = (
+            host.name,
+            Allocation.of(request.memory_bytes, request.cpus, assumed_disk(request)),
+        )
         task = asyncio.create_task(self._create(state, spec, current_hash, host, name))
         state.tasks.add(task)
         task.add_done_callback(functools.partial(_created, state, name))

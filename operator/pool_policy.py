@@ -28,6 +28,7 @@ from .scheduling import (
     Request,
     Scorer,
     Unschedulable,
+    assumed_disk,
     choose_host,
     reject_reason,
 )
@@ -184,6 +185,7 @@ def pool_request(spec: SandboxPoolSpec) -> Request:
         template=spec.template,
         cpus=spec.resources.cpus,
         memory_bytes=bytes_of(spec.resources.memory),
+        disk_bytes=None if spec.resources.disk is None else bytes_of(spec.resources.disk),
         regions=frozenset(spec.placement.regions or ()),
         host_selector=spec.placement.host_selector or {},
     )
@@ -245,6 +247,6 @@ def choose_targets(
         targets.append(decision.host)
         per_region[fleet.hosts[decision.host].region] += 1
         used[decision.host] = used.get(decision.host, Allocation()) + Allocation.of(
-            request.memory_bytes, request.cpus
+            request.memory_bytes, request.cpus, assumed_disk(request)
         )
     return targets

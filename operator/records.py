@@ -17,7 +17,7 @@ from .host_models import SandboxHostSpec
 from .labels import ASSIGNMENT
 from .models import SandboxSpec, bytes_of
 from .pool_models import SandboxPoolSpec
-from .scheduling import Allocation, HostView
+from .scheduling import DEFAULT_DISK_BYTES, Allocation, HostView
 
 __all__ = [
     "HostRecord",
@@ -53,6 +53,9 @@ def host_record(name: str, body: Mapping[str, Any]) -> HostRecord:
         templates=frozenset(status.get("templates") or []),
         shared_cpus=int(capacity.get("sharedCpus", 0)),
         memory_bytes=int(capacity.get("memoryBytes", 0)),
+        disk_bytes=None if "diskBytes" not in capacity else int(capacity["diskBytes"]),
+        disk_default_bytes=int(capacity.get("diskDefaultBytes", DEFAULT_DISK_BYTES)),
+        disk_below_reserve=bool(capacity.get("diskBelowReserve", False)),
         labels=dict((body.get("metadata") or {}).get("labels") or {}),
         region=location.region,
         max_sandboxes=spec.max_sandboxes,
@@ -83,10 +86,11 @@ class Placed:
     cpus: int
     usage_observed_at: str | None
     deleting: bool
+    disk_bytes: int = DEFAULT_DISK_BYTES
 
     @property
     def allocation(self) -> Allocation:
-        return Allocation.of(self.memory_bytes, self.cpus)
+        return Allocation.of(self.memory_bytes, self.cpus, self.disk_bytes)
 
 
 def assignment_of(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -121,6 +125,9 @@ def placed_of(uid: str, namespace: str, name: str, body: Mapping[str, Any]) -> P
         state=spec.state,
         restart_policy=spec.restart_policy,
         memory_bytes=bytes_of(spec.resources.memory),
+        disk_bytes=DEFAULT_DISK_BYTES
+        if spec.resources.disk is None
+        else bytes_of(spec.resources.disk),
         cpus=spec.resources.cpus,
         usage_observed_at=(status.get("usage") or {}).get("observedAt"),
         deleting=bool((body.get("metadata") or {}).get("deletionTimestamp")),

@@ -55,8 +55,22 @@ def usage_of(observed: ContainerStatus, at: str) -> dict[str, Any] | None:
         "cpuSeconds": observed.usage.cpu_seconds,
         "memoryBytes": observed.usage.memory_bytes,
         "pids": observed.usage.pids,
+        **_disk_usage(observed),
         "observedAt": at,
     }
+
+
+def _disk_usage(observed: ContainerStatus) -> dict[str, Any]:
+    disk = observed.disk
+    if disk is None:
+        return {}
+    found = {
+        "diskBytes": disk.used_bytes,
+        "diskLimitBytes": disk.limit_bytes,
+        "inodes": disk.used_inodes,
+        "inodesLimit": disk.limit_inodes,
+    }
+    return {key: value for key, value in found.items() if value is not None}
 
 
 def running_status(

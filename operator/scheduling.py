@@ -20,6 +20,7 @@ from .geo import GeoPoint, haversine_km
 
 __all__ = [
     "CAPACITY",
+    "DEFAULT_DISK_BYTES",
     "HALF_CIRCUMFERENCE_KM",
     "Allocation",
     "Cause",
@@ -30,7 +31,9 @@ __all__ = [
     "Scorer",
     "Tally",
     "Unschedulable",
+    "assumed_disk",
     "choose_host",
+    "disk_of",
     "distance_km",
     "explain",
     "load_score",
@@ -55,21 +58,29 @@ class HostView:
     max_sandboxes: int | None = None
     load: float = 0.0
     location: GeoPoint | None = None
+    # Disk: what the data directory can give sandboxes (its size less the agent's reserve;
+    # None: not reported, not counted), the limit a sandbox naming none gets there, and
+    # whether the agent refuses new containers for want of free space or inodes.
+    disk_bytes: int | None = None
+    disk_default_bytes: int = 2**30
+    disk_below_reserve: bool = False
 
 
 @dataclass(frozen=True)
 class Allocation:
-    """What is already placed on a host: the one place its three numbers are added up."""
+    """What is already placed on a host: the one place its numbers are added up."""
 
     sandboxes: int = 0
     memory_bytes: int = 0
     cpus: int = 0
+    disk_bytes: int = 0
 
     def __add__(self, other: Allocation) -> Allocation:
         return Allocation(
             self.sandboxes + other.sandboxes,
             self.memory_bytes + other.memory_bytes,
             self.cpus + other.cpus,
+            self.disk_bytes + other.disk_bytes,
         )
 
     def __sub__(self, other: Allocation) -> Allocation:
@@ -77,12 +88,13 @@ class Allocation:
             self.sandboxes - other.sandboxes,
             self.memory_bytes - other.memory_bytes,
             self.cpus - other.cpus,
+            self.disk_bytes - other.disk_bytes,
         )
 
     @staticmethod
-    def of(memory_bytes: int, cpus: int) -> Allocation:
+    def of(memory_bytes: int, cpus: int, disk_bytes: int = 0) -> Allocation:
         """One sandbox (or warm container) with these limits."""
-        return Allocation(1, memory_bytes, cpus)
+        return Allocation(1, memory_bytes, cpus, disk_bytes)
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,8 @@ class Request:
     template: str
     cpus: int
     memory_bytes: int
+    # None: the sandbox names no disk limit and gets the host's default.
+    disk_bytes: int | None = None
     regions: frozenset[str] = frozenset()  # empty: any region
     host_selector: Mapping[str, str] = field(default_factory=dict)
     client: GeoPoint | None = None  # where the visitor is, when GeoIP could tell
@@ -115,17 +129,21 @@ class Tally:
 
     def __init__(self, start: Mapping[str, Allocation] | None = None) -> None:
         self._sums: dict[str, list[int]] = {
-            host: [a.sandboxes, a.memory_bytes, a.cpus] for host, a in (start or {}).items()
+            host: [a.sandboxes, a.memory_bytes, a.cpus, a.disk_bytes]
+            for host, a in (start or {}).items()
         }
 
-    def add(self, host: str, memory_bytes: int, cpus: int, sandboxes: int = 1) -> None:
+    def add(
+        self, host: str, memory_bytes: int, cpus: int, sandboxes: int = 1, disk_bytes: int = 0
+    ) -> None:
         found = self._sums.get(host)
         if found is None:
-            self._sums[host] = [sandboxes, memory_bytes, cpus]
+            self._sums[host] = [sandboxes, memory_bytes, cpus, disk_bytes]
         else:
             found[0] += sandboxes
             found[1] += memory_bytes
             found[2] += cpus
+            found[3] += disk_bytes
 
     def totals(self) -> dict[str, Allocation]:
         return {host: Allocation(*sums) for host, sums in self._sums.items()}
@@ -142,10 +160,11 @@ class Cause(Enum):
     FEW_CORES = "too few cores"
     MAX_SANDBOXES = "at maxSandboxes"
     NO_MEMORY = "out of memory"
+    NO_DISK = "out of disk"
 
 
 # The causes that room on a host (not its kind) would remove.
-CAPACITY = frozenset({Cause.FEW_CORES, Cause.MAX_SANDBOXES, Cause.NO_MEMORY})
+CAPACITY = frozenset({Cause.FEW_CORES, Cause.MAX_SANDBOXES, Cause.NO_MEMORY, Cause.NO_DISK})
 
 
 @dataclass(frozen=True)
@@ -161,6 +180,8 @@ _UNSCHEDULABLE = Rejection(Cause.UNSCHEDULABLE, "unschedulable")
 _NOT_SELECTED = Rejection(Cause.NOT_SELECTED, "not matching hostSelector")
 _MAX_SANDBOXES = Rejection(Cause.MAX_SANDBOXES, "at maxSandboxes")
 _NO_MEMORY = Rejection(Cause.NO_MEMORY, "out of memory")
+_NO_DISK = Rejection(Cause.NO_DISK, "out of disk")
+_BELOW_RESERVE = Rejection(Cause.NO_DISK, "below their disk reserve")
 
 
 @dataclass(frozen=True)
@@ -203,7 +224,25 @@ def reject_reason(
         return _MAX_SANDBOXES
     if used.memory_bytes + request.memory_bytes > host.memory_bytes * memory_overcommit:
         return _NO_MEMORY
+    if host.disk_below_reserve:
+        return _BELOW_RESERVE
+    if host.disk_bytes is not None and used.disk_bytes + disk_of(host, request) > host.disk_bytes:
+        return _NO_DISK
     return None
+
+
+# What a sandbox naming no disk limit is counted as where its host is not known yet.
+DEFAULT_DISK_BYTES = 2**30
+
+
+def assumed_disk(request: Request) -> int:
+    """The disk a request is counted for before its host reports its default."""
+    return DEFAULT_DISK_BYTES if request.disk_bytes is None else request.disk_bytes
+
+
+def disk_of(host: HostView, request: Request) -> int:
+    """The disk limit the request gets on `host` (its own, or the host's default)."""
+    return host.disk_default_bytes if request.disk_bytes is None else request.disk_bytes
 
 
 def load_score(host: HostView, used: Allocation, request: Request) -> float:

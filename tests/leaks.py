@@ -5,7 +5,8 @@ session makes is registered here as it is made. At the end of the session, after
 fixture's teardown, whatever still refers to one of them is a leak: a process naming a
 session directory in its argv (an LXC monitor, an init's lxc-start, an lxc-attach, an agent),
 a process the tests started that still runs, a mount under a session directory, a loop device
-backed by a file there, the directory itself, a network namespace or veth of the session.
+backed by a file there (a container's disk image, deleted or not), a disk image file left
+there, the directory itself, a network namespace or veth of the session.
 Only the session's own things are looked at, so sessions running side by side (another
 checkout's, CI's) never see each other's.
 """
@@ -40,13 +41,22 @@ class Leftovers:
     processes: list[tuple[int, str]] = field(default_factory=list)
     mounts: list[str] = field(default_factory=list)
     loops: list[str] = field(default_factory=list)
+    images: list[Path] = field(default_factory=list)
     directories: list[Path] = field(default_factory=list)
     netns: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(
-            (self.processes, self.mounts, self.loops, self.directories, self.netns, self.links)
+            (
+                self.processes,
+                self.mounts,
+                self.loops,
+                self.images,
+                self.directories,
+                self.netns,
+                self.links,
+            )
         )
 
     def report(self) -> str:
@@ -54,6 +64,7 @@ class Leftovers:
         lines += [f"process {pid}: {argv}" for pid, argv in self.processes]
         lines += [f"mount: {m}" for m in self.mounts]
         lines += [f"loop device: {d}" for d in self.loops]
+        lines += [f"disk image: {i}" for i in self.images]
         lines += [f"directory: {d}" for d in self.directories]
         lines += [f"network namespace: {n}" for n in self.netns]
         lines += [f"network link: {n}" for n in self.links]
@@ -117,6 +128,16 @@ def _loops(roots: list[Path]) -> list[str]:
     return found
 
 
+def _images(roots: list[Path]) -> list[Path]:
+    """Containers' disk images (<lxcpath>/<name>/disk.img) and pristine ones still there."""
+    found: list[Path] = []
+    for root in roots:
+        if root.is_dir():
+            found += root.glob("containers/*/disk.img")
+            found += root.glob("disk/pristine/*.img")
+    return sorted(found)
+
+
 def _netns() -> set[str]:
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
     return {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
@@ -131,6 +152,7 @@ def find_leftovers(things: SessionThings) -> Leftovers:
         processes=_processes(things),
         mounts=_mounts(things.roots),
         loops=_loops(things.roots),
+        images=_images(things.roots),
         directories=[r for r in things.roots if r.exists()],
         netns=sorted(set(things.netns) & _netns()),
         links=sorted(set(things.links) & _links()),

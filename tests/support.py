@@ -224,6 +224,10 @@ def destroy_everything(agent: Agent) -> None:
         shutil.copy(agent.log, TEST_ROOT / f"last-{agent.data_dir.name.split('-')[0]}-agent.log")
     if agent.lxcpath.is_dir():
         for entry in agent.lxcpath.iterdir():
+            # A disk image left mounted as the writable layer (lxc-destroy stops at it).
+            subprocess.run(
+                ["umount", "-l", str(entry / "overlay")], capture_output=True, check=False
+            )
             subprocess.run(
                 [*agent.wrapper, "lxc-destroy", "-P", str(agent.lxcpath), "-n", entry.name, "-f"],
                 capture_output=True,

@@ -66,6 +66,26 @@ BAD_SANDBOXES: list[tuple[str, dict[str, Any] | None, str]] = [
         "cpuQuota must be at least 10m and at most cpus",
     ),
     (
+        "disk below 32Mi",
+        {"template": "busybox", "resources": {"disk": "16Mi"}},
+        "disk must be at least 32Mi",
+    ),
+    (
+        "disk above 16Ti",
+        {"template": "busybox", "resources": {"disk": "20Ti"}},
+        "disk must be at most 16Ti",
+    ),
+    (
+        "disk not a quantity",
+        {"template": "busybox", "resources": {"disk": "plenty"}},
+        "spec.resources.disk: Invalid value",
+    ),
+    (
+        "too few inodes",
+        {"template": "busybox", "resources": {"inodes": 100}},
+        "spec.resources.inodes: Invalid value: 100",
+    ),
+    (
         "ttl of zero",
         {"template": "busybox", "lifetime": {"ttlSeconds": 0}},
         "spec.lifetime.ttlSeconds: Invalid value: 0",

@@ -177,6 +177,20 @@ def host_info(templates: tuple[str, ...] = ("busybox",)) -> dict[str, Any]:
         "apparmor": False,
         "cpus": {"total": 2, "reserved": [0], "shared": [1], "allocation": {"1": 0}},
         "memory": {"totalBytes": 8 * GiB, "availableBytes": 6 * GiB},
+        "disk": {
+            "path": "/var/lib/tuxio/containers",
+            "backend": "ext4-image",
+            "totalBytes": 100 * GiB,
+            "freeBytes": 60 * GiB,
+            "totalInodes": 6_000_000,
+            "freeInodes": 5_000_000,
+            "reserveBytes": 2 * GiB,
+            "reserveInodes": 100_000,
+            "defaultBytes": GiB,
+            "defaultInodes": 65536,
+            "allocatedBytes": 0,
+            "belowReserve": False,
+        },
         "templates": [
             {"name": t, "builtAt": "2026-01-01T00:00:00Z", "sizeBytes": 1, "init": ["/sbin/init"]}
             for t in templates

@@ -103,6 +103,8 @@ async def test_one_probe_asks_the_agent_twice_and_writes_only_usage_due(w: World
     assert status["allocation"] == {
         "sandboxes": 2,
         "memoryBytes": 512 * 2**20,
+        # Neither names a disk limit: each is counted as the 1Gi default.
+        "diskBytes": 2 * 2**30,
         "containers": 2,
         "running": 2,
     }

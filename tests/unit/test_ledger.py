@@ -9,7 +9,9 @@ from tuxio.operator.records import Placed
 from tuxio.operator.scheduling import Allocation
 
 
-def placed(uid: str, host: str, memory: int, cpus: int, phase: str = "Running") -> Placed:
+def placed(
+    uid: str, host: str, memory: int, cpus: int, phase: str = "Running", disk: int = 0
+) -> Placed:
     return Placed(
         uid=uid,
         namespace="ns",
@@ -23,6 +25,7 @@ def placed(uid: str, host: str, memory: int, cpus: int, phase: str = "Running") 
         cpus=cpus,
         usage_observed_at=None,
         deleting=False,
+        disk_bytes=disk,
     )
 
 
@@ -31,10 +34,11 @@ def recount(entries: dict[str, Placed]) -> dict[str, Allocation]:
     for entry in entries.values():
         if entry.phase == "Failed":
             continue
-        total = totals.setdefault(entry.host, [0, 0, 0])
+        total = totals.setdefault(entry.host, [0, 0, 0, 0])
         total[0] += 1
         total[1] += entry.memory_bytes
         total[2] += entry.cpus
+        total[3] += entry.disk_bytes
     return {host: Allocation(*total) for host, total in totals.items()}
 
 

@@ -57,6 +57,34 @@ REQUEST = Request(template="busybox", cpus=2, memory_bytes=GiB)
         (replace(HOST, max_sandboxes=3), Allocation(sandboxes=3), REQUEST, "at maxSandboxes"),
         (HOST, Allocation(memory_bytes=63 * GiB), REQUEST, None),  # 2x overcommit: 64 GiB fit
         (HOST, Allocation(memory_bytes=64 * GiB), REQUEST, "out of memory"),
+        # Disk: a host that reports none is not counted; one that does is filled up to it.
+        (HOST, Allocation(disk_bytes=10**6 * GiB), REQUEST, None),
+        (replace(HOST, disk_bytes=10 * GiB), Allocation(disk_bytes=9 * GiB), REQUEST, None),
+        (
+            replace(HOST, disk_bytes=10 * GiB),
+            Allocation(disk_bytes=9 * GiB),
+            replace(REQUEST, disk_bytes=2 * GiB),
+            "out of disk",
+        ),
+        # A request naming no disk takes the host's default there.
+        (
+            replace(HOST, disk_bytes=10 * GiB, disk_default_bytes=2 * GiB),
+            Allocation(disk_bytes=9 * GiB),
+            REQUEST,
+            "out of disk",
+        ),
+        (
+            replace(HOST, disk_bytes=10 * GiB),
+            Allocation(disk_bytes=9 * GiB),
+            replace(REQUEST, disk_bytes=GiB),
+            None,
+        ),
+        (
+            replace(HOST, disk_bytes=10 * GiB, disk_below_reserve=True),
+            Allocation(),
+            REQUEST,
+            "below their disk reserve",
+        ),
     ],
 )
 def test_reject_reason(
@@ -120,3 +148,19 @@ def test_scorer_is_pluggable() -> None:
 )
 def test_load_score_prefers_less_used(used: Allocation, better_than: Allocation) -> None:
     assert load_score(HOST, used, REQUEST) > load_score(HOST, better_than, REQUEST)
+
+
+def test_disk_is_a_resource_like_memory() -> None:
+    """Full hosts are left out for want of disk, and say so; the one with room wins."""
+    hosts = [
+        replace(HOST, name="full", disk_bytes=4 * GiB),
+        replace(HOST, name="low", disk_bytes=100 * GiB, disk_below_reserve=True),
+        replace(HOST, name="roomy", disk_bytes=100 * GiB),
+    ]
+    used = {"full": Allocation(sandboxes=4, disk_bytes=4 * GiB), "roomy": Allocation()}
+    decision = choose_host(hosts, used, replace(REQUEST, disk_bytes=GiB))
+    assert isinstance(decision, Decision) and decision.host == "roomy"
+    none_fit = choose_host(hosts[:2], used, replace(REQUEST, disk_bytes=GiB))
+    assert isinstance(none_fit, Unschedulable)
+    assert none_fit.reasons == {"out of disk": 1, "below their disk reserve": 1}
+    assert none_fit.causes == {Cause.NO_DISK}

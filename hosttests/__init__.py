@@ -1,0 +1,1 @@
+"""Tests that need a host these machines are not: run by their own make targets."""
