@@ -233,6 +233,7 @@ def main() -> int:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, "TUXIO_AGENT_METRICS_PORT": "0"},  # not measured here
             )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30

@@ -19,11 +19,13 @@ Names follow Prometheus' conventions: a `tuxio_` prefix, base units (`_seconds`,
 from __future__ import annotations
 
 import platform
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Gauge
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "MetricsServer",
     "metrics_handler",
     "register_build_info",
+    "request_timer",
     "serve_metrics",
 ]
 
@@ -72,6 +75,36 @@ def metrics_handler(
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return handle
+
+
+def request_timer(histogram: Histogram) -> Any:
+    """An aiohttp middleware observing each request's duration into `histogram`, labelled
+    (method, route, code) with the route's template (`/apis/.../{name}/token`, never a
+    name), `unmatched` for none. WebSocket upgrades are streams, not requests: not timed."""
+
+    @web.middleware
+    async def timed(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await handler(request)
+        started = time.perf_counter()
+        code = 500
+        try:
+            response = await handler(request)
+            code = response.status
+            return response
+        except web.HTTPException as exc:
+            code = exc.status
+            raise
+        finally:
+            route = request.match_info.route
+            template = route.resource.canonical if route.resource is not None else "unmatched"
+            histogram.labels(request.method, template, str(code)).observe(
+                time.perf_counter() - started
+            )
+
+    return timed
 
 
 class MetricsServer:

@@ -4,9 +4,10 @@ agent's collector over cgroup trees of both versions, the request timing by rout
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import types
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -161,7 +162,7 @@ def _tree(root: Path, name: str, layout: dict[str, dict[str, str]]) -> CgroupFil
 
 
 @pytest.fixture(params=["v1", "v2"])
-def host(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[object, Path]]:
+def host(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[object, Path]:
     driver: CgroupDriver = (
         CgroupV1(tmp_path, True) if request.param == "v1" else CgroupV2(tmp_path, True)
     )
@@ -174,7 +175,7 @@ def host(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[objec
         running_cgroups=lambda: list(files.items()),
         files=files,
     )
-    yield service, tmp_path
+    return service, tmp_path
 
 
 def _scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -240,3 +241,66 @@ async def test_requests_are_timed_by_route_template_and_code() -> None:
     assert value("tuxio_agent_request_duration_seconds_count", **unmatched) == before_unmatched + 1
     names = generate_latest(REGISTRY).decode()
     assert "visitor-name" not in names  # never a path's own value in a label
+
+
+# ----- the dashboard and the docs -----------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = json.loads((ROOT / "manifests" / "dashboards" / "tuxio.json").read_text())
+
+
+def defined_metrics() -> set[str]:
+    """Every tuxio metric family the components define: the default registry's (after
+    importing each component's metrics) and the collectors'."""
+    import importlib
+
+    from tuxio.common.metrics import register_build_info
+    from tuxio.operator.pool_metrics import PoolCollector
+
+    for component in ("gateway", "nodeagent", "operator"):
+        importlib.import_module(f"tuxio.{component}.metrics")
+    registry = CollectorRegistry()
+    register_build_info("test", "0", registry)
+    names = {f.name for f in registry.collect()}
+    names |= {f.name for f in REGISTRY.collect() if f.name.startswith("tuxio_")}
+    names |= {f.name for f in SandboxCollector._families().values()}
+    names |= {f.name for f in PoolCollector.describe(None)}  # type: ignore[arg-type]
+    return names
+
+
+def test_the_dashboard_is_in_shareable_form() -> None:
+    assert DASHBOARD["id"] is None and "uid" not in DASHBOARD
+    (source,) = DASHBOARD["__inputs"]
+    assert (source["name"], source["type"], source["pluginId"]) == (
+        "DS_PROMETHEUS",
+        "datasource",
+        "prometheus",
+    )
+    panels = [p for p in DASHBOARD["panels"] if p["type"] != "row"]
+    assert panels
+    for panel in panels:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+        assert panel["targets"]
+        assert all(t["datasource"]["uid"] == "${DS_PROMETHEUS}" for t in panel["targets"])
+
+
+def test_every_dashboard_expression_names_a_defined_metric() -> None:
+    from tests.e2e.test_metrics import dashboard_metrics, family_of
+
+    defined = defined_metrics()
+    used = dashboard_metrics(DASHBOARD)
+    assert len(used) > 10
+    missing = sorted(name for name in used if family_of(name, defined) is None)
+    assert not missing, missing
+
+
+def test_the_metrics_page_lists_every_metric() -> None:
+    page = (ROOT / "docs" / "metrics.md").read_text()
+    counters = {"tuxio_agent_sandbox_cpu_seconds", "tuxio_agent_sandbox_oom_kills"}
+    unlisted = []
+    for name in defined_metrics():
+        # prometheus_client names a counter's family without _total; its samples have it.
+        shown = f"{name}_total" if name in counters or f"`{name}_total`" in page else name
+        if f"`{shown}`" not in page:
+            unlisted.append(name)
+    assert not unlisted, unlisted
