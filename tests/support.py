@@ -164,7 +164,7 @@ class Agent:
             )
         STARTED.append(self.proc)
         MADE.pids.append(self.proc.pid)
-        wait_until(self._healthy, timeout=30)
+        wait_until(self._healthy, timeout=90)  # slow when the machine is busy
 
     def _healthy(self) -> bool:
         assert self.proc is not None

@@ -304,3 +304,38 @@ def test_the_metrics_page_lists_every_metric() -> None:
         if f"`{shown}`" not in page:
             unlisted.append(name)
     assert not unlisted, unlisted
+
+
+async def test_the_aiohttp_timer_labels_by_route_template_and_skips_streams() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+    from prometheus_client import Histogram
+
+    from tuxio.common.metrics import metrics_handler, request_timer
+
+    registry = CollectorRegistry()
+    histogram = Histogram("t_seconds", "t", ["method", "route", "code"], registry=registry)
+
+    async def thing(request: web.Request) -> web.Response:
+        if request.match_info["name"] == "missing":
+            raise web.HTTPNotFound()
+        return web.json_response({})
+
+    app = web.Application(middlewares=[request_timer(histogram)])
+    app.router.add_get("/t/{name}", thing)
+    app.router.add_get("/metrics", metrics_handler(registry))
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.get("/t/visitor-1")).status == 200
+        assert (await client.get("/t/missing")).status == 404
+        assert (await client.get("/elsewhere")).status == 404
+        assert (await client.get("/t/x", headers={"Upgrade": "websocket"})).status == 200
+        body = await (await client.get("/metrics")).text()
+
+    def count(route: str, code: str) -> float:
+        labels = {"method": "GET", "route": route, "code": code}
+        return registry.get_sample_value("t_seconds_count", labels) or 0.0
+
+    assert count("/t/{name}", "200") == 1  # the upgrade is a stream: not timed
+    assert count("/t/{name}", "404") == 1
+    assert count("unmatched", "404") == 1
+    assert "visitor-1" not in body and "t_seconds_bucket" in body
