@@ -88,10 +88,16 @@ async def configure(
         )
     if ours.metrics_port:
         # Prometheus' endpoint, a listener of its own (tuxio.common.metrics).
-        REGISTRY.register(PoolCollector(controllers.index, controllers.inventories))
         register_build_info("operator", version("tuxio"))
-        memo.metrics = serve_metrics(ours.metrics_listen, ours.metrics_port)
-        await memo.metrics.start()
+        pools = PoolCollector(controllers.index, controllers.inventories)
+        REGISTRY.register(pools)
+        metrics = serve_metrics(ours.metrics_listen, ours.metrics_port)
+        try:
+            await metrics.start()
+        except BaseException:
+            REGISTRY.unregister(pools)  # kopf retries this handler: register afresh then
+            raise
+        memo.metrics, memo.pool_collector = metrics, pools
     logger.info("tuxio operator configured: %s", ours.model_dump())
 
 
@@ -104,6 +110,7 @@ async def close(memo: Any, **_: Any) -> None:
         await memo.webhook.stop()
     if memo.get("metrics"):
         await memo.metrics.stop()
+        REGISTRY.unregister(memo.pool_collector)
     await controllers.close()
 
 

@@ -226,7 +226,7 @@ class Operator:
                 env=env,
             )
         STARTED.append(self.proc)
-        wait_until(self._alive, timeout=60)
+        wait_until(self._alive, timeout=120)  # a busy machine takes over a minute
 
     def _alive(self) -> bool:
         import httpx
