@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: deps lint typecheck-tree test test-slow test-unit test-agent test-e2e test-project-quota demo demo-agent bench bench-agent \
-	bench-operator bench-pool bench-placement bench-probe bench-kube-client abuse openapi crds cluster-up cluster-down kind-up kind-down clean
+	bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-metrics abuse openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -69,7 +69,7 @@ kind-up:
 kind-down:
 	@hack/kind-down.sh
 
-bench: bench-agent bench-operator bench-pool bench-placement bench-probe bench-kube-client
+bench: bench-agent bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-metrics
 
 openapi: deps
 	$(PY) hack/render-openapi.py
@@ -96,6 +96,10 @@ bench-placement: deps
 
 bench-probe: deps
 	$(PY) bench/probe_bench.py --out bench/results/probe.json
+
+# A scrape of the agent's /metrics with 1000 running sandboxes (docs/metrics.md).
+bench-metrics: deps
+	$(PY) bench/metrics_bench.py --out bench/results/metrics.json
 
 bench-kube-client: deps
 	$(PY) bench/kube_client_bench.py --out bench/results/kube-client.json

@@ -223,7 +223,11 @@ def start_agent(data_dir: Path, port: int, disk_backend: str) -> subprocess.Pope
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "TUXIO_AGENT_DISK_BACKEND": disk_backend},
+            env={
+                **os.environ,
+                "TUXIO_AGENT_DISK_BACKEND": disk_backend,
+                "TUXIO_AGENT_METRICS_PORT": "0",  # not measured here
+            },
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

@@ -145,7 +145,7 @@ class Stack:
                 "--token-file",
                 str(token_file),
             ],
-            {},
+            {"TUXIO_AGENT_METRICS_PORT": str(free_port())},
         )
         wait_http(f"http://127.0.0.1:{self.agent_port}/healthz")
         manifests = [
@@ -176,6 +176,7 @@ class Stack:
             "TUXIO_OPERATOR_WEBHOOK_URL": f"https://127.0.0.1:{webhook_port}",
             "TUXIO_OPERATOR_WEBHOOK_LISTEN": "127.0.0.1",
             "TUXIO_OPERATOR_WEBHOOK_PORT": str(webhook_port),
+            "TUXIO_OPERATOR_METRICS_PORT": str(free_port()),
             **self.operator_env,
         }
         self._spawn(

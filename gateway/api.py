@@ -25,9 +25,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from tuxio.common.metrics import request_timer
+
 from .errors import BadRequest, Forbidden, GatewayError, Invalid
 from .frontproxy import UserInfo
 from .kube import KubeError
+from .metrics import API_REQUEST_SECONDS
 from .models import (
     API_VERSION,
     GROUP,
@@ -258,7 +261,9 @@ async def _token_request(request: web.Request) -> SandboxTokenRequest:
 
 
 def create_api_app(gateway: Gateway) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, front_proxy_middleware])
+    app = web.Application(
+        middlewares=[request_timer(API_REQUEST_SECONDS), error_middleware, front_proxy_middleware]
+    )
     app[GATEWAY] = gateway
     app.on_shutdown.append(lambda _: close_streams(gateway.open_streams))
 

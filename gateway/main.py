@@ -18,9 +18,13 @@ import logging
 import signal
 import ssl
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from importlib.metadata import version
 
 from aiohttp import web
+
+from tuxio.common.metrics import register_build_info, serve_metrics
 
 from .api import create_api_app
 from .kube import Kube, load_api_client
@@ -60,6 +64,7 @@ async def serve(settings: GatewaySettings) -> None:
         web.AppRunner(app, access_log=access, shutdown_timeout=SHUTDOWN_SECONDS)
         for app in (create_api_app(gateway), create_visitor_app(gateway))
     ]
+    runners_stop: list[Callable[[], Awaitable[None]]] = []
     try:
         async with gateway.running():
             for runner in runners:
@@ -76,6 +81,11 @@ async def serve(settings: GatewaySettings) -> None:
                 settings.visitor_port,
                 ssl_context=_visitor_context(settings),
             ).start()
+            if settings.metrics_port:
+                register_build_info("gateway", version("tuxio"))
+                metrics = serve_metrics(settings.metrics_listen, settings.metrics_port)
+                await metrics.start()
+                runners_stop.append(metrics.stop)
             log.info(
                 "replica %s: aggregated API on %s:%d, visitors on %s:%d",
                 settings.replica,
@@ -87,6 +97,8 @@ async def serve(settings: GatewaySettings) -> None:
             await stop.wait()
             log.info("replica %s: stopping", settings.replica)
     finally:
+        for stop_metrics in runners_stop:
+            await stop_metrics()
         for runner in runners:
             await runner.cleanup()
         await kube.close()

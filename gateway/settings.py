@@ -86,6 +86,10 @@ class GatewaySettings(BaseSettings):
         default_factory=socket.gethostname,
         description="This replica's name in logs (the pod's name in a Deployment).",
     )
+    metrics_listen: str = Field("0.0.0.0", description="Address of the /metrics listener.")  # noqa: S104
+    metrics_port: int = Field(
+        9472, ge=0, le=65535, description="Port of the /metrics listener (Prometheus); 0: none."
+    )
     log_level: str = Field("info", description="Python log level.")
     access_log: bool = Field(False, description="Log every request (never a token).")
 

@@ -30,6 +30,7 @@ from .agents import Agents, AgentTarget
 from .directory import Directory, SandboxRoute, sandbox_route
 from .errors import AgentUnreachable, BadRequest, NotFound, SandboxNotRunning
 from .kube import Kube, KubeError, KubeNotFound
+from .metrics import OPEN_STREAMS, STREAMS
 from .relay import relay
 
 __all__ = [
@@ -203,10 +204,14 @@ async def serve_stream(
             who,
         )
         open_streams.add(client)
+        OPEN_STREAMS.inc()
+        ended = "error"
         try:
             ended = await relay(client, agent)
         finally:
             open_streams.discard(client)
+            OPEN_STREAMS.dec()
+            STREAMS.labels(agent.subprotocol or "", ended).inc()
         log.info(
             "stream closed by the %s: %s/%s%s",
             ended,

@@ -26,8 +26,11 @@ import logging
 
 from aiohttp import web
 
+from tuxio.common.metrics import request_timer
+
 from .api import error_middleware, health_routes
 from .errors import Forbidden, GatewayError, Unauthorized
+from .metrics import VISITOR_REQUEST_SECONDS
 from .runtime import Gateway
 from .settings import GatewaySettings
 from .streams import (
@@ -169,7 +172,7 @@ async def files(request: web.Request) -> web.StreamResponse:
 
 
 def create_visitor_app(gateway: Gateway) -> web.Application:
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[request_timer(VISITOR_REQUEST_SECONDS), error_middleware])
     app[GATEWAY] = gateway
     app.on_shutdown.append(lambda _: close_streams(gateway.open_streams))
     app.add_routes(

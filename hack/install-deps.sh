@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(lxc busybox-static debootstrap uidmap iproute2 openssl python3-venv python3-dev ca-certificates e2fsprogs)
+# prometheus: the e2e tests start Debian's Prometheus with a configuration of their own (its
+# packaged service is not needed).
+APT_PACKAGES=(lxc busybox-static debootstrap uidmap iproute2 openssl python3-venv python3-dev ca-certificates e2fsprogs prometheus)
 PYTHON=${PYTHON:-/usr/bin/python3}
 VENV=${VENV:-.venv}
 
@@ -23,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in lxc-start lxc-attach lxc-ls busybox debootstrap newuidmap openssl mkfs.ext4; do
+for tool in lxc-start lxc-attach lxc-ls busybox debootstrap newuidmap openssl mkfs.ext4 prometheus; do
   command -v "$tool" >/dev/null || { echo "install-deps: $tool is still missing" >&2; exit 1; }
 done
 # The control plane is built from source: it needs a recent Go toolchain (1.26), which Debian 12's

@@ -43,6 +43,7 @@ from .errors import (
 )
 from .file_routes import files_router
 from .files import ContainerFiles
+from .metrics import RequestMetrics
 from .models import (
     ContainerList,
     ContainerSpec,
@@ -309,6 +310,8 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(WebSocketRequestValidationError, _invalid_request)
     app.add_exception_handler(Exception, _unexpected)
+    # Every HTTP request timed by route template and status code (tuxio_agent_request_...).
+    app.add_middleware(RequestMetrics)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

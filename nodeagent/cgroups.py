@@ -24,6 +24,7 @@ __all__ = [
     "CgroupFiles",
     "CgroupLimits",
     "CgroupReading",
+    "CgroupUsage",
     "CgroupV1",
     "CgroupV2",
     "ControllerMissing",
@@ -64,6 +65,17 @@ class CgroupReading:
     memory_bytes: int
     memory_peak_bytes: int | None
     pids_current: int
+
+
+@dataclass(frozen=True)
+class CgroupUsage:
+    """What a container has used, for metrics: read at every scrape, so a few files only."""
+
+    cpu_seconds: float
+    memory_bytes: int
+    memory_peak_bytes: int | None  # None: the kernel keeps no peak (v2 before Linux 5.19)
+    oom_kills: int | None  # None: the kernel does not count them (v1 before Linux 4.13)
+    pids: int
 
 
 class CgroupFiles:
@@ -129,6 +141,17 @@ class CgroupDriver(ABC):
     @abstractmethod
     def read(self, files: CgroupFiles) -> CgroupReading:
         """Limits and usage in force."""
+
+    # The files usage is read from, in the order parse_usage takes their contents.
+    usage_keys: tuple[str, ...]
+
+    @abstractmethod
+    def parse_usage(self, texts: list[str | None]) -> CgroupUsage:
+        """Usage from the contents of `usage_keys` (None: that file does not exist)."""
+
+    def usage(self, files: CgroupFiles) -> CgroupUsage:
+        """Usage alone, from five files (limits are what the agent wrote: no need to read)."""
+        return self.parse_usage([files.get_optional(key) for key in self.usage_keys])
 
     @abstractmethod
     def _memory_keys(self) -> tuple[str, str]:
@@ -223,6 +246,25 @@ class CgroupV1(CgroupDriver):
             pids_current=int(files.get("pids.current")),
         )
 
+    usage_keys = (
+        "cpuacct.usage",
+        "memory.usage_in_bytes",
+        "memory.max_usage_in_bytes",
+        "memory.oom_control",
+        "pids.current",
+    )
+
+    def parse_usage(self, texts: list[str | None]) -> CgroupUsage:
+        cpu, memory, peak, oom_control, pids = texts
+        # memory.oom_control counts kills ("oom_kill N") since Linux 4.13.
+        return CgroupUsage(
+            cpu_seconds=int(_required(cpu, "cpuacct.usage")) / 1e9,
+            memory_bytes=int(_required(memory, "memory.usage_in_bytes")),
+            memory_peak_bytes=None if peak is None else int(peak),
+            oom_kills=_keyed(_required(oom_control, "memory.oom_control")).get("oom_kill"),
+            pids=int(_required(pids, "pids.current")),
+        )
+
 
 class CgroupV2(CgroupDriver):
     """The unified hierarchy."""
@@ -286,6 +328,35 @@ class CgroupV2(CgroupDriver):
             memory_peak_bytes=None if peak is None else int(peak),
             pids_current=int(files.get("pids.current")),
         )
+
+    usage_keys = ("cpu.stat", "memory.current", "memory.peak", "memory.events", "pids.current")
+
+    def parse_usage(self, texts: list[str | None]) -> CgroupUsage:
+        stat, memory, peak, events, pids = texts
+        # memory.events counts the kills in this cgroup and below ("oom_kill N").
+        return CgroupUsage(
+            cpu_seconds=_keyed(_required(stat, "cpu.stat"))["usage_usec"] / 1e6,
+            memory_bytes=int(_required(memory, "memory.current")),
+            memory_peak_bytes=None if peak is None else int(peak),
+            oom_kills=_keyed(_required(events, "memory.events")).get("oom_kill"),
+            pids=int(_required(pids, "pids.current")),
+        )
+
+
+def _required(text: str | None, key: str) -> str:
+    if text is None:
+        raise ControllerMissing(f"{key} does not exist")
+    return text
+
+
+def _keyed(text: str) -> dict[str, int]:
+    """A flat-keyed cgroup file ("key value" lines) as integers."""
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if value:
+            values[key] = int(value)
+    return values
 
 
 def _v1_limit(text: str) -> int | None:

@@ -3,27 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import logging
 import os
+import resource
 import secrets
 import shutil
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prometheus_client import REGISTRY
+
+from tuxio.common.metrics import register_build_info, serve_metrics
 
 from . import __version__
 from .cgroups import detect_driver
 from .disk import BACKENDS, DiskQuota, Ext4ImageBackend, backend_named
+from .disk_usage import DiskUsage
 from .errors import AgentError, HostPrerequisiteMissing, TemplateBuildFailed
 from .files import ContainerFiles
 from .host import apparmor_enabled, ensure_subordinate_ids, ensure_traversable, host_cpus
 from .lxc import Lxc
 from .records import read_record
+from .sandbox_collector import SandboxCollector
 from .service import ContainerService, DiskPolicy
 from .settings import AgentSettings
 from .templates import BUILDERS, TemplateStore
 from .terminals import SessionLimits, SessionTable
+
+if TYPE_CHECKING:
+    import uvicorn
 
 __all__ = ["build_service", "build_sessions", "main"]
 
@@ -149,8 +162,35 @@ def _serve(settings: AgentSettings) -> int:
         settings.port,
         settings.lxcpath,
     )
-    uvicorn.Server(config).run()
+    asyncio.run(_serve_with_metrics(uvicorn.Server(config), settings, service))
     return 0
+
+
+async def _serve_with_metrics(
+    server: uvicorn.Server, settings: AgentSettings, service: ContainerService
+) -> None:
+    """The API, and beside it the /metrics listener and the walk of the writable layers."""
+    if not settings.metrics_port:
+        await server.serve()
+        return
+    # Metrics keep five cgroup files open per running container: the soft limit on open
+    # files goes up to the hard one (the containers' own limits are set by their config).
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    disk = DiskUsage(settings.lxcpath, settings.disk_usage_seconds)
+    REGISTRY.register(SandboxCollector(service, disk))
+    register_build_info("agent", __version__)
+    walker = asyncio.create_task(disk.run(lambda: list(service.records)), name="disk usage")
+    try:
+        async with serve_metrics(settings.metrics_listen, settings.metrics_port):
+            log.info(
+                "metrics on http://%s:%d/metrics", settings.metrics_listen, settings.metrics_port
+            )
+            await server.serve()
+    finally:
+        walker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await walker
 
 
 def _template_build(settings: AgentSettings, name: str, options: dict[str, str]) -> int:

@@ -40,6 +40,7 @@ from .errors import (
 )
 from .host import CAP_SYS_RESOURCE, HostCpus, has_capability, meminfo
 from .lxc import Lxc, LxcInfo
+from .metrics import CLONE_SECONDS, START_SECONDS
 from .models import (
     BurstStatus,
     ContainerSpec,
@@ -164,6 +165,10 @@ class ContainerService:
         infos = await self.lxc.list_all() if self.records else {}
         for name, record in self.records.items():
             info = infos.get(name)
+            if info and info.state == "running" and info.pid:
+                ticks = _start_ticks(info.pid)
+                if ticks is not None:
+                    self._inits[name] = (info.pid, ticks)  # for _info, and for metrics
             if (
                 info
                 and info.state == "running"
@@ -522,6 +527,7 @@ class ContainerService:
         # Taken before the first await, so concurrent creates see each other's cores.
         self.records[name] = record
         log.info("clone started: %s from %s", name, template.rootfs)
+        began = time.perf_counter()
         try:
             directory.mkdir(mode=0o770)
             (directory / "rootfs").mkdir(mode=0o755)
@@ -538,6 +544,7 @@ class ContainerService:
                 self.disk.backend.release(directory)
             shutil.rmtree(directory, ignore_errors=True)
             raise
+        CLONE_SECONDS.labels(template.name).observe(time.perf_counter() - began)
         log.info("clone finished: %s on cores %s", name, cpuset)
         return record
 
@@ -602,6 +609,7 @@ class ContainerService:
             current = None
         if current != wanted:
             write_atomically(directory / "config", wanted)
+        began = time.perf_counter()
         try:
             init = await self.lxc.start(name)
         except LxcCommandFailed as exc:
@@ -618,6 +626,7 @@ class ContainerService:
                 f"{self._log_tail(name)}".strip()
             )
         record = self.records[name]
+        START_SECONDS.labels(record.template).observe(time.perf_counter() - began)
         if record.spec.limits.burst_cpu_seconds > 0:
             self._bursting[name] = info.pid
         log.info("start finished: %s (pid %d)", name, info.pid)
@@ -712,6 +721,19 @@ class ContainerService:
         if info is not None and info.pid is not None and ticks is not None:
             self._inits[name] = (info.pid, ticks)
         return info
+
+    def running_cgroups(self) -> list[tuple[str, CgroupFiles]]:
+        """The cgroup files of each container whose init the agent knows (from its start,
+        its last observation or the recovery at start-up), for metrics: no process is
+        spawned and nothing is awaited. A container that stopped since answers no more
+        reads; its caller skips it."""
+        found: list[tuple[str, CgroupFiles]] = []
+        for name, (pid, _) in list(self._inits.items()):
+            try:
+                found.append((name, self._files(pid, name)))
+            except (OSError, ControllerMissing, ValueError):
+                continue
+        return found
 
     def _files(self, pid: int, name: str) -> CgroupFiles:
         """The cgroup files of the container whose init is `pid`: located through /proc once

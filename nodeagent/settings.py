@@ -91,6 +91,15 @@ class AgentSettings(BaseSettings):
         ge=0,
         description="New containers are refused while the data directory has fewer free inodes.",
     )
+    metrics_listen: str = Field(
+        "127.0.0.1", description="Address of the plain-HTTP /metrics listener (Prometheus)."
+    )
+    metrics_port: int = Field(
+        9473, ge=0, le=65535, description="Port of the /metrics listener; 0 turns it off."
+    )
+    disk_usage_seconds: float = Field(
+        60, gt=0, description="How often each container's writable layer is measured."
+    )
     access_log: bool = Field(False, description="Log every request.")
     log_level: str = Field("info", description="Python log level.")
 

@@ -18,6 +18,7 @@ from tuxio.common.timeutil import Clock, format_time
 
 from .index import ClusterIndex, SandboxBook
 from .inventory import Inventories
+from .launches import Launches
 from .models import SandboxSpec
 from .placement import PlacementPolicy, allocations, claimed, request_for, take_warm
 
@@ -75,6 +76,7 @@ class ClaimAtAdmission:
         policy: PlacementPolicy,
         clock: Clock,
         hold_seconds: float,
+        launches: Launches,
     ) -> None:
         self.index = index
         self.inventories = inventories
@@ -82,6 +84,7 @@ class ClaimAtAdmission:
         self.policy = policy
         self.clock = clock
         self.hold_seconds = hold_seconds
+        self.launches = launches
 
     def __call__(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
         meta = body.get("metadata") or {}
@@ -104,6 +107,7 @@ class ClaimAtAdmission:
             return None
         # Not stored yet, maybe never: held until the Sandbox shows up, or for a while.
         self.claims.add(warm.name, ttl=self.hold_seconds)
+        self.launches.admitted(warm.name)  # the claim latency counts from here
         log.debug("claim at admission: %s of pool %s/%s", warm.name, pool.namespace, pool.name)
         assignment = claimed(pool, warm, hosts[warm.host], request, fallback)
         return assignment.record([], 1, None, format_time(self.clock.now()))

@@ -22,6 +22,7 @@ from .host_status import Grace
 from .index import ClusterIndex
 from .inventory import Inventories
 from .kube import Kube, NotFound
+from .launches import Launches
 from .nodes import NodeAgents, NodeHosts
 from .placement import PlacementPolicy
 from .pool_filler import PoolFiller, PoolTimings
@@ -50,6 +51,8 @@ class Controllers:
     pools: PoolFiller
     nodes: NodeHosts
     claim_at_admission: ClaimAtAdmission
+    # When each Sandbox arrived and its container was asked for (claim/creation latencies).
+    launches: Launches
     # Sandboxes to reconcile: the newest body of each, one reconciliation at a time.
     queue: WorkQueue
     clock: Clock = field(default_factory=SystemClock)
@@ -89,7 +92,9 @@ class Controllers:
                 shared.policy,
                 shared.clock,
                 settings.admission_claim_seconds,
+                shared.launches,
             ),
+            launches=shared.launches,
             queue=WorkQueue(shared.backoff),
             clock=shared.clock,
         )
@@ -115,6 +120,7 @@ class _Shared:
     claims: Claims
     events: KopfEvents
     policy: PlacementPolicy
+    launches: Launches
 
     @classmethod
     def of(cls, settings: OperatorSettings, kube: Kube, clock: Clock) -> _Shared:
@@ -136,6 +142,7 @@ class _Shared:
                 settings.memory_overcommit,
                 Locator(settings.geoip_database),
             ),
+            launches=Launches(clock.monotonic, clock.now),
         )
 
 
@@ -155,6 +162,7 @@ def _sandboxes(shared: _Shared) -> SandboxReconciler:
             unschedulable_retry=settings.unschedulable_retry_seconds,
             usage_every=settings.usage_write_seconds,
         ),
+        launches=shared.launches,
     )
 
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from importlib.metadata import version
 from typing import Any
 
 import kopf
+from prometheus_client import REGISTRY
 
+from tuxio.common.metrics import register_build_info, serve_metrics
 from tuxio.common.timeutil import parse_time
 
 from .admission import (
@@ -28,9 +31,11 @@ from .diffbase import LeanStatusDiffBase
 from .errors import RequeueAfter, TerminalError
 from .kube import Kube, NotFound, load_client
 from .labels import FINALIZER, KOPF_FINALIZER
+from .metrics import reconciliation
 from .models import GROUP, VERSION, SandboxSpec
+from .pool_metrics import PoolCollector
 from .pool_models import SandboxPoolSpec
-from .records import PoolInfo, host_record, placed_of
+from .records import PoolInfo, assignment_of, host_record, placed_of
 from .sandbox_status import expires_at, needs_reconcile
 from .settings import OperatorSettings
 
@@ -81,6 +86,18 @@ async def configure(
         memo.webhook_version = await apply_webhook_configuration(
             controllers.kube, webhook_configuration(ours, memo.webhook.ca_pem)
         )
+    if ours.metrics_port:
+        # Prometheus' endpoint, a listener of its own (tuxio.common.metrics).
+        register_build_info("operator", version("tuxio"))
+        pools = PoolCollector(controllers.index, controllers.inventories)
+        REGISTRY.register(pools)
+        metrics = serve_metrics(ours.metrics_listen, ours.metrics_port)
+        try:
+            await metrics.start()
+        except BaseException:
+            REGISTRY.unregister(pools)  # kopf retries this handler: register afresh then
+            raise
+        memo.metrics, memo.pool_collector = metrics, pools
     logger.info("tuxio operator configured: %s", ours.model_dump())
 
 
@@ -91,6 +108,9 @@ async def close(memo: Any, **_: Any) -> None:
         await remove_webhook_configuration(controllers.kube, memo.webhook_version)
     if memo.get("webhook"):
         await memo.webhook.stop()
+    if memo.get("metrics"):
+        await memo.metrics.stop()
+        REGISTRY.unregister(memo.pool_collector)
     await controllers.close()
 
 
@@ -151,10 +171,17 @@ async def sandbox_event(type: str | None, body: kopf.Body, uid: str, memo: Any, 
     sandboxes, queue = controllers.sandboxes, controllers.queue
     if type == "DELETED":
         controllers.index.discard_sandbox(uid)
+        controllers.launches.forget(uid)
         queue.forget(uid)
         sandboxes.settled.pop(uid, None)
         return
     meta = body.get("metadata") or {}
+    controllers.launches.arrived(
+        uid,
+        meta.get("creationTimestamp"),
+        assignment_of(body).get("containerName"),
+        listing=type is None,
+    )
     if meta.get("deletionTimestamp"):
         queue.forget(uid)
         if FINALIZER in (meta.get("finalizers") or []) and uid not in controllers.finalizing:
@@ -218,7 +245,7 @@ async def host_probe(
     name: str, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: Any, **_: Any
 ) -> None:
     """Probe the host's agent; kopf writes the status fields that changed."""
-    with kopf_errors():
+    with kopf_errors(), reconciliation("SandboxHost"):
         new = await memo.controllers.hosts.probe(host_record(name, body), dict(status))
     for key, value in new.items():
         if status.get(key) != value:

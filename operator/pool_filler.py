@@ -21,6 +21,7 @@ import contextlib
 import functools
 import logging
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,6 +36,7 @@ from .index import ClusterIndex
 from .inventory import Inventories, PoolState, warm_of
 from .kube import Kube, NotFound
 from .labels import POOL_UID
+from .metrics import CREATION_SECONDS, reconciliation
 from .placement import PlacementPolicy, allocations
 from .pool_models import SandboxPoolSpec
 from .pool_policy import (
@@ -106,7 +108,8 @@ class PoolFiller:
             if due:
                 last_refresh = self.clock.monotonic()
             state.wake.clear()
-            blocker = await self.sync(state, spec, refresh=due)
+            with reconciliation("SandboxPool"):
+                blocker = await self.sync(state, spec, refresh=due)
             await self._write_status(writer, state, spec, generation, blocker)
             # Woken by a claim, a creation that ended or a spec change; else in time to write
             # counts that were held back and to notice hosts that changed.
@@ -228,7 +231,12 @@ class PoolFiller:
     ) -> None:
         try:
             agent = await self.agents.client(host)
+            started = time.perf_counter()
             made = await agent.put(name, warm_spec(state.uid, spec, current_hash))
+            if made.state == "running":
+                CREATION_SECONDS.labels("warm", spec.template).observe(
+                    time.perf_counter() - started
+                )
         except (AgentError, CredentialsMissing) as exc:
             log.warning(
                 "pool %s/%s: warm container on %s failed: %s",

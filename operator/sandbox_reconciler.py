@@ -27,7 +27,7 @@ from .agentclient import AgentClient, AgentRejected, AgentUnreachable
 from .agents import AgentRegistry, CredentialsMissing
 from .backoff import Backoff
 from .claims import Claims
-from .conditions import SCHEDULED, Reason, find_condition
+from .conditions import READY, SCHEDULED, Reason, find_condition
 from .containers import container_spec
 from .errors import RequeueAfter, TerminalError
 from .events import EventSink
@@ -35,6 +35,7 @@ from .index import ClusterIndex
 from .inventory import Inventories
 from .kube import ApiError, Kube, NotFound
 from .labels import ASSIGNMENT, FINALIZER, SANDBOX_UID
+from .launches import Launches
 from .placement import ADOPT_IF_MATCH, Assignment, PlacementPolicy, Want, place
 from .records import HostRecord, PoolInfo
 from .sandbox_state import Loaded, StatusWriter
@@ -106,6 +107,7 @@ class SandboxReconciler:
     events: EventSink
     clock: Clock
     timings: SandboxTimings
+    launches: Launches
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     # The generation of each Sandbox whose reconciliation last ended writing its status, so
     # that work queued with an older body of it is skipped (in memory only: a restarted
@@ -136,6 +138,7 @@ class SandboxReconciler:
                 running_status(wanted, observed, sandbox.generation, usage_due, self._at())
             )
             run.spans.mark("status")
+            self._count_launch(run, template)
             self.settled[sandbox.uid] = sandbox.generation
             log.info(
                 "timing %s/%s started=%.6f %s",
@@ -146,6 +149,20 @@ class SandboxReconciler:
             )
             if run.writer.wanted.get("phase") != wanted.get("phase"):
                 self._tell_phase(sandbox, run.writer.wanted)
+
+    def _count_launch(self, run: _Run, template: str) -> None:
+        """The status just written made a new Sandbox Ready: its claim latency (observed once
+        per Sandbox however many runs it took: tuxio.operator.launches)."""
+        before, after = run.sandbox.status, run.writer.written
+        if before.get("startedAt") or before.get("phase") == "Stopped" or _ready(before):
+            return  # not new: it ran before (a start after a stop is no claim)
+        if not _ready(after):
+            return
+        scheduled = find_condition(after.get("conditions"), SCHEDULED)
+        warm = scheduled.get("reason") == Reason.CLAIMED
+        pool_ref = run.sandbox.spec.pool_ref
+        pool = (run.sandbox.namespace, pool_ref.name) if pool_ref is not None else None
+        self.launches.ready(run.sandbox.uid, warm, template, pool)
 
     async def _template(self, run: _Run) -> tuple[str, PoolInfo | None]:
         """The template to clone and, for a poolRef not placed yet, the pool. Once placed,
@@ -296,7 +313,11 @@ class SandboxReconciler:
         if sandbox.placed:
             observed = await agent.put(container, wanted)
         else:
+            if adopt is None:
+                self.launches.creating(sandbox.uid)  # a new container: its creation is timed
             observed = await first_put(agent, container, wanted, sandbox.uid, adopt)
+        if observed.state == "running":
+            self.launches.created(sandbox.uid, template)
         run.spans.mark("agent")
         return observed
 
@@ -349,6 +370,10 @@ async def first_put(
         if seen is not None
         else f"warm container {container} is gone"
     )
+
+
+def _ready(status: Mapping[str, Any]) -> bool:
+    return find_condition(status.get("conditions"), READY).get("status") == "True"
 
 
 def _usage_due(status: Mapping[str, Any], every: float, clock: Clock) -> bool:

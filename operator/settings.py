@@ -112,6 +112,10 @@ class OperatorSettings(BaseSettings):
     webhook_service_port: int = Field(443, ge=1, le=65535, description="Port of that Service.")
     webhook_listen: str = Field("0.0.0.0", description="Address the webhook server binds.")  # noqa: S104
     webhook_port: int = Field(9443, ge=1, le=65535, description="Port the webhook server binds.")
+    metrics_listen: str = Field("0.0.0.0", description="Address of the /metrics listener.")  # noqa: S104
+    metrics_port: int = Field(
+        9471, ge=0, le=65535, description="Port of the /metrics listener (Prometheus); 0: none."
+    )
     webhook_cert_dir: Path | None = Field(
         None,
         description="Where the webhook's self-signed certificate is written at start "

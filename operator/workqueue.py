@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from .backoff import Backoff
 from .errors import RequeueAfter, TerminalError
+from .metrics import WORKQUEUE_ADDS, WORKQUEUE_DEPTH, WORKQUEUE_RETRIES, reconciliation
 
 __all__ = ["Work", "WorkQueue"]
 
@@ -31,8 +32,13 @@ Work = Callable[[int], Awaitable[None]]
 class WorkQueue:
     """Per key (a Sandbox's UID): the newest work, and a task while there is work."""
 
-    def __init__(self, backoff: Backoff | None = None) -> None:
+    def __init__(self, backoff: Backoff | None = None, kind: str = "Sandbox") -> None:
         self._backoff = backoff or Backoff(first=1.0)
+        # Metrics: the queue's name and the kind its reconciliations are counted under.
+        self.kind = kind
+        self._depth = WORKQUEUE_DEPTH.labels(kind.lower())
+        self._adds = WORKQUEUE_ADDS.labels(kind.lower())
+        self._retries = WORKQUEUE_RETRIES.labels(kind.lower())
         self._latest: dict[str, Work] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -46,6 +52,8 @@ class WorkQueue:
         under way ends; work added meanwhile replaces work not started yet."""
         self._forgotten.discard(key)
         self._latest[key] = work
+        self._adds.inc()
+        self._depth.set(len(self._latest))
         wake = self._wake.get(key)
         if wake is not None:
             wake.set()
@@ -57,12 +65,14 @@ class WorkQueue:
         """Drop work for `key` not started yet, retries included: its newest state needs
         none (an older body queued behind a reconciliation that has since settled it)."""
         if self._latest.pop(key, None) is not None:
+            self._depth.set(len(self._latest))
             self._wake[key].set()
 
     def forget(self, key: str) -> None:
         """Stop working on `key` (it is being deleted): a reconciliation under way finishes,
         nothing is retried."""
         self._latest.pop(key, None)
+        self._depth.set(len(self._latest))
         if key in self._tasks:
             self._forgotten.add(key)
             self._wake[key].set()
@@ -80,10 +90,12 @@ class WorkQueue:
         try:
             while key in self._latest and key not in self._forgotten:
                 work = self._latest.pop(key)
+                self._depth.set(len(self._latest))
                 wake.clear()
                 delay: float | None = None
                 try:
-                    await work(failures)
+                    with reconciliation(self.kind):
+                        await work(failures)
                     failures = 0
                 except RequeueAfter as exc:
                     delay = exc.delay
@@ -97,8 +109,10 @@ class WorkQueue:
                 if delay is None:
                     continue
                 failures += 1
+                self._retries.inc()
                 # Again with this body, unless a newer one arrives before the delay is up.
                 self._latest.setdefault(key, work)
+                self._depth.set(len(self._latest))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), delay)
         finally:
@@ -108,3 +122,4 @@ class WorkQueue:
             if key in self._forgotten:
                 self._forgotten.discard(key)
                 self._latest.pop(key, None)
+            self._depth.set(len(self._latest))

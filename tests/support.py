@@ -128,6 +128,8 @@ class Agent:
     wrapper: list[str] = field(default_factory=list)
     # Extra environment, e.g. TUXIO_AGENT_* settings without a flag.
     env: dict[str, str] = field(default_factory=dict)
+    # The /metrics listener's port: a free one, as many agents run at once.
+    metrics_port: int = field(default_factory=lambda: free_port())
 
     @property
     def url(self) -> str:
@@ -158,7 +160,14 @@ class Agent:
         ]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={
+                    **os.environ,
+                    "TUXIO_AGENT_METRICS_PORT": str(self.metrics_port),
+                    **self.env,
+                },
             )
         STARTED.append(self.proc)
         MADE.pids.append(self.proc.pid)

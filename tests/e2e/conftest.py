@@ -205,6 +205,7 @@ class Operator:
         self.extra_env = extra_env or {}
         self.port = free_port()
         self.webhook_port = free_port()  # claims at admission: the API server calls it here
+        self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -214,6 +215,8 @@ class Operator:
             "TUXIO_OPERATOR_WEBHOOK_URL": f"https://127.0.0.1:{self.webhook_port}",
             "TUXIO_OPERATOR_WEBHOOK_LISTEN": "127.0.0.1",
             "TUXIO_OPERATOR_WEBHOOK_PORT": str(self.webhook_port),
+            "TUXIO_OPERATOR_METRICS_LISTEN": "127.0.0.1",
+            "TUXIO_OPERATOR_METRICS_PORT": str(self.metrics_port),
             **self.extra_env,
             "KUBECONFIG": str(self.kubeconfig),
         }

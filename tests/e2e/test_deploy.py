@@ -36,6 +36,7 @@ KUSTOMIZATIONS = [
     "base/operator",
     "base/nodeagent",
     "base/gateway",
+    "base/metrics",
 ]
 
 

@@ -95,6 +95,7 @@ class Replica:
     address: str
     api_port: int = field(default_factory=free_port)
     visitor_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -115,6 +116,8 @@ class Replica:
             "TUXIO_GATEWAY_VISITOR_ALLOWED_ORIGINS": ORIGIN,
             "TUXIO_GATEWAY_TOKEN_MAX_SECONDS": "900",
             "TUXIO_GATEWAY_ACCESS_LOG": "true",
+            "TUXIO_GATEWAY_METRICS_LISTEN": "127.0.0.1",
+            "TUXIO_GATEWAY_METRICS_PORT": str(self.metrics_port),
         }
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(

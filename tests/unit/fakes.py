@@ -28,6 +28,7 @@ from tuxio.operator.host_status import Grace
 from tuxio.operator.index import ClusterIndex
 from tuxio.operator.inventory import Inventories
 from tuxio.operator.kube import Kube
+from tuxio.operator.launches import Launches
 from tuxio.operator.placement import PlacementPolicy
 from tuxio.operator.records import HostRecord
 from tuxio.operator.scheduling import HostView, load_score
@@ -295,6 +296,10 @@ class World:
     events: Events
     backoff: Backoff = field(default_factory=lambda: Backoff(first=2.0))
     grace: Grace = field(default_factory=lambda: Grace(15.0, 60.0))
+    launches: Launches = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.launches = Launches(self.clock.monotonic, self.clock.now)
 
     def add_host(self, name: str = "h1", **view: Any) -> HostRecord:
         record = host_record(name, self.agent.url, **view)

@@ -26,6 +26,7 @@ from tuxio.operator.host_models import SandboxHostSpec
 from tuxio.operator.index import ClusterIndex, SandboxBook
 from tuxio.operator.inventory import Inventories, Warm
 from tuxio.operator.labels import ASSIGNMENT
+from tuxio.operator.launches import Launches
 from tuxio.operator.placement import ADOPT_IF_MATCH, PlacementPolicy
 from tuxio.operator.pool_models import SandboxPoolSpec
 from tuxio.operator.records import HostRecord, PoolInfo
@@ -154,7 +155,13 @@ class Claimer:
         self.claims = Claims(self.index.sandboxes, self.clock.monotonic)
         policy = PlacementPolicy(load_score, 2.0, Locator(None))
         self.claim = ClaimAtAdmission(
-            self.index, self.inventories, self.claims, policy, self.clock, hold
+            self.index,
+            self.inventories,
+            self.claims,
+            policy,
+            self.clock,
+            hold,
+            Launches(self.clock.monotonic, self.clock.now),
         )
 
 

@@ -45,6 +45,7 @@ def reconciler(w: World) -> SandboxReconciler:
             usage_every=30.0,
             inventory_wait=0.01,
         ),
+        launches=w.launches,
     )
 
 
