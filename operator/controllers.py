@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from tuxio.common.timeutil import Clock, SystemClock
 
+from .agent_credentials import AgentCredentialsIssuer
 from .agents import AgentRegistry
 from .backoff import Backoff
 from .claims import ClaimAtAdmission, Claims
@@ -49,6 +50,7 @@ class Controllers:
     hosts: HostProber
     pools: PoolFiller
     nodes: NodeHosts
+    credentials: AgentCredentialsIssuer
     claim_at_admission: ClaimAtAdmission
     # Sandboxes to reconcile: the newest body of each, one reconciliation at a time.
     queue: WorkQueue
@@ -62,6 +64,7 @@ class Controllers:
     ) -> Controllers:
         shared = _Shared.of(settings, kube, clock or SystemClock())
         sandboxes = _sandboxes(shared)
+        nodes = NodeHosts(kube, shared.index, NodeAgents.of(settings))
         return cls(
             settings=settings,
             kube=kube,
@@ -81,7 +84,16 @@ class Controllers:
             ),
             hosts=_hosts(shared, sandboxes),
             pools=_pools(shared),
-            nodes=NodeHosts(kube, shared.index, NodeAgents.of(settings)),
+            nodes=nodes,
+            credentials=AgentCredentialsIssuer(
+                kube,
+                nodes.names_of,
+                namespace=settings.node_credentials_namespace,
+                secret_prefix=settings.node_credentials_secret,
+                ca_secret=settings.agent_ca_secret,
+                requester=settings.agent_bootstrap_user,
+                max_seconds=settings.agent_certificate_max_seconds,
+            ),
             claim_at_admission=ClaimAtAdmission(
                 shared.index,
                 shared.inventories,
