@@ -85,13 +85,14 @@ class AgentCredentialsIssuer:
         name = csr["metadata"]["name"]
         for failures in range(attempts):
             try:
-                await self._settle(dict(csr))
+                # Read afresh: the event's body may predate this operator's own last write
+                # (a certificate is written once; a second write is refused).
+                await self._settle(await self.api.read_csr(name))
                 return
             except (ApiError, ValueError) as exc:
                 # A conflict (read again), the API server away, the CA Secret not made yet.
                 log.warning("request %s: %s; trying again", name, exc)
                 await asyncio.sleep(self.backoff.delay(failures))
-                csr = await self.api.read_csr(name)
         log.error("request %s: gave up after %d attempts", name, attempts)
 
     async def _settle(self, csr: dict[str, Any]) -> None:
