@@ -26,6 +26,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
+from tuxio.common.endpoints import endpoint_refusal
+
 from .directory import HostRoute, SandboxRoute
 from .errors import AgentRefused, AgentUnreachable
 from .kube import Kube, KubeError, KubeNotFound
@@ -178,10 +180,9 @@ class Agents:
             self._session = None
 
     async def target(self, sandbox: SandboxRoute, host: HostRoute) -> AgentTarget:
-        if not host.endpoint.startswith("https://") and not self.allow_plaintext:
-            raise AgentUnreachable(
-                f"host {host.name}: its endpoint is not https:// (plaintext agents are off)"
-            )
+        refused = endpoint_refusal(host.endpoint, self.allow_plaintext)
+        if refused:
+            raise AgentUnreachable(f"host {host.name}: {refused}")
         return AgentTarget(sandbox, host, await self.credentials.get(host))
 
     async def _renewed(self, target: AgentTarget) -> AgentTarget:

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from tuxio.common.endpoints import endpoint_refusal
+
 from .agentclient import AgentClient
 from .records import HostRecord
 
-__all__ = ["PREVIOUS_TOKEN_KEY", "AgentRegistry", "CredentialsMissing", "SecretReader"]
+__all__ = [
+    "PREVIOUS_TOKEN_KEY",
+    "AgentRegistry",
+    "CredentialsMissing",
+    "InsecureEndpoint",
+    "SecretReader",
+]
 
 # The key of a host's Secret with the token it had before the last rotation: still sent (after
 # the current one is refused) until the agent has picked up the new one.
@@ -27,12 +35,19 @@ class CredentialsMissing(LookupError):
     """The Secret with a host's token cannot be read or lacks the key."""
 
 
+class InsecureEndpoint(CredentialsMissing):
+    """The host's endpoint is http:// where that is not allowed: its token is never sent."""
+
+
 class AgentRegistry:
     """One AgentClient per host, rebuilt when the host's endpoint or credentials change."""
 
-    def __init__(self, read_secret: SecretReader, timeout: float) -> None:
+    def __init__(
+        self, read_secret: SecretReader, timeout: float, allow_loopback_plaintext: bool = False
+    ) -> None:
         self._read_secret = read_secret
         self.timeout = timeout
+        self.allow_loopback_plaintext = allow_loopback_plaintext
         self._clients: dict[str, tuple[tuple[str | None, ...], AgentClient]] = {}
         # Clients dropped after a 401, closed on the next `client()` (calls in flight finish).
         self._retired: list[AgentClient] = []
@@ -40,6 +55,9 @@ class AgentRegistry:
     async def client(self, host: HostRecord) -> AgentClient:
         while self._retired:
             await self._retired.pop().aclose()
+        refused = endpoint_refusal(host.spec.endpoint, self.allow_loopback_plaintext)
+        if refused:
+            raise InsecureEndpoint(refused)
         ref = host.spec.credentials_secret_ref
         key = (host.spec.endpoint, ref.name, ref.namespace, ref.token_key, ref.ca_key)
         cached = self._clients.get(host.name)

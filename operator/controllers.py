@@ -138,7 +138,11 @@ class _Shared:
             clock=clock,
             backoff=Backoff(settings.retry_delay_seconds, 30.0),
             grace=Grace(settings.not_ready_after_seconds, settings.lost_after_seconds),
-            agents=AgentRegistry(kube.read_secret, settings.agent_timeout_seconds),
+            agents=AgentRegistry(
+                kube.read_secret,
+                settings.agent_timeout_seconds,
+                allow_loopback_plaintext=settings.allow_plaintext_loopback_agents,
+            ),
             index=index,
             inventories=Inventories(),
             claims=Claims(index.sandboxes, clock.monotonic),

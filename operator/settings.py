@@ -36,6 +36,12 @@ class OperatorSettings(BaseSettings):
         2.0, gt=0, description="Memory limits placed on a host may add up to this times its memory."
     )
     agent_timeout_seconds: float = Field(30.0, gt=0, description="Timeout of one agent call.")
+    allow_plaintext_loopback_agents: bool = Field(
+        False,
+        description="Talk to agents at http:// endpoints on the loopback (127.0.0.0/8, ::1, "
+        "localhost): development only. Otherwise a host whose endpoint is not https:// is "
+        "NotReady (InsecureEndpoint) and its token is never sent.",
+    )
     retry_delay_seconds: float = Field(
         2.0, gt=0, description="First retry delay when an agent is unreachable (doubles, max 30s)."
     )

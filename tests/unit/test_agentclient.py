@@ -252,7 +252,8 @@ async def test_a_401_makes_the_registry_read_the_secret_again(agent: Agent) -> N
         return secrets[len(reads) - 1]
 
     host = host_record("h1", agent.url)
-    registry = AgentRegistry(read_secret, timeout=5)
+    # The stand-in serves http on the loopback.
+    registry = AgentRegistry(read_secret, timeout=5, allow_loopback_plaintext=True)
     agent.reply = _takes("after")
     try:
         first = await registry.client(host)
