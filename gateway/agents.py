@@ -44,6 +44,8 @@ class AgentCredentials:
 
     token: str
     ca_pem: str | None
+    # The host's token before the last rotation, while its agent may not have the new one.
+    previous: str | None = None
 
     def __repr__(self) -> str:  # never the token, not even in a traceback
         return f"AgentCredentials(token=<{len(self.token)} chars>, ca_pem={bool(self.ca_pem)})"
@@ -91,7 +93,8 @@ class Credentials:
         ca = _decoded(data, host.ca_key) if host.ca_key else None
         if host.ca_key and not ca:
             raise AgentUnreachable(f"host {host.name}: no {host.ca_key!r} in {where}")
-        return AgentCredentials(token.strip(), ca)
+        previous = (_decoded(data, "previous-token") or "").strip() or None
+        return AgentCredentials(token.strip(), ca, previous)
 
 
 def _decoded(data: Mapping[str, str], key: str | None) -> str | None:
@@ -186,8 +189,13 @@ class Agents:
         return AgentTarget(sandbox, host, await self.credentials.get(host))
 
     async def _renewed(self, target: AgentTarget) -> AgentTarget:
+        """The credentials to try after a 401: the Secret read again; if it still holds the
+        refused token, the one before it (a rotation the agent has not picked up yet)."""
         self.credentials.forget(target.host)
-        return AgentTarget(target.sandbox, target.host, await self.credentials.get(target.host))
+        found = await self.credentials.get(target.host)
+        if found.token == target.credentials.token and found.previous:
+            found = AgentCredentials(found.previous, found.ca_pem)
+        return AgentTarget(target.sandbox, target.host, found)
 
     async def open_stream(
         self,

@@ -225,7 +225,7 @@ class Operator:
                 env=env,
             )
         STARTED.append(self.proc)
-        wait_until(self._alive, timeout=60)
+        wait_until(self._alive, timeout=180)  # a loaded machine imports slowly
 
     def _alive(self) -> bool:
         import httpx
