@@ -175,6 +175,8 @@ class Stack:
             # Claims at admission: the API server calls the operator's webhook on loopback.
             "TUXIO_OPERATOR_WEBHOOK_URL": f"https://127.0.0.1:{webhook_port}",
             "TUXIO_OPERATOR_WEBHOOK_LISTEN": "127.0.0.1",
+            # Its agents serve plain http on the loopback.
+            "TUXIO_OPERATOR_ALLOW_PLAINTEXT_LOOPBACK_AGENTS": "true",
             "TUXIO_OPERATOR_WEBHOOK_PORT": str(webhook_port),
             "TUXIO_OPERATOR_METRICS_PORT": str(free_port()),
             **self.operator_env,

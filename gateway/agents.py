@@ -26,6 +26,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
+from tuxio.common.endpoints import endpoint_refusal
+
 from .directory import HostRoute, SandboxRoute
 from .errors import AgentRefused, AgentUnreachable
 from .kube import Kube, KubeError, KubeNotFound
@@ -42,6 +44,8 @@ class AgentCredentials:
 
     token: str
     ca_pem: str | None
+    # The host's token before the last rotation, while its agent may not have the new one.
+    previous: str | None = None
 
     def __repr__(self) -> str:  # never the token, not even in a traceback
         return f"AgentCredentials(token=<{len(self.token)} chars>, ca_pem={bool(self.ca_pem)})"
@@ -89,7 +93,8 @@ class Credentials:
         ca = _decoded(data, host.ca_key) if host.ca_key else None
         if host.ca_key and not ca:
             raise AgentUnreachable(f"host {host.name}: no {host.ca_key!r} in {where}")
-        return AgentCredentials(token.strip(), ca)
+        previous = (_decoded(data, "previous-token") or "").strip() or None
+        return AgentCredentials(token.strip(), ca, previous)
 
 
 def _decoded(data: Mapping[str, str], key: str | None) -> str | None:
@@ -178,15 +183,19 @@ class Agents:
             self._session = None
 
     async def target(self, sandbox: SandboxRoute, host: HostRoute) -> AgentTarget:
-        if not host.endpoint.startswith("https://") and not self.allow_plaintext:
-            raise AgentUnreachable(
-                f"host {host.name}: its endpoint is not https:// (plaintext agents are off)"
-            )
+        refused = endpoint_refusal(host.endpoint, self.allow_plaintext)
+        if refused:
+            raise AgentUnreachable(f"host {host.name}: {refused}")
         return AgentTarget(sandbox, host, await self.credentials.get(host))
 
     async def _renewed(self, target: AgentTarget) -> AgentTarget:
+        """The credentials to try after a 401: the Secret read again; if it still holds the
+        refused token, the one before it (a rotation the agent has not picked up yet)."""
         self.credentials.forget(target.host)
-        return AgentTarget(target.sandbox, target.host, await self.credentials.get(target.host))
+        found = await self.credentials.get(target.host)
+        if found.token == target.credentials.token and found.previous:
+            found = AgentCredentials(found.previous, found.ca_pem)
+        return AgentTarget(target.sandbox, target.host, found)
 
     async def open_stream(
         self,

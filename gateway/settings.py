@@ -72,7 +72,9 @@ class GatewaySettings(BaseSettings):
         300.0, gt=0, description="A files request to an agent, from start to last byte."
     )
     allow_plaintext_agents: bool = Field(
-        False, description="Forward to agents at http:// endpoints (tests and demos only)."
+        False,
+        description="Forward to agents at http:// endpoints on the loopback (127.0.0.0/8, "
+        "::1, localhost): development only. An http:// agent elsewhere is always refused.",
     )
     credentials_cache_seconds: float = Field(
         60.0, ge=0, description="How long an agent's token and CA, read from its Secret, are kept."

@@ -133,6 +133,8 @@ def main() -> int:
             # Claims at admission: the API server calls the operator's webhook on loopback.
             "TUXIO_OPERATOR_WEBHOOK_URL": f"https://127.0.0.1:{OPERATOR_WEBHOOK}",
             "TUXIO_OPERATOR_WEBHOOK_LISTEN": "127.0.0.1",
+            # Its agents serve plain http on the loopback.
+            "TUXIO_OPERATOR_ALLOW_PLAINTEXT_LOOPBACK_AGENTS": "true",
             "TUXIO_OPERATOR_WEBHOOK_PORT": str(OPERATOR_WEBHOOK),
         }
         operator = subprocess.Popen(

@@ -15,6 +15,7 @@ from fastapi.requests import HTTPConnection
 from fastapi.responses import JSONResponse
 
 from . import __version__
+from .credentials import ServingCertificate, TokenFile
 from .deps import Authenticated, ContainerName, Service, Unauthorized
 from .errors import (
     AgentError,
@@ -261,13 +262,15 @@ async def _invalid_request(request: HTTPConnection, exc: Exception) -> JSONRespo
 
 def create_app(
     service: ContainerService | None,
-    token: bytes,
+    tokens: TokenFile,
     burst_poll_seconds: float = 0.25,
     sessions: SessionTable | None = None,
     files: ContainerFiles | None = None,
+    certificate: ServingCertificate | None = None,
 ) -> FastAPI:
     """The agent's ASGI app over `service`, its sessions and its files; every route but
-    /healthz needs `token`.
+    /healthz needs one of `tokens`. With `certificate`, its files are watched and loaded
+    again when they change.
 
     Without a service the app can only describe itself (its OpenAPI schema).
     """
@@ -280,13 +283,16 @@ def create_app(
         await service.recover()
         if sessions is not None:
             service.stop_hooks.append(sessions.end_container)
-        watcher = asyncio.create_task(service.watch_bursts(burst_poll_seconds))
+        watchers = [asyncio.create_task(service.watch_bursts(burst_poll_seconds))]
+        if certificate is not None:
+            watchers.append(asyncio.create_task(certificate.watch()))
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for watcher in watchers:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             if sessions is not None:
                 await sessions.close()  # nothing the agent started outlives it
 
@@ -303,7 +309,7 @@ def create_app(
     app.state.service = service
     app.state.sessions = sessions
     app.state.files = files
-    app.state.token = token
+    app.state.tokens = tokens
     app.add_exception_handler(Unauthorized, _unauthorized)
     app.add_exception_handler(AgentError, _agent_error)
     app.add_exception_handler(MalformedHeader, _malformed_header)
@@ -330,4 +336,4 @@ def create_app(
 
 def openapi_document() -> dict[str, Any]:
     """The agent's OpenAPI schema, as served at /openapi.json."""
-    return create_app(None, b"").openapi()
+    return create_app(None, TokenFile.of()).openapi()

@@ -11,6 +11,7 @@ import os
 import resource
 import secrets
 import shutil
+import ssl
 import sys
 import threading
 from pathlib import Path
@@ -22,6 +23,7 @@ from tuxio.common.metrics import register_build_info, serve_metrics
 
 from . import __version__
 from .cgroups import detect_driver
+from .credentials import CredentialsError, ServingCertificate, TokenFile
 from .disk import BACKENDS, DiskQuota, Ext4ImageBackend, backend_named
 from .disk_usage import DiskUsage
 from .errors import AgentError, HostPrerequisiteMissing, TemplateBuildFailed
@@ -108,31 +110,48 @@ def _templates(settings: AgentSettings) -> TemplateStore:
     return TemplateStore(settings.templates_dir, settings.idmap_base, settings.idmap_size)
 
 
+def _tls_context(settings: AgentSettings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
+    except (OSError, ssl.SSLError) as exc:
+        raise HostPrerequisiteMissing(f"cannot load {settings.tls_cert}: {exc}") from exc
+    return context
+
+
 def _serve(settings: AgentSettings) -> int:
     import uvicorn
 
     from .api import create_app
 
     try:
-        token = settings.token_file.read_bytes().strip()
-    except OSError as exc:
+        tokens = TokenFile(settings.token_file)
+    except (OSError, CredentialsError) as exc:
         raise HostPrerequisiteMissing(
-            f"cannot read the token file {settings.token_file}: {exc.strerror} "
-            "(make one with 'tuxio-agent token generate')"
+            f"{exc} (make one with 'tuxio-agent token generate', or have the bootstrap "
+            "write it: 'tuxio-agent credentials bootstrap')"
         ) from exc
-    if len(token) < 16:
-        raise HostPrerequisiteMissing(
-            f"the token in {settings.token_file} is shorter than 16 bytes"
-        )
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise HostPrerequisiteMissing("TLS needs both a certificate and a key")
     service = build_service(settings)
+    # One TLS context, made here rather than by uvicorn: the certificate is loaded into it
+    # again when the bootstrap renews it (a rotation without a restart).
+    context = _tls_context(settings)
+    certificate = (
+        ServingCertificate(context, settings.tls_cert, settings.tls_key)
+        if context is not None and settings.tls_cert and settings.tls_key
+        else None
+    )
     app = create_app(
         service,
-        token,
+        tokens,
         settings.burst_poll_seconds,
         sessions=build_sessions(settings, service),
         files=ContainerFiles(settings.idmap_base, settings.file_max_bytes),
+        certificate=certificate,
     )
     config = uvicorn.Config(
         app,
@@ -153,6 +172,9 @@ def _serve(settings: AgentSettings) -> int:
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,
     )
+    config.load()
+    if context is not None:
+        config.ssl = context
     scheme = "https" if settings.tls_cert else "http"
     log.info(
         "tuxio-agent %s serving %s://%s:%d, LXC path %s",
@@ -255,6 +277,30 @@ def _tls_generate(
     return 0
 
 
+def _credentials_bootstrap(args: argparse.Namespace) -> int:
+    from .bootstrap import BootstrapSettings, bootstrap, renew_forever
+
+    hosts = tuple(args.host)
+    if args.api_server:
+        if args.api_token_file is None:
+            raise HostPrerequisiteMissing("--api-server needs --api-token-file")
+        settings = BootstrapSettings(
+            args.dir, hosts, args.api_server, args.api_token_file, args.api_ca,
+            args.seconds, args.timeout,
+        )  # fmt: skip
+    else:
+        settings = BootstrapSettings.in_cluster(args.dir, hosts, args.credentials_dir)
+        settings = BootstrapSettings(
+            settings.out_dir, hosts, settings.api_server, settings.token_file,
+            settings.api_ca_file, args.seconds, args.timeout,
+        )  # fmt: skip
+    if args.renew:
+        renew_forever(settings)
+    issued = bootstrap(settings)
+    print(json.dumps({"request": issued.request, "notAfter": issued.not_after.isoformat()}))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tuxio-agent", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
@@ -283,6 +329,29 @@ def _parser() -> argparse.ArgumentParser:
     token_commands = token.add_subparsers(dest="token_command", required=True)
     generate = token_commands.add_parser("generate", help="write a new random token (0600)")
     generate.add_argument("--out", type=Path, default=Path("/etc/tuxio/agent-token"))
+
+    credentials = commands.add_parser("credentials", help="the agent's certificate and token")
+    credentials_commands = credentials.add_subparsers(dest="credentials_command", required=True)
+    boot = credentials_commands.add_parser(
+        "bootstrap",
+        help="ask the cluster for a serving certificate and this host's token (a "
+        "CertificateSigningRequest of signer tux.io/agent-serving); --renew: keep renewing",
+    )
+    boot.add_argument("--dir", type=Path, required=True, help="where tls.crt/tls.key/token go")
+    boot.add_argument("--host", action="append", required=True, help="name or address (repeat)")
+    boot.add_argument("--api-server", help="API server URL; default: the pod's cluster")
+    boot.add_argument(
+        "--api-token-file", type=Path, help="a ServiceAccount token bound to this host's pod"
+    )
+    boot.add_argument("--api-ca", type=Path, help="PEM CA of the API server")
+    boot.add_argument(
+        "--credentials-dir",
+        type=Path,
+        help="in a pod: the projected token and ca.crt (default /var/run/secrets/tokens/bootstrap)",
+    )
+    boot.add_argument("--seconds", type=int, default=7 * 24 * 3600, help="certificate life asked")
+    boot.add_argument("--timeout", type=float, default=300.0, help="wait for the signature")
+    boot.add_argument("--renew", action="store_true", help="renew forever (the sidecar)")
 
     tls = commands.add_parser("tls", help="TLS for development")
     tls_commands = tls.add_subparsers(dest="tls_command", required=True)
@@ -335,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
             return _template_list(settings)
         if args.command == "token":
             return _token_generate(args.out)
+        if args.command == "credentials":
+            return _credentials_bootstrap(args)
         return _tls_generate(
             args.cert,
             args.key,

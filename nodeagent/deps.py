@@ -4,13 +4,13 @@ the agent's parts, as typed aliases so that routes read plainly.
 No `from __future__ import annotations` here: FastAPI reads these annotations at run time.
 """
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Path, Request, WebSocket
 from fastapi.requests import HTTPConnection
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from .credentials import TokenFile
 from .files import ContainerFiles
 from .models import NAME_PATTERN
 from .service import ContainerService
@@ -44,9 +44,10 @@ ContainerName = Annotated[
 _bearer = HTTPBearer(auto_error=False, description="The agent's token.")
 
 
-def _check(given: bytes, token: bytes) -> None:
-    # Constant-time comparison: the answer must not leak how much of a guess was right.
-    if not hmac.compare_digest(given, token):
+def _check(given: bytes, tokens: TokenFile) -> None:
+    # Constant-time comparison (TokenFile.accepts): the answer must not leak how much of a
+    # guess was right. The file is read again when it changes: a rotated token needs no restart.
+    if not tokens.accepts(given):
         raise Unauthorized
 
 
@@ -55,14 +56,14 @@ async def _require_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     # async: FastAPI runs plain functions in a thread pool, a hand-off per request.
-    _check(credentials.credentials.encode() if credentials else b"", request.app.state.token)
+    _check(credentials.credentials.encode() if credentials else b"", request.app.state.tokens)
 
 
 async def _require_token_ws(websocket: WebSocket) -> None:
     """The same check before a WebSocket upgrade (a 401 answer, not a close)."""
     scheme, _, credentials = websocket.headers.get("authorization", "").partition(" ")
     given = credentials.strip().encode() if scheme.lower() == "bearer" else b""
-    _check(given, websocket.app.state.token)
+    _check(given, websocket.app.state.tokens)
 
 
 Authenticated = [Depends(_require_token)]

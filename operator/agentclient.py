@@ -2,15 +2,21 @@
 
 Requests are plain aiohttp (the operator's hot path: a fifth of httpx's CPU per request, and
 kopf's own HTTP library); every answer is parsed into the agent's own models, and every
-failure becomes one of two errors: `AgentUnreachable` (network trouble or a 5xx: retry later)
-or `AgentRejected` (a 4xx: the request itself is wrong), both carrying the agent's answer.
+failure becomes one of three errors: `AgentUnreachable` (network trouble or a 5xx: retry
+later), `AgentUnauthorized` (a 401: the token is not, or no longer, the agent's; read the
+credentials again) or `AgentRejected` (any other 4xx: the request itself is wrong), all carrying
+the agent's answer.
+
+A client may hold two tokens of its host (the current one and the one before a rotation, while
+the agent may not have the new one yet): a 401 with one is tried once with the other, and the
+token that worked is used from then on.
 """
 
 from __future__ import annotations
 
 import json as jsonlib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -28,7 +34,13 @@ from tuxio.nodeagent.models import (
     HostInfo,
 )
 
-__all__ = ["AgentClient", "AgentError", "AgentRejected", "AgentUnreachable"]
+__all__ = [
+    "AgentClient",
+    "AgentError",
+    "AgentRejected",
+    "AgentUnauthorized",
+    "AgentUnreachable",
+]
 
 
 class AgentError(Exception):
@@ -52,6 +64,11 @@ class AgentRejected(AgentError):
     """A 4xx: the agent understood and refused; the same request will fail again."""
 
 
+class AgentUnauthorized(AgentError):
+    """A 401: the agent does not take the token (rotated, or another host's). Reading the
+    host's credentials again may help; the request itself may be fine."""
+
+
 @dataclass(frozen=True)
 class _Answer:
     status: int
@@ -67,17 +84,22 @@ class AgentClient:
         base_url: str,
         token: str,
         *,
+        previous_token: str | None = None,
         ca_pem: str | None = None,
         timeout: float = 30.0,
         max_connections: int = 64,
+        on_unauthorized: Callable[[AgentClient], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {token}"}
+        self._tokens = [token] + ([previous_token] if previous_token else [])
         # The agent's own CA (often a self-signed pair) when given, the system's otherwise.
         self._ssl: ssl.SSLContext | bool = (
             ssl.create_default_context(cadata=ca_pem) if ca_pem else True
         )
         self._timeout = timeout
+        # Told when the agent took none of the tokens (the registry then drops this client, so
+        # the next call reads the host's Secret again).
+        self._on_unauthorized = on_unauthorized
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 
@@ -100,7 +122,6 @@ class AgentClient:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                headers=self._headers,
                 connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl),
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
             )
@@ -118,6 +139,45 @@ class AgentClient:
     ) -> _Answer:
         if body is not None:
             headers = {**(headers or {}), "Content-Type": "application/json"}
+        for attempt, token in enumerate(list(self._tokens)):
+            answer = await self._once(
+                method, path, body, params, {**(headers or {}), "Authorization": f"Bearer {token}"},
+                timeout,
+            )  # fmt: skip
+            if answer.status != 401 or attempt == len(self._tokens) - 1:
+                break
+        if answer.status < 400:
+            if token != self._tokens[0]:
+                # The agent takes the other token: it is the one to use from now on.
+                self._tokens.remove(token)
+                self._tokens.insert(0, token)
+            return answer
+        reason: ErrorBody | None
+        try:
+            reason = ErrorBody.model_validate_json(answer.content)
+        except ValueError:
+            reason = None
+        message = reason.message if reason else answer.content[:500].decode(errors="replace")
+        if answer.status == 401 and self._on_unauthorized is not None:
+            self._on_unauthorized(self)
+        error = (
+            AgentUnreachable
+            if answer.status >= 500
+            else AgentUnauthorized
+            if answer.status == 401
+            else AgentRejected
+        )
+        raise error(f"{method} {path}: {answer.status}: {message}", answer.status, reason)
+
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        body: _Model | None,
+        params: Sequence[tuple[str, str]] | None,
+        headers: dict[str, str],
+        timeout: float | None,
+    ) -> _Answer:
         try:
             async with self._http().request(
                 method,
@@ -133,16 +193,7 @@ class AgentClient:
                 answer = _Answer(response.status, await response.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise AgentUnreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
-        if answer.status < 400:
-            return answer
-        reason: ErrorBody | None
-        try:
-            reason = ErrorBody.model_validate_json(answer.content)
-        except ValueError:
-            reason = None
-        message = reason.message if reason else answer.content[:500].decode(errors="replace")
-        error = AgentUnreachable if answer.status >= 500 else AgentRejected
-        raise error(f"{method} {path}: {answer.status}: {message}", answer.status, reason)
+        return answer
 
     async def healthz(self) -> bool:
         return (await self._call("GET", "/healthz")).status == 200

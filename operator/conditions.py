@@ -51,6 +51,7 @@ class Reason(StrEnum):
     # SandboxHost Ready
     AGENT_READY = "AgentReady"  # the agent answered the last probe
     CREDENTIALS_MISSING = "CredentialsMissing"  # the token Secret cannot be read
+    INSECURE_ENDPOINT = "InsecureEndpoint"  # an http:// agent where plaintext is not allowed
     # Events only
     DELETED = "Deleted"  # a deleted Sandbox's container was destroyed
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from tuxio.common.timeutil import Clock, SystemClock
 
+from .agent_credentials import AgentCredentialsIssuer
 from .agents import AgentRegistry
 from .backoff import Backoff
 from .claims import ClaimAtAdmission, Claims
@@ -50,6 +51,7 @@ class Controllers:
     hosts: HostProber
     pools: PoolFiller
     nodes: NodeHosts
+    credentials: AgentCredentialsIssuer
     claim_at_admission: ClaimAtAdmission
     # When each Sandbox arrived and its container was asked for (claim/creation latencies).
     launches: Launches
@@ -65,6 +67,7 @@ class Controllers:
     ) -> Controllers:
         shared = _Shared.of(settings, kube, clock or SystemClock())
         sandboxes = _sandboxes(shared)
+        nodes = NodeHosts(kube, shared.index, NodeAgents.of(settings))
         return cls(
             settings=settings,
             kube=kube,
@@ -84,7 +87,16 @@ class Controllers:
             ),
             hosts=_hosts(shared, sandboxes),
             pools=_pools(shared),
-            nodes=NodeHosts(kube, shared.index, NodeAgents.of(settings)),
+            nodes=nodes,
+            credentials=AgentCredentialsIssuer(
+                kube,
+                nodes.names_of,
+                namespace=settings.node_credentials_namespace,
+                secret_prefix=settings.node_credentials_secret,
+                ca_secret=settings.agent_ca_secret,
+                requester=settings.agent_bootstrap_user,
+                max_seconds=settings.agent_certificate_max_seconds,
+            ),
             claim_at_admission=ClaimAtAdmission(
                 shared.index,
                 shared.inventories,
@@ -132,7 +144,11 @@ class _Shared:
             clock=clock,
             backoff=Backoff(settings.retry_delay_seconds, 30.0),
             grace=Grace(settings.not_ready_after_seconds, settings.lost_after_seconds),
-            agents=AgentRegistry(kube.read_secret, settings.agent_timeout_seconds),
+            agents=AgentRegistry(
+                kube.read_secret,
+                settings.agent_timeout_seconds,
+                allow_loopback_plaintext=settings.allow_plaintext_loopback_agents,
+            ),
             index=index,
             inventories=Inventories(),
             claims=Claims(index.sandboxes, clock.monotonic),

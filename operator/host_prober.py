@@ -19,8 +19,8 @@ from typing import Any
 from tuxio.common.timeutil import Clock, format_time, seconds_since
 from tuxio.nodeagent.models import ContainerStatus
 
-from .agentclient import AgentClient, AgentError, AgentUnreachable
-from .agents import AgentRegistry, CredentialsMissing
+from .agentclient import AgentClient, AgentError
+from .agents import AgentRegistry, CredentialsMissing, InsecureEndpoint
 from .claims import Claims
 from .conditions import Reason
 from .errors import ReconcileError
@@ -70,10 +70,14 @@ class HostProber:
             containers = await agent.list({MANAGED_BY: OPERATOR})
         except CredentialsMissing as exc:
             at = format_time(self.clock.now())
-            return unready_status(current, Reason.CREDENTIALS_MISSING, str(exc), at)
+            reason = (
+                Reason.INSECURE_ENDPOINT
+                if isinstance(exc, InsecureEndpoint)
+                else Reason.CREDENTIALS_MISSING
+            )
+            return unready_status(current, reason, str(exc), at)
         except AgentError as exc:
-            if isinstance(exc, AgentUnreachable) and exc.status == 401:
-                await self.agents.forget(host.name)
+            # A 401 has dropped the host's client already: the next probe reads its Secret.
             return await self._unreachable(host, current, placed, str(exc))
         now = self.clock.now()
         status = healthy_status(

@@ -168,6 +168,7 @@ class Kube:
         self.custom = kubernetes.client.CustomObjectsApi(client)
         self.core = kubernetes.client.CoreV1Api(client)
         self.admission = kubernetes.client.AdmissionregistrationV1Api(client)
+        self.certificates = kubernetes.client.CertificatesV1Api(client)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -335,3 +336,67 @@ class Kube:
         """The Secret's data, decoded."""
         secret = await self._call(self.core.read_namespaced_secret, name, namespace)
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    async def read_secret_object(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Secret as the API server has it (data still base64), None if there is none."""
+        try:
+            answer = await self._call(
+                self.core.read_namespaced_secret, name, namespace, _preload_content=False
+            )
+        except NotFound:
+            return None
+        return dict(json.loads(answer.data))
+
+    async def write_secret(self, secret: dict[str, Any], resource_version: str | None) -> None:
+        """Create the Secret (no `resource_version`) or replace it as read at that version
+        (409 if it changed since)."""
+        meta = secret["metadata"]
+        if resource_version is None:
+            await self._call(self.core.create_namespaced_secret, meta["namespace"], secret)
+            return
+        body = {**secret, "metadata": {**meta, "resourceVersion": resource_version}}
+        await self._call(self.core.replace_namespaced_secret, meta["name"], meta["namespace"], body)
+
+    async def _csr(self, fn: Any, *args: Any) -> dict[str, Any]:
+        answer = await self._call(fn, *args, _preload_content=False)
+        return dict(json.loads(answer.data))
+
+    async def read_csr(self, name: str) -> dict[str, Any]:
+        return await self._csr(self.certificates.read_certificate_signing_request, name)
+
+    async def decide_csr(
+        self, csr: dict[str, Any], approved: bool, reason: str, message: str
+    ) -> dict[str, Any]:
+        """Approve or deny a CertificateSigningRequest (as read: 409 if it changed)."""
+        condition = {
+            "type": "Approved" if approved else "Denied",
+            "status": "True",
+            "reason": reason,
+            "message": message,
+        }
+        status = dict(csr.get("status") or {})
+        status["conditions"] = [*(status.get("conditions") or []), condition]
+        return await self._csr(
+            self.certificates.replace_certificate_signing_request_approval,
+            csr["metadata"]["name"],
+            {**csr, "status": status},
+        )
+
+    async def annotate_csr(self, name: str, annotations: dict[str, str]) -> dict[str, Any]:
+        return await self._csr(
+            self.certificates.patch_certificate_signing_request,
+            name,
+            {"metadata": {"annotations": annotations}},
+        )
+
+    async def issue_csr(self, csr: dict[str, Any], certificate_pem: str) -> None:
+        """Write the signed certificate into the request's status (as read)."""
+        status = {
+            **(csr.get("status") or {}),
+            "certificate": base64.b64encode(certificate_pem.encode()).decode(),
+        }
+        await self._csr(
+            self.certificates.replace_certificate_signing_request_status,
+            csr["metadata"]["name"],
+            {**csr, "status": status},
+        )

@@ -2,10 +2,11 @@
 
 With the agent deployed as a DaemonSet on those nodes (manifests/base/nodeagent), every such
 node runs an agent on its own address. The operator registers a SandboxHost named after the
-node that points at it (the node's InternalIP and the agents' port, the agents' credentials
-Secret), keeps it in step with the node (a cordoned node is an unschedulable host; the node's
-region is the host's), and deletes it when the label or the Node goes. Hosts registered by
-hand (without the tux.io/node label) are never touched.
+node that points at it (the node's InternalIP and the agents' port, and the host's own
+credentials Secret `<prefix>-<node>`, which tuxio.operator.agent_credentials fills), keeps it
+in step with the node (a cordoned node is an unschedulable host; the node's region is the
+host's), and deletes it when the label or the Node goes. Hosts registered by hand (without
+the tux.io/node label) are never touched.
 
 Off unless TUXIO_OPERATOR_NODE_HOSTS is set: tuxio.operator.node_handlers adds its handlers
 to kopf only then, so an operator without it neither watches Nodes nor needs the right to.
@@ -32,6 +33,7 @@ __all__ = [
     "differs",
     "host_for_node",
     "node_address",
+    "node_names",
     "wants_host",
 ]
 
@@ -59,6 +61,15 @@ class NodeAgents:
             secret_namespace=settings.node_credentials_namespace,
             ca_key=settings.node_credentials_ca_key or None,
         )
+
+
+def node_names(node: Mapping[str, Any]) -> set[str]:
+    """The Node's name and every address it reports: what its agent's certificate may name."""
+    names = {str(node["metadata"]["name"])}
+    for address in (node.get("status") or {}).get("addresses") or []:
+        if address.get("address"):
+            names.add(str(address["address"]))
+    return names
 
 
 def node_address(node: Mapping[str, Any]) -> str | None:
@@ -99,7 +110,7 @@ def host_for_node(node: Mapping[str, Any], agents: NodeAgents) -> dict[str, Any]
     meta = node["metadata"]
     labels = meta.get("labels") or {}
     credentials: dict[str, Any] = {
-        "name": agents.secret_name,
+        "name": f"{agents.secret_name}-{meta['name']}",
         "namespace": agents.secret_namespace,
         "tokenKey": "token",
     }
@@ -156,13 +167,22 @@ class NodeHosts:
         self.agents = agents
         # The SandboxHost each Node should have (None: none), fed with every Node event.
         self._wanted: dict[str, dict[str, Any] | None] = {}
+        # The names and addresses of each Node that should have a host (for its agent's
+        # certificate).
+        self._names: dict[str, set[str]] = {}
+
+    def names_of(self, node: str) -> set[str] | None:
+        """The names and addresses of an LXC host's Node; None if it is not one."""
+        return self._names.get(node) if self._wanted.get(node) is not None else None
 
     def want(self, node: str, body: Mapping[str, Any] | None) -> None:
         """Record what `node` (None: deleted) asks for."""
         if body is None:
             self._wanted.pop(node, None)
+            self._names.pop(node, None)
         else:
             self._wanted[node] = host_for_node(body, self.agents)
+            self._names[node] = node_names(body)
 
     async def node_changed(self, node: str, body: Mapping[str, Any] | None) -> None:
         """Any event of any Node (also the initial listing; None: the Node was deleted):

@@ -18,7 +18,7 @@ from typing import Any
 
 from tuxio.common.timeutil import Clock
 
-from .agentclient import AgentRejected, AgentUnreachable
+from .agentclient import AgentRejected, AgentUnauthorized, AgentUnreachable
 from .agents import AgentRegistry, CredentialsMissing
 from .backoff import Backoff
 from .conditions import Reason
@@ -66,7 +66,7 @@ class SandboxFinalizer:
         try:
             agent = await self.agents.client(host)
             await agent.delete(container)
-        except (AgentUnreachable, CredentialsMissing) as exc:
+        except (AgentUnreachable, AgentUnauthorized, CredentialsMissing) as exc:
             raise RequeueAfter(
                 f"cannot reach {host_name} to destroy {container}: {exc}",
                 self.backoff.delay(failures),

@@ -23,7 +23,7 @@ from tuxio.common.locks import KeyedLocks
 from tuxio.common.timeutil import Clock, format_time, seconds_since
 from tuxio.nodeagent.models import ContainerSpec, ContainerStatus
 
-from .agentclient import AgentClient, AgentRejected, AgentUnreachable
+from .agentclient import AgentClient, AgentRejected, AgentUnauthorized, AgentUnreachable
 from .agents import AgentRegistry, CredentialsMissing
 from .backoff import Backoff
 from .claims import Claims
@@ -292,9 +292,9 @@ class SandboxReconciler:
                 await self._tell(run, Problem.agent_rejected(message))
                 self.events.warning(sandbox.body, Reason.AGENT_REJECTED, str(exc))
                 raise TerminalError(str(exc)) from None
-            except (AgentUnreachable, CredentialsMissing) as exc:
-                if isinstance(exc, AgentUnreachable) and exc.status == 401:
-                    await self.agents.forget(host.name)
+            except (AgentUnreachable, AgentUnauthorized, CredentialsMissing) as exc:
+                # After a 401 the registry has dropped the host's client: the retry reads the
+                # host's Secret again.
                 await self._tell(run, Problem.agent_unreachable(str(exc)))
                 raise RequeueAfter(str(exc), self.timings.backoff.delay(failures)) from None
         raise AssertionError("unreachable")  # pragma: no cover

@@ -36,6 +36,12 @@ class OperatorSettings(BaseSettings):
         2.0, gt=0, description="Memory limits placed on a host may add up to this times its memory."
     )
     agent_timeout_seconds: float = Field(30.0, gt=0, description="Timeout of one agent call.")
+    allow_plaintext_loopback_agents: bool = Field(
+        False,
+        description="Talk to agents at http:// endpoints on the loopback (127.0.0.0/8, ::1, "
+        "localhost): development only. Otherwise a host whose endpoint is not https:// is "
+        "NotReady (InsecureEndpoint) and its token is never sent.",
+    )
     retry_delay_seconds: float = Field(
         2.0, gt=0, description="First retry delay when an agent is unreachable (doubles, max 30s)."
     )
@@ -146,11 +152,32 @@ class OperatorSettings(BaseSettings):
         7443, ge=1, le=65535, description="Port of the agents on nodes (the DaemonSet's)."
     )
     node_credentials_secret: str = Field(
-        "tuxio-agent", description="Secret with the node agents' token (and CA)."
+        "tuxio-agent",
+        description="Prefix of the Secrets with each node agent's token and CA: the host of "
+        "node N has its own Secret PREFIX-N, written when its agent's certificate is signed.",
     )
     node_credentials_namespace: str = Field(
         "tuxio-system", description="Namespace of that Secret (the operator's own)."
     )
     node_credentials_ca_key: str = Field(
-        "ca.crt", description="Key of the agents' CA in that Secret; empty: the system CAs."
+        "ca.crt", description="Key of the agents' CA in those Secrets; empty: the system CAs."
+    )
+    # The signer of the agents' certificates (operator/agent_credentials.py), on with node
+    # registration.
+    agent_ca_secret: str = Field(
+        "tuxio-agent-ca",
+        description="Secret (in node_credentials_namespace) with the CA that signs the node "
+        "agents' serving certificates: ca.crt (a bundle during a CA rotation) and ca.key. "
+        "Only the operator reads it.",
+    )
+    agent_bootstrap_user: str = Field(
+        "system:serviceaccount:tuxio-system:tuxio-agent-bootstrap",
+        description="Who may ask for an agent certificate: the user of the agents' bootstrap "
+        "(the ServiceAccount of the DaemonSet).",
+    )
+    agent_certificate_max_seconds: int = Field(
+        30 * 24 * 3600,
+        ge=600,
+        description="Longest life of an agent certificate (a request asks for its own, up to "
+        "this).",
     )

@@ -53,6 +53,8 @@ RUN_DIR = TEST_ROOT if CLUSTER_DIR.name == "tuxio-cluster" else TEST_ROOT / CLUS
 # Short grace periods so failure handling shows within a test's patience.
 OPERATOR_ENV = {
     "TUXIO_OPERATOR_PROBE_INTERVAL_SECONDS": "1",
+    # The session's agents serve plain http on the loopback (the TLS ones are tested apart).
+    "TUXIO_OPERATOR_ALLOW_PLAINTEXT_LOOPBACK_AGENTS": "true",
     "TUXIO_OPERATOR_NOT_READY_AFTER_SECONDS": "3",
     "TUXIO_OPERATOR_LOST_AFTER_SECONDS": "4",
     "TUXIO_OPERATOR_ORPHAN_GRACE_SECONDS": "2",

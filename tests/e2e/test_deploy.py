@@ -97,10 +97,25 @@ def test_overlay_has_what_the_issue_asks(cluster: Cluster) -> None:
     }
     ports = {e["name"]: e["value"] for e in serve["env"]}
     assert ports["TUXIO_AGENT_PORT"] == env["TUXIO_OPERATOR_NODE_AGENT_PORT"]
-    assert {v["secret"]["secretName"] for v in agent["volumes"] if "secret" in v} == {
-        env["TUXIO_OPERATOR_NODE_CREDENTIALS_SECRET"],
-        "tuxio-agent-ca",
+    # No Secret on an LXC host: the agent's certificate and token come from its bootstrap,
+    # whose pod-bound token only the bootstrap containers see; no CA key anywhere.
+    assert not [v for v in agent["volumes"] if "secret" in v]
+    assert agent["serviceAccountName"] == "tuxio-agent-bootstrap"
+    assert agent["automountServiceAccountToken"] is False
+    (projected,) = [v for v in agent["volumes"] if "projected" in v]
+    assert projected["name"] == "bootstrap"
+    assert "serviceAccountToken" in projected["projected"]["sources"][0]
+    mounts = {
+        c["name"]: {m["name"] for m in c.get("volumeMounts", [])}
+        for c in agent["initContainers"] + agent["containers"]
     }
+    assert {name for name, used in mounts.items() if "bootstrap" in used} == {
+        "credentials",
+        "credentials-renew",
+    }
+    renew = [c for c in agent["initContainers"] if c["name"] == "credentials-renew"]
+    assert renew[0]["restartPolicy"] == "Always"  # a sidecar
+    assert "ca.key" not in built
     # No Prometheus annotations: no component serves metrics.
     assert "prometheus.io" not in built
 
@@ -285,6 +300,7 @@ EDITOR_DENIED = [
     ("update", "sandboxpools", "--subresource=status", "-n", "{ns}"),
     ("create", "sandboxes", "-n", SYSTEM_NS),
     ("create", "sandboxes", "-n", "default"),
+    ("update", "certificatesigningrequests", "--subresource=approval"),
 ]
 
 
@@ -316,7 +332,7 @@ def test_editor_can_create_sandboxes_and_nothing_of_hosts_or_credentials(
     assert code == 0, out
     code, out = alice.kubectl("get", "sandbox", "mine", "-n", team, "-o", "name")
     assert (code, out.strip()) == (0, "sandbox.tux.io/mine")
-    code, out = alice.kubectl("get", "secret", "tuxio-agent", "-n", SYSTEM_NS)
+    code, out = alice.kubectl("get", "secret", "tuxio-agent-ca", "-n", SYSTEM_NS)
     assert code != 0 and "Forbidden" in out, out
     code, out = alice.kubectl("apply", "-f", "-", stdin=json.dumps(HOST))
     assert code != 0 and "Forbidden" in out, out

@@ -318,7 +318,7 @@ async def world() -> AsyncIterator[World]:
         kube = Kube(kubernetes.client.ApiClient(configuration))
         clock = FixedClock(NOW, 1000.0)
         index = ClusterIndex(clock.monotonic)
-        agents = AgentRegistry(kube.read_secret, 5.0)
+        agents = AgentRegistry(kube.read_secret, 5.0, allow_loopback_plaintext=True)
         found = World(
             api=api,
             agent=agent,

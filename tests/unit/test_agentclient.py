@@ -15,8 +15,15 @@ import pytest
 from aiohttp import web
 
 from tests.support import loopback_server
+from tests.unit.fakes import host_record
 from tuxio.nodeagent.models import ContainerSpec, ExecRequest, Limits
-from tuxio.operator.agentclient import AgentClient, AgentRejected, AgentUnreachable
+from tuxio.operator.agentclient import (
+    AgentClient,
+    AgentRejected,
+    AgentUnauthorized,
+    AgentUnreachable,
+)
+from tuxio.operator.agents import AgentRegistry
 
 STATUS: dict[str, Any] = {
     "name": "web",
@@ -198,3 +205,66 @@ async def test_exec_waits_longer_than_the_client_timeout(agent: Agent) -> None:
         )
         answer = await slow.exec("web", ExecRequest(argv=["sleep", "1"], timeout_seconds=5))
     assert answer.exit_code == 0
+
+
+def _takes(*tokens: str) -> Callable[[web.Request], web.StreamResponse]:
+    """An agent that takes only `tokens`, as the real one answers otherwise."""
+
+    def reply(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") in {f"Bearer {t}" for t in tokens}:
+            return web.json_response(STATUS)
+        return web.json_response({"reason": "Unauthorized", "message": "bad token"}, status=401)
+
+    return reply
+
+
+def _tokens_sent(agent: Agent) -> list[str]:
+    return [seen.headers["authorization"].removeprefix("Bearer ") for seen in agent.seen]
+
+
+async def test_401_is_unauthorized_not_rejected(agent: Agent, client: AgentClient) -> None:
+    agent.reply = _takes("another")
+    with pytest.raises(AgentUnauthorized) as caught:
+        await client.get("web")
+    assert not isinstance(caught.value, AgentRejected | AgentUnreachable)
+    assert (caught.value.status, caught.value.reason) == (401, "Unauthorized")
+
+
+async def test_the_previous_token_is_tried_after_a_401_and_then_kept(agent: Agent) -> None:
+    """During a rotation the agent may not have the new token yet: the old one still opens
+    it, and is sent first from then on (no 401 per call)."""
+    agent.reply = _takes("old")
+    async with AgentClient(agent.url, "new", previous_token="old", timeout=5) as rotating:
+        await rotating.get("web")
+        await rotating.get("web")
+        assert _tokens_sent(agent) == ["new", "old", "old"]
+        agent.reply = _takes("new")  # the agent picked up the new one and dropped the old
+        await rotating.get("web")
+    assert _tokens_sent(agent)[3:] == ["old", "new"]
+
+
+async def test_a_401_makes_the_registry_read_the_secret_again(agent: Agent) -> None:
+    secrets = [{"token": "before"}, {"token": "after"}]
+    reads: list[str] = []
+
+    async def read_secret(namespace: str, name: str) -> dict[str, str]:
+        reads.append(f"{namespace}/{name}")
+        return secrets[len(reads) - 1]
+
+    host = host_record("h1", agent.url)
+    # The stand-in serves http on the loopback.
+    registry = AgentRegistry(read_secret, timeout=5, allow_loopback_plaintext=True)
+    agent.reply = _takes("after")
+    try:
+        first = await registry.client(host)
+        assert await registry.client(host) is first  # cached while it works
+        with pytest.raises(AgentUnauthorized):
+            await first.get("web")
+        second = await registry.client(host)
+        assert second is not first
+        assert (await second.get("web")) is not None
+    finally:
+        await registry.close()
+    ref = host.spec.credentials_secret_ref
+    assert reads == [f"{ref.namespace}/{ref.name}"] * 2
+    assert _tokens_sent(agent) == ["before", "after"]

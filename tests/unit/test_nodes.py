@@ -8,7 +8,14 @@ import pytest
 from pydantic import BaseModel
 
 from tuxio.operator.host_models import AgentCredentials, HostLocation, SandboxHostSpec
-from tuxio.operator.nodes import NodeAgents, differs, host_for_node, node_address, wants_host
+from tuxio.operator.nodes import (
+    NodeAgents,
+    differs,
+    host_for_node,
+    node_address,
+    node_names,
+    wants_host,
+)
 from tuxio.operator.records import host_record
 from tuxio.operator.settings import OperatorSettings
 
@@ -65,7 +72,7 @@ def test_labelled_node_maps_to_its_host() -> None:
         "spec": {
             "endpoint": "https://10.0.0.7:7443",
             "credentialsSecretRef": {
-                "name": "tuxio-agent",
+                "name": "tuxio-agent-worker-1",
                 "namespace": "tuxio-system",
                 "tokenKey": "token",
                 "caKey": "ca.crt",
@@ -132,7 +139,7 @@ def test_plain_http_without_ca() -> None:
     assert host is not None
     assert host["spec"]["endpoint"] == "http://10.0.0.7:8080"
     assert host["spec"]["credentialsSecretRef"] == {
-        "name": "agents",
+        "name": "agents-worker-1",
         "namespace": "ops",
         "tokenKey": "token",
     }
@@ -199,3 +206,9 @@ def test_differs_when_there_is_no_host() -> None:
     desired = host_for_node(node(), AGENTS)
     assert desired is not None
     assert differs(desired, None)
+
+
+def test_a_nodes_names_are_its_name_and_every_address() -> None:
+    body = node()
+    body["status"]["addresses"].append({"type": "Hostname", "address": "worker-1.lan"})
+    assert node_names(body) == {"worker-1", "10.0.0.7", "worker-1.lan"}
