@@ -12,13 +12,13 @@ deps:
 # mypy reads the packages through a link tree that mirrors their import names.
 typecheck-tree:
 	@mkdir -p .build/typecheck/tuxio
-	@for pkg in common nodeagent operator gateway client web; do \
+	@for pkg in common nodeagent operator gateway client web ledger; do \
 		ln -sfn ../../../$$pkg .build/typecheck/tuxio/$$pkg; done
 
 lint: deps typecheck-tree
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy -p tuxio.common -p tuxio.nodeagent -p tuxio.operator -p tuxio.gateway -p tuxio.client -p tuxio.web
+	$(VENV)/bin/mypy -p tuxio.common -p tuxio.nodeagent -p tuxio.operator -p tuxio.gateway -p tuxio.client -p tuxio.web -p tuxio.ledger
 	PYTHONPATH=.build/typecheck $(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/hadolint operator/Dockerfile nodeagent/Dockerfile gateway/Dockerfile
 	$(VENV)/bin/shellcheck -x -P SCRIPTDIR hack/*.sh hack/lib/*.sh .ci/run

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(lxc busybox-static debootstrap uidmap iproute2 openssl python3-venv python3-dev ca-certificates)
+APT_PACKAGES=(lxc busybox-static debootstrap uidmap iproute2 openssl python3-venv python3-dev ca-certificates postgresql)
 PYTHON=${PYTHON:-/usr/bin/python3}
 VENV=${VENV:-.venv}
 

@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from tuxio.common.timeutil import Clock, SystemClock
+from tuxio.ledger.store import Ledger
 
 from .agents import AgentRegistry
 from .backoff import Backoff
@@ -22,6 +23,7 @@ from .host_status import Grace
 from .index import ClusterIndex
 from .inventory import Inventories
 from .kube import Kube, NotFound
+from .ledger_writer import LedgerWriter
 from .nodes import NodeAgents, NodeHosts
 from .placement import PlacementPolicy
 from .pool_filler import PoolFiller, PoolTimings
@@ -50,6 +52,8 @@ class Controllers:
     pools: PoolFiller
     nodes: NodeHosts
     claim_at_admission: ClaimAtAdmission
+    # The usage ledger's writer, fed by the Sandbox watch and the finalizer.
+    ledger: LedgerWriter
     # Sandboxes to reconcile: the newest body of each, one reconciliation at a time.
     queue: WorkQueue
     clock: Clock = field(default_factory=SystemClock)
@@ -78,6 +82,7 @@ class Controllers:
                 shared.clock,
                 shared.backoff,
                 shared.grace,
+                shared.ledger,
             ),
             hosts=_hosts(shared, sandboxes),
             pools=_pools(shared),
@@ -90,12 +95,14 @@ class Controllers:
                 shared.clock,
                 settings.admission_claim_seconds,
             ),
+            ledger=shared.ledger,
             queue=WorkQueue(shared.backoff),
             clock=shared.clock,
         )
 
     async def close(self) -> None:
         await self.queue.close()
+        await self.ledger.close()
         await self.agents.close()
         await self.kube.close()
 
@@ -115,16 +122,23 @@ class _Shared:
     claims: Claims
     events: KopfEvents
     policy: PlacementPolicy
+    ledger: LedgerWriter
 
     @classmethod
     def of(cls, settings: OperatorSettings, kube: Kube, clock: Clock) -> _Shared:
         index = ClusterIndex(clock.monotonic)
         budget = EventBudget(settings.event_rate_per_second, settings.event_burst, clock.monotonic)
+        backoff = Backoff(settings.retry_delay_seconds, 30.0)
+
+        def region_of(host: str) -> str | None:
+            record = index.hosts.get(host)
+            return None if record is None else record.view.region
+
         return cls(
             settings=settings,
             kube=kube,
             clock=clock,
-            backoff=Backoff(settings.retry_delay_seconds, 30.0),
+            backoff=backoff,
             grace=Grace(settings.not_ready_after_seconds, settings.lost_after_seconds),
             agents=AgentRegistry(kube.read_secret, settings.agent_timeout_seconds),
             index=index,
@@ -136,6 +150,8 @@ class _Shared:
                 settings.memory_overcommit,
                 Locator(settings.geoip_database),
             ),
+            # Opened (and migrated) at start: a ledger that cannot be had stops the operator.
+            ledger=LedgerWriter(Ledger.open(settings.ledger_url), region_of, backoff),
         )
 
 

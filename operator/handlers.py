@@ -149,6 +149,7 @@ async def sandbox_event(type: str | None, body: kopf.Body, uid: str, memo: Any, 
     on.delete handlers only under its own finalizer, and a Sandbox is held by ours."""
     controllers: Controllers = memo.controllers
     sandboxes, queue = controllers.sandboxes, controllers.queue
+    controllers.ledger.observe(body)
     if type == "DELETED":
         controllers.index.discard_sandbox(uid)
         queue.forget(uid)
