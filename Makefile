@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: deps lint typecheck-tree test test-slow test-unit test-agent test-e2e demo demo-agent bench bench-agent \
-	bench-operator bench-pool bench-placement bench-probe bench-kube-client openapi crds cluster-up cluster-down kind-up kind-down clean
+	bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-density openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -86,6 +86,9 @@ bench-placement: deps
 
 bench-probe: deps
 	$(PY) bench/probe_bench.py --out bench/results/probe.json
+
+bench-density: deps
+	$(PY) bench/density.py --out bench/results/density.json
 
 bench-kube-client: deps
 	$(PY) bench/kube_client_bench.py --out bench/results/kube-client.json
