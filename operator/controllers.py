@@ -11,7 +11,6 @@ import asyncio
 from dataclasses import dataclass, field
 
 from tuxio.common.timeutil import Clock, SystemClock
-from tuxio.ledger.store import Ledger
 
 from .agents import AgentRegistry
 from .backoff import Backoff
@@ -150,8 +149,7 @@ class _Shared:
                 settings.memory_overcommit,
                 Locator(settings.geoip_database),
             ),
-            # Opened (and migrated) at start: a ledger that cannot be had stops the operator.
-            ledger=LedgerWriter(Ledger.open(settings.ledger_url), region_of, backoff),
+            ledger=LedgerWriter(settings.ledger_url, region_of, backoff),
         )
 
 

@@ -2,7 +2,9 @@
 
 `observe` keeps the newest body of each Sandbox (a dict assignment: nothing else happens on
 the watch's path); one task turns what gathered into entries and writes them as one batch
-in a worker thread, while the next batch gathers. `record` is for the finalizer: the final
+in a worker thread, while the next batch gathers. The database is opened (and migrated) there
+too, at the first batch: the operator starts no slower for it, and a database that cannot be
+reached is tried again, with backoff, like a failed batch. `record` is for the finalizer: the final
 entry of a Sandbox, written before its container is destroyed, awaited. A batch that fails is
 kept and tried again; one lost to a kill is not lost either: a restarted operator reads every
 Sandbox again, and the writes are idempotent (tuxio.ledger.store).
@@ -14,14 +16,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuxio.ledger.records import Entry
-from tuxio.ledger.store import Ledger
 from tuxio.nodeagent.models import Usage
 
 from .backoff import Backoff
 from .ledger_entries import entry_of
+
+if TYPE_CHECKING:
+    from tuxio.ledger.store import Ledger
 
 __all__ = ["LedgerWriter"]
 
@@ -29,12 +33,11 @@ log = logging.getLogger(__name__)
 
 
 class LedgerWriter:
-    """Writes Sandboxes' entries to `ledger`, batched."""
+    """Writes Sandboxes' entries to the ledger at `url`, batched."""
 
-    def __init__(
-        self, ledger: Ledger, region_of: Callable[[str], str | None], backoff: Backoff
-    ) -> None:
-        self.ledger = ledger
+    def __init__(self, url: str, region_of: Callable[[str], str | None], backoff: Backoff) -> None:
+        self.url = url
+        self.ledger: Ledger | None = None
         self.region_of = region_of
         self.backoff = backoff
         self._bodies: dict[str, Mapping[str, Any]] = {}
@@ -68,8 +71,9 @@ class LedgerWriter:
             bodies, self._bodies = self._bodies, {}
             finals, self._finals = self._finals, []
             try:
+                ledger = await self._opened()
                 entries = self._entries(bodies)
-                await asyncio.to_thread(self.ledger.write, entries + [e for e, _ in finals])
+                await asyncio.to_thread(ledger.write, entries + [e for e, _ in finals])
             except Exception as exc:
                 delay = self.backoff.delay(failures)
                 failures += 1
@@ -91,6 +95,14 @@ class LedgerWriter:
                 if not done.done():
                     done.set_result(None)
 
+    async def _opened(self) -> Ledger:
+        if self.ledger is None:
+            from tuxio.ledger.store import Ledger  # SQLAlchemy: loaded off the start-up path
+
+            self.ledger = await asyncio.to_thread(Ledger.open, self.url)
+            log.info("ledger: %s open", self.ledger.engine.url.render_as_string())
+        return self.ledger
+
     def _entries(self, bodies: Mapping[str, Mapping[str, Any]]) -> list[Entry]:
         entries = []
         for uid, body in bodies.items():
@@ -103,13 +115,13 @@ class LedgerWriter:
     async def close(self) -> None:
         """Write what is pending, then stop."""
         if self._task is not None:
-            if self._bodies or self._finals:
-                with contextlib.suppress(Exception):
-                    entries = self._entries(self._bodies)
-                    await asyncio.to_thread(
-                        self.ledger.write, entries + [e for e, _ in self._finals]
-                    )
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await asyncio.to_thread(self.ledger.close)
+            if self._bodies or self._finals:
+                with contextlib.suppress(Exception):
+                    ledger = await self._opened()
+                    entries = self._entries(self._bodies) + [e for e, _ in self._finals]
+                    await asyncio.to_thread(ledger.write, entries)
+        if self.ledger is not None:
+            await asyncio.to_thread(self.ledger.close)

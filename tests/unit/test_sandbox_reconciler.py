@@ -53,11 +53,14 @@ def reconciler(w: World) -> SandboxReconciler:
 
 @pytest.fixture
 async def ledger(tmp_path: Path) -> AsyncIterator[LedgerWriter]:
-    writer = LedgerWriter(
-        Ledger.open(f"sqlite:///{tmp_path}/ledger.sqlite3"), lambda _: "eu", Backoff(0.01)
-    )
+    writer = LedgerWriter(f"sqlite:///{tmp_path}/ledger.sqlite3", lambda _: "eu", Backoff(0.01))
     yield writer
     await writer.close()
+
+
+def stored(writer: LedgerWriter) -> Ledger:
+    assert writer.ledger is not None, "nothing was written"
+    return writer.ledger
 
 
 def finalizer(w: World, ledger: LedgerWriter, backoff: Backoff | None = None) -> SandboxFinalizer:
@@ -351,7 +354,7 @@ async def test_finalize_records_the_final_counters_then_destroys_the_container(
     await finalizer(w, ledger).finalize(deleted())
     assert w.agent.calls() == [("GET", "/v1/containers/c1"), ("DELETE", "/v1/containers/c1")]
     assert w.events.posted == [("Normal", "Deleted", "container c1 destroyed on h1", "s1")]
-    (row,) = ledger.ledger.sandboxes()
+    (row,) = stored(ledger).sandboxes()
     assert (row["uid"], row["host"], row["region"], row["template"]) == (
         "uid-1",
         "h1",
@@ -359,7 +362,7 @@ async def test_finalize_records_the_final_counters_then_destroys_the_container(
         "busybox",
     )
     assert (row["cpu_seconds"], row["memory_peak_bytes"]) == (1.5, 2000)  # the agent's answer
-    assert [name for _, name, _ in ledger.ledger.events()] == ["created", "ready", "deleted"]
+    assert [name for _, name, _ in stored(ledger).events()] == ["created", "ready", "deleted"]
 
 
 async def test_finalize_again_after_the_container_went_keeps_the_counters(
@@ -371,9 +374,9 @@ async def test_finalize_again_after_the_container_went_keeps_the_counters(
     w.agent.containers["c1"] = container("c1", {"template": "busybox"})
     await finalizer(w, ledger).finalize(deleted())
     await finalizer(w, ledger).finalize(deleted())
-    (row,) = ledger.ledger.sandboxes()
+    (row,) = stored(ledger).sandboxes()
     assert (row["cpu_seconds"], row["memory_peak_bytes"]) == (1.5, 2000)
-    assert ledger.ledger.counts() == (1, 3)
+    assert stored(ledger).counts() == (1, 3)
 
 
 async def test_finalize_leaves_a_lost_hosts_container_to_the_sweep(
