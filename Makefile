@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: deps lint typecheck-tree test test-slow test-unit test-agent test-e2e test-project-quota demo demo-agent bench bench-agent \
-	bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-metrics abuse openapi crds cluster-up cluster-down kind-up kind-down clean
+	bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-metrics bench-density abuse openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -12,13 +12,13 @@ deps:
 # mypy reads the packages through a link tree that mirrors their import names.
 typecheck-tree:
 	@mkdir -p .build/typecheck/tuxio
-	@for pkg in common nodeagent operator gateway client web; do \
+	@for pkg in common nodeagent operator gateway client web ledger; do \
 		ln -sfn ../../../$$pkg .build/typecheck/tuxio/$$pkg; done
 
 lint: deps typecheck-tree
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy -p tuxio.common -p tuxio.nodeagent -p tuxio.operator -p tuxio.gateway -p tuxio.client -p tuxio.web
+	$(VENV)/bin/mypy -p tuxio.common -p tuxio.nodeagent -p tuxio.operator -p tuxio.gateway -p tuxio.client -p tuxio.web -p tuxio.ledger
 	PYTHONPATH=.build/typecheck $(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/hadolint operator/Dockerfile nodeagent/Dockerfile gateway/Dockerfile
 	$(VENV)/bin/shellcheck -x -P SCRIPTDIR hack/*.sh hack/lib/*.sh .ci/run
@@ -100,6 +100,9 @@ bench-probe: deps
 # A scrape of the agent's /metrics with 1000 running sandboxes (docs/metrics.md).
 bench-metrics: deps
 	$(PY) bench/metrics_bench.py --out bench/results/metrics.json
+
+bench-density: deps
+	$(PY) bench/density.py --out bench/results/density.json
 
 bench-kube-client: deps
 	$(PY) bench/kube_client_bench.py --out bench/results/kube-client.json

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # prometheus: the e2e tests start Debian's Prometheus with a configuration of their own (its
 # packaged service is not needed).
-APT_PACKAGES=(lxc busybox-static debootstrap uidmap iproute2 openssl python3-venv python3-dev ca-certificates e2fsprogs prometheus)
+APT_PACKAGES=(lxc busybox-static debootstrap uidmap iproute2 openssl python3-venv python3-dev ca-certificates e2fsprogs prometheus postgresql)
 PYTHON=${PYTHON:-/usr/bin/python3}
 VENV=${VENV:-.venv}
 

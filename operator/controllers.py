@@ -24,6 +24,7 @@ from .index import ClusterIndex
 from .inventory import Inventories
 from .kube import Kube, NotFound
 from .launches import Launches
+from .ledger_writer import LedgerWriter
 from .nodes import NodeAgents, NodeHosts
 from .placement import PlacementPolicy
 from .pool_filler import PoolFiller, PoolTimings
@@ -55,6 +56,8 @@ class Controllers:
     claim_at_admission: ClaimAtAdmission
     # When each Sandbox arrived and its container was asked for (claim/creation latencies).
     launches: Launches
+    # The usage ledger's writer, fed by the Sandbox watch and the finalizer.
+    ledger: LedgerWriter
     # Sandboxes to reconcile: the newest body of each, one reconciliation at a time.
     queue: WorkQueue
     clock: Clock = field(default_factory=SystemClock)
@@ -84,6 +87,7 @@ class Controllers:
                 shared.clock,
                 shared.backoff,
                 shared.grace,
+                shared.ledger,
             ),
             hosts=_hosts(shared, sandboxes),
             pools=_pools(shared),
@@ -107,12 +111,14 @@ class Controllers:
                 shared.launches,
             ),
             launches=shared.launches,
+            ledger=shared.ledger,
             queue=WorkQueue(shared.backoff),
             clock=shared.clock,
         )
 
     async def close(self) -> None:
         await self.queue.close()
+        await self.ledger.close()
         await self.agents.close()
         await self.kube.close()
 
@@ -133,16 +139,23 @@ class _Shared:
     events: KopfEvents
     policy: PlacementPolicy
     launches: Launches
+    ledger: LedgerWriter
 
     @classmethod
     def of(cls, settings: OperatorSettings, kube: Kube, clock: Clock) -> _Shared:
         index = ClusterIndex(clock.monotonic)
         budget = EventBudget(settings.event_rate_per_second, settings.event_burst, clock.monotonic)
+        backoff = Backoff(settings.retry_delay_seconds, 30.0)
+
+        def region_of(host: str) -> str | None:
+            record = index.hosts.get(host)
+            return None if record is None else record.view.region
+
         return cls(
             settings=settings,
             kube=kube,
             clock=clock,
-            backoff=Backoff(settings.retry_delay_seconds, 30.0),
+            backoff=backoff,
             grace=Grace(settings.not_ready_after_seconds, settings.lost_after_seconds),
             agents=AgentRegistry(
                 kube.read_secret,
@@ -159,6 +172,7 @@ class _Shared:
                 Locator(settings.geoip_database),
             ),
             launches=Launches(clock.monotonic, clock.now),
+            ledger=LedgerWriter(settings.ledger_url, region_of, backoff),
         )
 
 

@@ -166,9 +166,11 @@ async def sandbox_event(type: str | None, body: kopf.Body, uid: str, memo: Any, 
     since its status was written, goes to the work queue, and at a start every one does (the
     resume); the queue reconciles the newest body, once at a time per Sandbox, and retries.
     A Sandbox being deleted gets a task that destroys its container and lets it go: kopf runs
-    on.delete handlers only under its own finalizer, and a Sandbox is held by ours."""
+    on.delete handlers only under its own finalizer, and a Sandbox is held by ours. Every
+    body is noted for the usage ledger too (kept until its writer's next batch)."""
     controllers: Controllers = memo.controllers
     sandboxes, queue = controllers.sandboxes, controllers.queue
+    controllers.ledger.observe(dict(body))
     if type == "DELETED":
         controllers.index.discard_sandbox(uid)
         controllers.launches.forget(uid)

@@ -8,6 +8,7 @@ it). Pure data: no I/O.
 from __future__ import annotations
 
 import asyncio
+import collections
 from dataclasses import dataclass, field
 
 from tuxio.nodeagent.models import ContainerStatus
@@ -72,6 +73,16 @@ class PoolState:
     inflight: dict[str, tuple[str, Allocation]] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     last_take: float = 0.0  # monotonic time of the last claim
+    # Demand, for autoscaling: monotonic times of recent claims (taken or missed), and the
+    # Sandboxes that found no warm container, by UID (each counted once), not yet answered.
+    claim_times: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=100_000)
+    )
+    missed: dict[str, float] = field(default_factory=dict)
+    autoscaled: int | None = None  # the replicas the autoscaler last chose
+    _seen_misses: collections.OrderedDict[str, None] = field(
+        default_factory=collections.OrderedDict
+    )
 
     def take(self, template: str, hosts_in_order: list[str], at: float) -> Warm | None:
         """Remove and return a ready warm container of `template`, on the first host possible
@@ -89,8 +100,22 @@ class PoolState:
         chosen = min(ready, key=lambda w: (rank[w.host], w.created, w.name))
         del self.warm[chosen.name]
         self.last_take = at
+        self.claim_times.append(at)
         self.wake.set()  # replenish
         return chosen
+
+    def note_miss(self, sandbox_uid: str, at: float) -> None:
+        """A Sandbox of this pool found no warm container (once per Sandbox, however often
+        it is placed): the autoscaler grows the pool at once."""
+        if sandbox_uid in self._seen_misses:
+            return
+        self._seen_misses[sandbox_uid] = None
+        while len(self._seen_misses) > 100_000:
+            self._seen_misses.popitem(last=False)
+        self.missed[sandbox_uid] = at
+        self.last_take = max(self.last_take, at)
+        self.claim_times.append(at)
+        self.wake.set()
 
     def ready_count(self) -> int:
         return sum(1 for w in self.warm.values() if w.ready)

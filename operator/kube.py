@@ -286,6 +286,16 @@ class Kube:
             {"status": status},
         )
 
+    async def scale_pool(self, namespace: str, name: str, replicas: int) -> Any:
+        """Set a pool's replicas through its scale subresource, as an HPA would."""
+        return await self._object(
+            self.custom.patch_namespaced_custom_object_scale,
+            namespace,
+            "sandboxpools",
+            name,
+            {"spec": {"replicas": replicas}},
+        )
+
     async def apply_mutating_webhook_configuration(
         self, configuration: dict[str, Any], field_manager: str
     ) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "ASSIGNMENT",
+    "CREATED_BY",
     "FINALIZER",
     "KOPF_FINALIZER",
     "LXC_HOST_LABEL",
@@ -42,6 +43,10 @@ ASSIGNMENT = "tux.io/assignment"
 FINALIZER = "tux.io/container"
 # kopf's own, named for us: only on objects with daemons or timers.
 KOPF_FINALIZER = "kopf.tux.io/finalizer"
+
+# Who asked for a Sandbox (web, kubectl, ci, ...), for the usage ledger: a label or an
+# annotation of this name; without one, the field manager that created the object.
+CREATED_BY = "tux.io/created-by"
 
 # On Nodes and SandboxHosts -----------------------------------------------------------------
 LXC_HOST_LABEL = "tux.io/lxc-host"

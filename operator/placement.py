@@ -224,6 +224,8 @@ def place(
         warm = take_warm(state, want.template, index.hosts, used, request, policy, at)
         if warm is not None:
             return claimed(want.pool, warm, index.hosts[warm.host], request, fallback)
+        if state is not None and state.loaded.is_set():
+            state.note_miss(want.uid, at)
     decision = choose_host(
         (h.view for h in index.hosts.values()),
         used,

@@ -11,7 +11,9 @@ twice, not even across operator restarts.
 
 The fill loop (`PoolFiller.run`) is the refill policy: claims come first (the refill waits
 while they keep coming, unless the pool runs low), at most `fill_parallelism` creations are in
-flight, and count-only status changes are written at most every `status_interval`.
+flight, and count-only status changes are written at most every `status_interval`. A pool
+with spec.autoscaling is sized first, each round (tuxio.operator.pool_policy.autoscaled_replicas),
+its new replicas written through the scale subresource.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ from .pool_models import SandboxPoolSpec
 from .pool_policy import (
     Blocker,
     Fleet,
+    autoscaled_replicas,
     choose_targets,
+    demand_of,
     plan_pool,
     pool_hash,
     pool_request,
@@ -98,9 +102,14 @@ class PoolFiller:
         writer = _PoolStatus(self.api, namespace, name, dict(body.get("status") or {}), self.clock)
         last_refresh = float("-inf")
         blocker: Blocker | None = None
+        started = self.clock.monotonic()
         while not stopped:
             spec = SandboxPoolSpec.model_validate(dict(body["spec"]))
             generation = int(body["metadata"].get("generation") or 0)
+            if spec.autoscaling is not None:
+                spec = await self._autoscale(state, spec, started)
+            else:
+                state.autoscaled = None
             # What a claim took shows in status before the refill waits.
             await self._write_status(writer, state, spec, generation, blocker)
             await self._wait_for_claims_to_pause(writer, state, spec, generation, blocker, stopped)
@@ -117,6 +126,59 @@ class PoolFiller:
                 await asyncio.wait_for(
                     state.wake.wait(), timeout=min(1.0, self.timings.status_interval)
                 )
+
+    async def _autoscale(
+        self, state: PoolState, spec: SandboxPoolSpec, started: float
+    ) -> SandboxPoolSpec:
+        """The pool's replicas from its recent claims; written through /scale when changed."""
+        auto = spec.autoscaling
+        assert auto is not None
+        current = spec.replicas if state.autoscaled is None else state.autoscaled
+        now = self.clock.monotonic()
+        demand = demand_of(
+            state.claim_times,
+            len(state.missed),
+            max(state.last_take, started),
+            now,
+            auto.window_seconds,
+        )
+        state.missed.clear()
+        room = self._room(state, spec, auto.max_replicas) if state.loaded.is_set() else current
+        desired = autoscaled_replicas(current, auto, demand, room)
+        state.autoscaled = desired
+        if desired != spec.replicas:
+            log.info(
+                "pool %s/%s autoscaled: %d -> %d replicas "
+                "(%d claims in %ds, %d missed, idle %.0fs)",
+                state.namespace,
+                state.name,
+                spec.replicas,
+                desired,
+                demand.claims,
+                auto.window_seconds,
+                demand.misses,
+                demand.idle_seconds,
+            )
+            with contextlib.suppress(NotFound):
+                await self.api.scale_pool(state.namespace, state.name, desired)
+        return spec.model_copy(update={"replicas": desired})
+
+    def _room(self, state: PoolState, spec: SandboxPoolSpec, upto: int) -> int:
+        """How many warm containers of the pool its hosts can hold, up to `upto`: those it
+        has (on Ready hosts) and in flight, and the new ones that would still fit."""
+        hosts = self.index.hosts
+        usable = [w for w in state.warm.values() if w.host in hosts and hosts[w.host].view.ready]
+        have = len(usable) + len(state.inflight)
+        if upto <= have:
+            return have
+        fleet = Fleet(
+            {name: h.view for name, h in hosts.items()},
+            allocations(self.index, self.inventories),
+            self.policy.scorer,
+            self.policy.memory_overcommit,
+        )
+        more = choose_targets(spec, usable, upto - have, fleet)
+        return have + (0 if isinstance(more, Blocker) else len(more))
 
     async def _wait_for_claims_to_pause(
         self,

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from .models import DNS_LABEL, EMPTY_DEFAULT, ApiModel, Conditions, Resources
 
-__all__ = ["PoolPlacement", "SandboxPoolSpec", "SandboxPoolStatus"]
+__all__ = ["PoolAutoscaling", "PoolPlacement", "SandboxPoolSpec", "SandboxPoolStatus"]
 
 
 class PoolPlacement(ApiModel):
@@ -33,6 +33,48 @@ class PoolPlacement(ApiModel):
     )
 
 
+class PoolAutoscaling(ApiModel):
+    """The pool sizes itself: `replicas` is set by the operator, through the scale subresource,
+    between minReplicas and maxReplicas, from the recent claims."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.minReplicas <= self.maxReplicas",
+                    "message": "minReplicas must not exceed maxReplicas",
+                },
+                {
+                    "rule": "self.windowSeconds >= self.leadSeconds",
+                    "message": "windowSeconds (where the claim rate is measured) must be at "
+                    "least leadSeconds",
+                },
+            ]
+        }
+    )
+
+    min_replicas: int = Field(
+        0, ge=0, le=10000, description="Fewest warm containers kept, even idle (0 is allowed)."
+    )
+    max_replicas: int = Field(ge=0, le=10000, description="Most warm containers kept.")
+    lead_seconds: int = Field(
+        60,
+        ge=0,
+        le=3600,
+        description="How far ahead of demand: keep warm what this many seconds of claims at "
+        "the recent rate take.",
+    )
+    window_seconds: int = Field(
+        300, ge=1, le=86400, description="The recent claim rate is measured over this window."
+    )
+    scale_down_after_seconds: int = Field(
+        600,
+        ge=0,
+        le=86400,
+        description="Shrink (towards minReplicas) only after this long without a claim.",
+    )
+
+
 class SandboxPoolSpec(ApiModel):
     """Warm containers of one template and set of limits, ready to be claimed."""
 
@@ -49,6 +91,11 @@ class SandboxPoolSpec(ApiModel):
         default_factory=PoolPlacement,
         description="The hosts that keep them: regions to pin them to, spread over regions.",
         json_schema_extra=EMPTY_DEFAULT,
+    )
+    autoscaling: PoolAutoscaling | None = Field(
+        None,
+        description="Size the pool from its claims (replicas is then the operator's); unset: "
+        "replicas as written (by hand, or by an HPA or KEDA through the scale subresource).",
     )
 
 

@@ -3,7 +3,8 @@
 A fill round plans with `plan_pool` (create what is missing, bounded; remove what is out of
 date or surplus), places the new warm containers with `choose_targets` (spread over regions),
 and the pool's fill loop waits for claims to pause (`refill_hold`) and writes status counts no
-more often than it must (`status_write_due`).
+more often than it must (`status_write_due`). A pool with spec.autoscaling is sized by
+`autoscaled_replicas` from its recent claims.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import math
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -19,7 +21,7 @@ from .conditions import READY, Reason, condition, set_condition
 from .inventory import PoolState, Warm
 from .labels import POOL_UID
 from .models import bytes_of
-from .pool_models import SandboxPoolSpec
+from .pool_models import PoolAutoscaling, SandboxPoolSpec
 from .scheduling import (
     CAPACITY,
     Allocation,
@@ -35,9 +37,12 @@ from .scheduling import (
 
 __all__ = [
     "Blocker",
+    "Demand",
     "PoolPlan",
+    "autoscaled_replicas",
     "blocker_of",
     "choose_targets",
+    "demand_of",
     "plan_pool",
     "pool_hash",
     "pool_request",
@@ -250,3 +255,39 @@ def choose_targets(
             request.memory_bytes, request.cpus, assumed_disk(request)
         )
     return targets
+
+
+@dataclass(frozen=True)
+class Demand:
+    """A pool's recent claims, as its fill loop saw them."""
+
+    claims: int  # claims (taken or missed) within the autoscaling window
+    misses: int  # Sandboxes that found no warm container, not yet answered
+    idle_seconds: float  # since the last claim (or since the loop started)
+
+
+def autoscaled_replicas(current: int, auto: PoolAutoscaling, demand: Demand, room: int) -> int:
+    """The replicas an autoscaled pool should have.
+
+    Ahead of demand: what `leadSeconds` of claims at the window's rate take, at least
+    minReplicas. A miss grows the pool at once, by the misses, beyond that. Shrinking waits
+    until no claim came for `scaleDownAfterSeconds`. Growth stops at `room` (the warm
+    containers the hosts can hold, these included) and everything at maxReplicas.
+    """
+    rate = demand.claims / auto.window_seconds
+    want = max(auto.min_replicas, math.ceil(rate * auto.lead_seconds - 1e-9))
+    if demand.misses:
+        want = max(want, current + demand.misses)
+    if want < current and demand.idle_seconds < auto.scale_down_after_seconds:
+        want = current
+    if want > current:
+        want = max(current, min(want, room))
+    return max(min(want, auto.max_replicas), min(auto.min_replicas, auto.max_replicas))
+
+
+def demand_of(
+    claim_times: Iterable[float], misses: int, last_claim: float, now: float, window: float
+) -> Demand:
+    """The Demand at monotonic `now` from the claim times kept."""
+    recent = sum(1 for t in claim_times if now - t <= window)
+    return Demand(recent, misses, max(0.0, now - last_claim))

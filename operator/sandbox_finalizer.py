@@ -28,6 +28,7 @@ from .host_status import Grace, host_lost
 from .index import ClusterIndex
 from .kube import Kube
 from .labels import FINALIZER
+from .ledger_writer import LedgerWriter
 from .records import assignment_of
 
 __all__ = ["SandboxFinalizer"]
@@ -46,25 +47,34 @@ class SandboxFinalizer:
     clock: Clock
     backoff: Backoff
     grace: Grace
+    ledger: LedgerWriter
 
     async def finalize(self, body: Mapping[str, Any], failures: int = 0) -> None:
-        """Deletion: destroy the container, unless its host is gone for good."""
+        """Deletion: record the Sandbox in the ledger with its final counters, then destroy
+        the container, unless its host is gone for good."""
         meta, recorded = body["metadata"], assignment_of(body)
         self.index.assumed.forget(meta["uid"])
         host_name, container = recorded.get("host"), recorded.get("containerName")
         if not host_name or not container:
+            await self.ledger.record(body, None)
             return
         host = self.index.hosts.get(host_name)
         if host is None:
+            await self.ledger.record(body, None)
             message = f"SandboxHost {host_name} is gone; nothing to destroy"
             self.events.normal(body, Reason.HOST_GONE, message)
             return
         if host_lost(host, self.grace, self.clock.now()):
+            await self.ledger.record(body, None)
             message = f"{host_name} is lost; its container is left to the orphan sweep"
             self.events.warning(body, Reason.HOST_LOST, message)
             return
         try:
             agent = await self.agents.client(host)
+            # The final counters, read while the container still exists (a retry after a
+            # kill finds it gone: the ledger keeps what the first try wrote).
+            seen = await agent.get(container)
+            await self.ledger.record(body, seen.usage if seen is not None else None)
             await agent.delete(container)
         except (AgentUnreachable, AgentUnauthorized, CredentialsMissing) as exc:
             raise RequeueAfter(

@@ -101,6 +101,12 @@ class OperatorSettings(BaseSettings):
         "an empty one across an ocean, and a (nearly) full one does not.",
     )
 
+    ledger_url: str = Field(
+        "sqlite:////var/lib/tuxio/ledger.sqlite3",
+        description="The usage ledger's database (SQLAlchemy URL): a SQLite file by default, "
+        "or PostgreSQL, e.g. postgresql+psycopg://tuxio@db.example/tuxio; migrated at start.",
+    )
+
     # Claims at admission (operator/admission.py): off unless the API server can reach us.
     webhook_url: str | None = Field(
         None,

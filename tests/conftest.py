@@ -4,8 +4,13 @@ and nothing the session made is left behind (tests/leaks.py)."""
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from tests.postgres import PostgresServer, start_postgres
 
 
 @pytest.hookimpl(trylast=True)
@@ -32,3 +37,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if os.geteuid() != 0 and not config.getoption("markexpr"):
         raise pytest.UsageError("tuxio's tests run LXC containers and must run as root")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (tests/postgres.py)."""
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty ledger database of each kind: a SQLite file, a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/ledger.sqlite3"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.create_database(f"ledger_{uuid.uuid4().hex[:12]}")

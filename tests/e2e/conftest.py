@@ -62,6 +62,8 @@ OPERATOR_ENV = {
     "TUXIO_OPERATOR_RETRY_DELAY_SECONDS": "0.5",
     "TUXIO_OPERATOR_UNSCHEDULABLE_RETRY_SECONDS": "1",
     "TUXIO_OPERATOR_ADMISSION_CLAIM_SECONDS": "3",
+    # The usage ledger: a SQLite file of this cluster's run (tests/e2e/test_ledger.py reads it).
+    "TUXIO_OPERATOR_LEDGER_URL": f"sqlite:///{RUN_DIR}/ledger.sqlite3",
 }
 
 

@@ -269,6 +269,30 @@ BAD_OTHERS: list[tuple[str, str, dict[str, Any], bool, str]] = [
         "spec.placement.regions[1]: Duplicate value",
     ),
     (
+        "pool autoscaling min above max",
+        "SandboxPool",
+        {"template": "busybox", "autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+        True,
+        "minReplicas must not exceed maxReplicas",
+    ),
+    (
+        "pool autoscaling window shorter than its lead",
+        "SandboxPool",
+        {
+            "template": "busybox",
+            "autoscaling": {"maxReplicas": 2, "leadSeconds": 120, "windowSeconds": 60},
+        },
+        True,
+        "windowSeconds (where the claim rate is measured) must be at least leadSeconds",
+    ),
+    (
+        "pool autoscaling without max",
+        "SandboxPool",
+        {"template": "busybox", "autoscaling": {"minReplicas": 1}},
+        True,
+        "spec.autoscaling.maxReplicas: Required value",
+    ),
+    (
         "host without credentials",
         "SandboxHost",
         {"endpoint": "https://h:7443"},

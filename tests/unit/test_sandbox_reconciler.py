@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.unit.fakes import AT, SANDBOX_PATH, World, container, sandbox, world
+from tuxio.ledger.store import Ledger
 from tuxio.operator.backoff import Backoff
 from tuxio.operator.errors import RequeueAfter, TerminalError
 from tuxio.operator.labels import ASSIGNMENT, FINALIZER
+from tuxio.operator.ledger_writer import LedgerWriter
 from tuxio.operator.placement import ADOPT_IF_MATCH
 from tuxio.operator.pool_models import SandboxPoolSpec
 from tuxio.operator.records import PoolInfo
@@ -49,9 +52,21 @@ def reconciler(w: World) -> SandboxReconciler:
     )
 
 
-def finalizer(w: World, backoff: Backoff | None = None) -> SandboxFinalizer:
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[LedgerWriter]:
+    writer = LedgerWriter(f"sqlite:///{tmp_path}/ledger.sqlite3", lambda _: "eu", Backoff(0.01))
+    yield writer
+    await writer.close()
+
+
+def stored(writer: LedgerWriter) -> Ledger:
+    assert writer.ledger is not None, "nothing was written"
+    return writer.ledger
+
+
+def finalizer(w: World, ledger: LedgerWriter, backoff: Backoff | None = None) -> SandboxFinalizer:
     return SandboxFinalizer(
-        w.kube, w.agents, w.index, w.events, w.clock, backoff or w.backoff, w.grace
+        w.kube, w.agents, w.index, w.events, w.clock, backoff or w.backoff, w.grace, ledger
     )
 
 
@@ -332,48 +347,80 @@ def deleted(status: dict[str, Any] | None = None) -> dict[str, Any]:
     return body
 
 
-async def test_finalize_destroys_the_container(w: World) -> None:
+async def test_finalize_records_the_final_counters_then_destroys_the_container(
+    w: World, ledger: LedgerWriter
+) -> None:
     w.add_host("h1")
-    await finalizer(w).finalize(deleted())
-    assert w.agent.calls() == [("DELETE", "/v1/containers/c1")]
+    w.agent.containers["c1"] = container("c1", {"template": "busybox"})
+    await finalizer(w, ledger).finalize(deleted())
+    assert w.agent.calls() == [("GET", "/v1/containers/c1"), ("DELETE", "/v1/containers/c1")]
     assert w.events.posted == [("Normal", "Deleted", "container c1 destroyed on h1", "s1")]
+    (row,) = stored(ledger).sandboxes()
+    assert (row["uid"], row["host"], row["region"], row["template"]) == (
+        "uid-1",
+        "h1",
+        "eu",
+        "busybox",
+    )
+    assert (row["cpu_seconds"], row["memory_peak_bytes"]) == (1.5, 2000)  # the agent's answer
+    assert [name for _, name, _ in stored(ledger).events()] == ["created", "ready", "deleted"]
 
 
-async def test_finalize_leaves_a_lost_hosts_container_to_the_sweep(w: World) -> None:
+async def test_finalize_again_after_the_container_went_keeps_the_counters(
+    w: World, ledger: LedgerWriter
+) -> None:
+    """A finalizer killed after the destroy, before it let go, runs again: the container is
+    gone, the ledger keeps the counters the first run wrote, and counts the sandbox once."""
+    w.add_host("h1")
+    w.agent.containers["c1"] = container("c1", {"template": "busybox"})
+    await finalizer(w, ledger).finalize(deleted())
+    await finalizer(w, ledger).finalize(deleted())
+    (row,) = stored(ledger).sandboxes()
+    assert (row["cpu_seconds"], row["memory_peak_bytes"]) == (1.5, 2000)
+    assert stored(ledger).counts() == (1, 3)
+
+
+async def test_finalize_leaves_a_lost_hosts_container_to_the_sweep(
+    w: World, ledger: LedgerWriter
+) -> None:
     w.add_host("h1", ready=False, heartbeat="2026-03-01T11:58:00Z")  # 120 s: past both graces
-    await finalizer(w).finalize(deleted())
+    await finalizer(w, ledger).finalize(deleted())
     assert w.agent.seen == []
     assert w.events.posted[0][:2] == ("Warning", "HostLost")
 
 
-async def test_finalize_waits_for_a_host_silent_within_its_graces(w: World) -> None:
+async def test_finalize_waits_for_a_host_silent_within_its_graces(
+    w: World, ledger: LedgerWriter
+) -> None:
     w.add_host("h1", ready=False, heartbeat="2026-03-01T11:59:00Z")  # 60 s: NotReady, not lost
     w.agent.fail("DELETE", "/v1/containers/c1", 503)
     with pytest.raises(RequeueAfter) as caught:
-        await finalizer(w).finalize(deleted(), failures=1)
+        await finalizer(w, ledger).finalize(deleted(), failures=1)
     assert caught.value.delay == 4.0
-    assert w.agent.calls() == [("DELETE", "/v1/containers/c1")]
+    assert w.agent.calls() == [("GET", "/v1/containers/c1"), ("DELETE", "/v1/containers/c1")]
 
 
-async def test_finalize_and_release_drops_only_our_finalizer(w: World) -> None:
+async def test_finalize_and_release_drops_only_our_finalizer(
+    w: World, ledger: LedgerWriter
+) -> None:
     w.add_host("h1")
     body = deleted()
     body["metadata"]["resourceVersion"] = "9"
     w.api.sandboxes[f"{SANDBOX_PATH}/s1"] = body
-    await finalizer(w).finalize_and_release(body)
-    assert w.agent.calls() == [("DELETE", "/v1/containers/c1")]
+    await finalizer(w, ledger).finalize_and_release(body)
+    assert w.agent.calls() == [("GET", "/v1/containers/c1"), ("DELETE", "/v1/containers/c1")]
     get, patch = w.api.seen[-2:]
     assert get.call == ("GET", f"{SANDBOX_PATH}/s1")
     assert patch.call == ("PATCH", f"{SANDBOX_PATH}/s1")
     assert patch.body == {"metadata": {"resourceVersion": "9", "finalizers": ["other"]}}
 
 
-async def test_finalize_and_release_retries_until_done(w: World) -> None:
+async def test_finalize_and_release_retries_until_done(w: World, ledger: LedgerWriter) -> None:
     w.add_host("h1")
     body = deleted()
     w.api.sandboxes[f"{SANDBOX_PATH}/s1"] = body
     w.agent.fail("DELETE", "/v1/containers/c1", 503)
-    fast = finalizer(w, Backoff(first=0.01))
+    fast = finalizer(w, ledger, Backoff(first=0.01))
     await fast.finalize_and_release(body)
-    assert w.agent.calls() == [("DELETE", "/v1/containers/c1")] * 2
+    assert w.agent.calls() == [("GET", "/v1/containers/c1"), ("DELETE", "/v1/containers/c1")] * 2
     assert w.api.calls()[-1] == ("PATCH", f"{SANDBOX_PATH}/s1")
