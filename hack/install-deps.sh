@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(lxc busybox-static debootstrap uidmap iproute2 openssl python3-venv python3-dev ca-certificates)
+APT_PACKAGES=(lxc busybox-static debootstrap uidmap iproute2 openssl python3-venv python3-dev ca-certificates chromium)
 PYTHON=${PYTHON:-/usr/bin/python3}
 VENV=${VENV:-.venv}
 
@@ -17,13 +17,16 @@ missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# tuxio-web's page is bundled with npm and esbuild (hack/build-web.sh): any Node.js 18 or newer
+# does, Debian's own when none is there.
+command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in lxc-start lxc-attach lxc-ls busybox debootstrap newuidmap openssl; do
+for tool in lxc-start lxc-attach lxc-ls busybox debootstrap newuidmap openssl chromium npm; do
   command -v "$tool" >/dev/null || { echo "install-deps: $tool is still missing" >&2; exit 1; }
 done
 # The control plane is built from source: it needs a recent Go toolchain (1.26), which Debian 12's
@@ -39,3 +42,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/pip" install -q -e '.[dev]'
   touch "$stamp"
 fi
+# The terminal page's bundle (xterm.js), from the locked npm packages.
+hack/build-web.sh
