@@ -1,5 +1,6 @@
-"""The visitors' sandboxes in Kubernetes: made, tokened and deleted through the SDK
-(`tuxio.client`), listed (ours, and the hosts' capacity) with the asyncio Kubernetes client.
+"""The visitors' sandboxes in Kubernetes: made, listed, tokened and deleted through the SDK
+(`tuxio.client`); the hosts' capacity read with the asyncio Kubernetes client (the SDK is
+about sandboxes, not hosts).
 
 Every Sandbox carries the labels that tie it to a visitor session, so that a restarted
 tuxio-web adopts the ones it made before and a forgotten one is always findable.
@@ -15,7 +16,7 @@ from typing import Any, Protocol
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
-from tuxio.client import AsyncClient
+from tuxio.client import AsyncClient, AsyncSandbox, SandboxNotFound
 
 __all__ = [
     "MANAGED_BY",
@@ -43,10 +44,6 @@ class VisitorSandbox(Protocol):
 
     @property
     def namespace(self) -> str: ...
-
-    async def token(self, scopes: list[str] | None = ..., seconds: int | None = ...) -> Any: ...
-
-    async def delete(self, wait: bool = ...) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -103,7 +100,7 @@ class SdkSandboxes:
         sdk = AsyncClient(
             kubeconfig=str(kubeconfig) if kubeconfig else None, namespace=options["namespace"]
         )
-        await sdk.__aenter__()
+        await sdk.connect()
         configuration = k8s.Configuration()
         try:
             await k8s_config.load_kube_config(
@@ -131,22 +128,21 @@ class SdkSandboxes:
         return sandbox
 
     async def token(self, sandbox: VisitorSandbox) -> str:
+        assert isinstance(sandbox, AsyncSandbox)
         minted = await sandbox.token(scopes=["terminal"], seconds=self._token_seconds)
         return str(minted.token)
 
     async def delete(self, name: str) -> None:
-        await self._custom.delete_namespaced_custom_object(
-            GROUP, VERSION, self._namespace, "sandboxes", name
-        )
+        try:
+            sandbox = await self._sdk.get(name)
+        except SandboxNotFound:
+            return
+        await sandbox.delete(wait=False)
 
     async def owned(self) -> list[Owned]:
-        selector = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
-        listed = await self._custom.list_namespaced_custom_object(
-            GROUP, VERSION, self._namespace, "sandboxes", label_selector=selector
-        )
         found = []
-        for item in listed["items"]:
-            meta = item["metadata"]
+        for sandbox in await self._sdk.list(labels=MANAGED_BY):
+            meta = sandbox.body["metadata"]
             labels = meta.get("labels") or {}
             if meta.get("deletionTimestamp"):
                 continue
@@ -165,5 +161,5 @@ class SdkSandboxes:
         return list(listed["items"])
 
     async def close(self) -> None:
-        await self._sdk.__aexit__(None, None, None)
+        await self._sdk.close()
         await self._api.close()

@@ -229,8 +229,6 @@ class Visits:
             try:
                 await self.sandboxes.delete(name)
             except Exception as exc:  # retried; the sandbox's TTL is the last word
-                if "404" in str(exc) or "NotFound" in type(exc).__name__:
-                    return
                 log.warning("sandbox %s: delete failed (%s), retrying", name, exc)
                 await asyncio.sleep(0.5 * (attempt + 1))
             else:

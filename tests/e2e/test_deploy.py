@@ -223,9 +223,10 @@ def apply_web_rbac(cluster: Cluster, namespace: str) -> None:
             continue
         if obj["kind"] == "ClusterRoleBinding":
             obj["metadata"]["name"] = f"tuxio-web-host-reader-{namespace}"
-            obj["subjects"][0]["namespace"] = namespace
         elif obj["kind"] != "ClusterRole":
             obj["metadata"]["namespace"] = namespace
+        for subject in obj.get("subjects", []):
+            subject["namespace"] = namespace
         kept.append(obj)
     cluster.apply({"apiVersion": "v1", "kind": "List", "items": kept})
 

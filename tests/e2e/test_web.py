@@ -5,12 +5,15 @@ aggregated API, tuxio-web under its manifests' ServiceAccount).
 The page is read the way a visitor reads it: what the terminal shows (xterm.js's buffer,
 through `window.tuxio.screen()`) and the page's state (`<body data-state>`), always waited
 for, never slept on. The site's cap comes from the hosts: each holds one visitor sandbox of
-the size the site is told (its whole memory), two hosts make a cap of two.
+the size the site is told (its whole memory), two hosts make a cap of two. The contexts
+bypass the page's Content-Security-Policy, which forbids evaluating strings, as Playwright's
+waits do.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import uuid
@@ -24,7 +27,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.e2e.conftest import GROUP, VERSION, Cluster, Operator, gone
-from tests.e2e.test_gateway import V5, bearer
+from tests.e2e.test_gateway import V5, agent_over_tls, bearer, running_gateway
 from tests.e2e.webstack import Site, gateway_env, running_site
 from tests.support import free_port, wait_until
 
@@ -43,20 +46,17 @@ def web_namespace(cluster: Cluster, operator: Operator) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def site(
-    request: pytest.FixtureRequest,
     cluster: Cluster,
+    operator: Operator,
     core: kubernetes.client.CoreV1Api,
     custom: kubernetes.client.CustomObjectsApi,
     web_namespace: str,
 ) -> Iterator[Site]:
-    from tests.e2e.test_gateway import running_gateway
-
-    request.getfixturevalue("tls_host")  # the agent over TLS the pool places on
-    hosts = custom.list_cluster_custom_object(GROUP, VERSION, "sandboxhosts")["items"]
-    memory = max(h["status"]["capacity"]["memoryBytes"] for h in hosts)
     port = free_port()
     with (
+        agent_over_tls(cluster, custom, "web-e2e"),  # the host the pool places on
         running_gateway(cluster, core, ("gw-web",), gateway_env(port)) as gateway,
+        hosts_memory(custom) as (hosts, memory),
         running_site(
             cluster, core, custom, gateway, web_namespace, port,
             {
@@ -69,6 +69,13 @@ def site(
     ):  # fmt: skip
         wait_until(lambda: found.status()["cap"] == len(hosts), timeout=60)
         yield found
+
+
+@contextlib.contextmanager
+def hosts_memory(custom: kubernetes.client.CustomObjectsApi) -> Iterator[tuple[list[Any], int]]:
+    """The hosts now, and the memory of the largest: a visitor sandbox that size fits once."""
+    hosts = custom.list_cluster_custom_object(GROUP, VERSION, "sandboxhosts")["items"]
+    yield hosts, max(h["status"]["capacity"]["memoryBytes"] for h in hosts)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +95,7 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 def visitor(browser: Browser, site: Site) -> Iterator[BrowserContext]:
     """A visitor of their own (a browser context: its own cookies); their tabs closed after."""
     wait_until(lambda: site.status()["active"] == 0, timeout=120, interval=0.2)
-    context = browser.new_context(viewport={"width": 1000, "height": 640})
+    context = browser.new_context(viewport={"width": 1000, "height": 640}, bypass_csp=True)
     yield context
     context.close()
 
@@ -191,7 +198,7 @@ def test_a_second_visitor_gets_another_sandbox_and_their_token_opens_only_theirs
     browser: Browser, visitor: BrowserContext, site: Site
 ) -> None:
     first = visit_of(open_shell(visitor, site))
-    other = browser.new_context()
+    other = browser.new_context(bypass_csp=True)
     try:
         page = open_shell(other, site)
         second = visit_of(page)
@@ -228,7 +235,7 @@ def test_over_the_cap_a_friendly_page_then_a_shell_once_room_frees(
 ) -> None:
     cap = site.status()["cap"]
     assert cap == 2
-    others = [browser.new_context() for _ in range(cap)]
+    others = [browser.new_context(bypass_csp=True) for _ in range(cap)]
     try:
         holders = [open_shell(context, site) for context in others]
         page = visitor.new_page()
