@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: deps lint typecheck-tree test test-slow test-unit test-agent test-e2e demo demo-agent bench bench-agent \
-	bench-operator bench-pool bench-placement bench-probe bench-kube-client openapi crds cluster-up cluster-down kind-up kind-down clean
+	bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-web openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -20,7 +20,7 @@ lint: deps typecheck-tree
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy -p tuxio.common -p tuxio.nodeagent -p tuxio.operator -p tuxio.gateway -p tuxio.client -p tuxio.web
 	PYTHONPATH=.build/typecheck $(VENV)/bin/lint-imports --no-cache
-	$(VENV)/bin/hadolint operator/Dockerfile nodeagent/Dockerfile gateway/Dockerfile
+	$(VENV)/bin/hadolint operator/Dockerfile nodeagent/Dockerfile gateway/Dockerfile web/Dockerfile
 	$(VENV)/bin/shellcheck -x -P SCRIPTDIR hack/*.sh hack/lib/*.sh .ci/run
 
 test: lint
@@ -42,9 +42,12 @@ test-agent: deps
 test-e2e: deps
 	$(PY) -m pytest -q tests/e2e
 
-# The whole flow: control plane, CRDs, agent, operator, a Sandbox applied and used with kubectl.
+# The whole flow: control plane, CRDs, agent, operator, a Sandbox applied and used with kubectl;
+# then tuxio-web with the gateway, visited once with headless chromium and left running
+# (Ctrl+C stops it; TUXIO_DEMO_WEB_SECONDS=N stops it after N seconds).
 demo: deps
 	$(PY) hack/demo.py
+	$(PY) hack/web-demo.py
 
 # The node agent alone, without Kubernetes.
 demo-agent: deps
@@ -64,7 +67,7 @@ kind-up:
 kind-down:
 	@hack/kind-down.sh
 
-bench: bench-agent bench-operator bench-pool bench-placement bench-probe bench-kube-client
+bench: bench-agent bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-web
 
 openapi: deps
 	$(PY) hack/render-openapi.py
@@ -86,6 +89,12 @@ bench-placement: deps
 
 bench-probe: deps
 	$(PY) bench/probe_bench.py --out bench/results/probe.json
+
+# Visitors arriving open-loop at rising rates against the whole stack; WEB_BENCH_ARGS to shorten
+# (e.g. WEB_BENCH_ARGS="--rates 2 --seconds 3").
+WEB_BENCH_ARGS ?=
+bench-web: deps
+	$(PY) bench/web_bench.py --out bench/results/web.json $(WEB_BENCH_ARGS)
 
 bench-kube-client: deps
 	$(PY) bench/kube_client_bench.py --out bench/results/kube-client.json
