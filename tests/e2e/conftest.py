@@ -48,6 +48,10 @@ CLUSTER_DIR = Path(os.environ.get("TUXIO_CLUSTER_DIR", "/var/tmp/tuxio-cluster")
 # clusters (TUXIO_CLUSTER_DIR and the port variables of hack/lib/cluster-env.sh) keep apart.
 RUN_DIR = TEST_ROOT if CLUSTER_DIR.name == "tuxio-cluster" else TEST_ROOT / CLUSTER_DIR.name
 
+# How long a component may take to start: as hack/lib/cluster-env.sh has it, longer on a
+# throttled or busy machine (make test-slow sets it).
+START_TIMEOUT = float(os.environ.get("TUXIO_START_TIMEOUT", "180"))
+
 # Short grace periods so failure handling shows within a test's patience.
 OPERATOR_ENV = {
     "TUXIO_OPERATOR_PROBE_INTERVAL_SECONDS": "1",
@@ -223,7 +227,7 @@ class Operator:
                 env=env,
             )
         STARTED.append(self.proc)
-        wait_until(self._alive, timeout=60)
+        wait_until(self._alive, timeout=START_TIMEOUT)
 
     def _alive(self) -> bool:
         import httpx
