@@ -127,13 +127,14 @@ class Visits:
                 self.limiter.give_back(address)
             self._forget(visit)
             return Failed(FAILED_RETRY_SECONDS, "the shell could not be started")
-        if visit.tabs == 0 and visit.unwatched_since is None:
+        if visit.tabs == 0:  # the grace period to open a tab starts with the token
             visit.unwatched_since = self.clock()
         return Admitted(sandbox.namespace, sandbox.name, visit.terminal, token, resumed)
 
     def _start(self, session: str, address: str) -> Visit:
+        # No grace clock while the sandbox is being made: it starts once it is made (nobody
+        # may have waited) and again when the visitor is handed its token.
         visit = Visit(session, address, secrets.token_hex(16), self.clock())
-        visit.unwatched_since = self.clock()
         visit.making = asyncio.create_task(
             self.sandboxes.create(client_ip=address, session=session, terminal=visit.terminal)
         )
@@ -148,6 +149,8 @@ class Visits:
             return
         visit.sandbox = task.result()
         visit.name = visit.sandbox.name
+        if visit.tabs == 0:
+            visit.unwatched_since = self.clock()
         self.created_total += 1
         log.info("session %s: sandbox %s", visit.session[:8], visit.name)
         if visit.deleting:  # forgotten while it was being made
@@ -186,8 +189,8 @@ class Visits:
         now = self.clock()
         gone = []
         for visit in list(self._visits.values()):
-            if visit.deleting:
-                continue
+            if visit.deleting or (visit.making is not None and not visit.making.done()):
+                continue  # being made: its own timeout bounds it
             unwatched = visit.unwatched_since is not None and (
                 now - visit.unwatched_since >= self.grace_seconds
             )

@@ -32,7 +32,7 @@ from tests.e2e.webstack import Site, gateway_env, running_site
 from tests.support import free_port, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
-GRACE = 4  # seconds a closed tab's sandbox is kept
+GRACE = 20  # seconds a closed tab's sandbox is kept: more than a reload takes on a slow machine
 WAIT_MS = 120_000  # patience for what the page shows, on a slow machine
 
 
