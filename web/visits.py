@@ -145,7 +145,7 @@ class Visits:
     def _made(self, visit: Visit, task: asyncio.Task[VisitorSandbox]) -> None:
         if task.cancelled() or task.exception() is not None:
             # The Sandbox may exist (made, then never ready in time): find it by its label.
-            self._track(self._delete_session(visit.session))
+            self._track(self._delete_session(visit.session, visit))
             return
         visit.sandbox = task.result()
         visit.name = visit.sandbox.name
@@ -217,15 +217,25 @@ class Visits:
         self._deletions.add(task)
         task.add_done_callback(self._deletions.discard)
 
-    async def _delete_session(self, session: str) -> None:
+    async def _delete_session(self, session: str, failed: Visit) -> None:
         try:
             owned = await self.sandboxes.owned()
         except Exception as exc:  # the TTL deletes it in the end
             log.warning("session %s: cannot list its sandboxes: %s", session[:8], exc)
             return
+        live = self.visit_of(session)  # the failed visit itself, or a retry made since
         for found in owned:
-            if found.session == session and self.visit_of(session) is None:
-                await self._delete_now(found.name)
+            if found.session != session:
+                continue
+            if (
+                live is not None
+                and live is not failed
+                and (
+                    live.name == found.name or (live.making is not None and not live.making.done())
+                )
+            ):
+                continue  # the sandbox of a visit that did not fail
+            await self._delete_now(found.name)
 
     async def _delete_now(self, name: str) -> None:
         for attempt in range(5):
