@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: deps lint typecheck-tree test test-slow test-unit test-agent test-e2e demo demo-agent bench bench-agent \
-	bench-operator bench-pool bench-placement bench-probe bench-kube-client openapi crds cluster-up cluster-down kind-up kind-down clean
+	bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-terminal openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -64,7 +64,7 @@ kind-up:
 kind-down:
 	@hack/kind-down.sh
 
-bench: bench-agent bench-operator bench-pool bench-placement bench-probe bench-kube-client
+bench: bench-agent bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-terminal
 
 openapi: deps
 	$(PY) hack/render-openapi.py
@@ -89,6 +89,10 @@ bench-probe: deps
 
 bench-kube-client: deps
 	$(PY) bench/kube_client_bench.py --out bench/results/kube-client.json
+
+# Terminals, exec and claims through the gateway; a plot beside the JSON (terminal.png).
+bench-terminal: deps
+	$(PY) bench/terminal_bench.py --out bench/results/terminal.json
 
 clean:
 	rm -rf .build .pytest_cache .mypy_cache .ruff_cache
