@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: deps lint typecheck-tree test test-slow test-unit test-agent test-e2e demo demo-agent bench bench-agent \
-	bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-web openapi crds cluster-up cluster-down kind-up kind-down clean
+	bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-terminal bench-web openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -67,7 +67,7 @@ kind-up:
 kind-down:
 	@hack/kind-down.sh
 
-bench: bench-agent bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-web
+bench: bench-agent bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-terminal bench-web
 
 openapi: deps
 	$(PY) hack/render-openapi.py
@@ -98,6 +98,10 @@ bench-web: deps
 
 bench-kube-client: deps
 	$(PY) bench/kube_client_bench.py --out bench/results/kube-client.json
+
+# Terminals, exec and claims through the gateway; a plot beside the JSON (terminal.png).
+bench-terminal: deps
+	$(PY) bench/terminal_bench.py --out bench/results/terminal.json
 
 clean:
 	rm -rf .build .pytest_cache .mypy_cache .ruff_cache

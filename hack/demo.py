@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""tuxio end to end on this machine: a real Kubernetes control plane, the CRDs, the node agent
-and the operator as local processes, a SandboxHost for this machine, and a Sandbox applied with
-kubectl, waited for, listed, used and deleted."""
+"""tuxio end to end on this machine: a real Kubernetes control plane, the CRDs, the node agent,
+the operator and the gateway (registered as the aggregated API subresources.tux.io) as local
+processes, a SandboxHost for this machine, and a Sandbox applied with kubectl, waited for,
+listed, used through `kubectl tuxio` (a command, then a scripted terminal session) and
+deleted."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import time
 from pathlib import Path
 
 import httpx
+import pexpect
+from localgateway import LocalGateway
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -71,6 +75,7 @@ def main() -> int:
 
     data_dir = Path(tempfile.mkdtemp(prefix="tuxio-demo-", dir="/var/tmp"))
     agent = operator = None
+    gateway: LocalGateway | None = None
     try:
         step("the node agent for this machine, with the busybox template")
         run(str(BIN / "tuxio-agent"), "--data-dir", str(data_dir), "template", "build", "busybox")
@@ -175,22 +180,54 @@ def main() -> int:
         )
         print(json.dumps(body["status"], indent=2))
 
-        step("a command in the sandbox (through the agent's exec API)")
-        container = body["status"]["containerName"]
-        token = token_file.read_text().strip()
+        step("the gateway, as the aggregated API subresources.tux.io behind the API server")
+        gateway = LocalGateway(kubectl, data_dir)
+        gateway.start()
+        run(*kubectl, "get", "apiservice", "v1alpha1.subresources.tux.io")
+
+        step("a command through the plugin: kubectl tuxio exec (API server -> gateway -> agent)")
+        # kubectl finds kubectl-tuxio on PATH (the package's console script) and passes it the
+        # rest of the line; flags of kubectl's own may not come before a plugin's name.
+        plugin_env = {
+            **os.environ,
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+            "KUBECONFIG": str(kubeconfig),
+        }
+        tuxio = [kubectl[0], "tuxio", "-n", NAMESPACE]
         for argv in (
             ["uname", "-a"],
             ["id"],
-            ["grep", "-E", "processes|open files", "/proc/1/limits"],
+            [
+                "sh",
+                "-c",
+                "grep -E 'processes|open files' /proc/1/limits; echo to-stderr >&2; exit 3",
+            ],
         ):
-            print(f"$ {shlex.join(argv)}")
-            answer = httpx.post(
-                f"http://127.0.0.1:{AGENT_PORT}/v1/containers/{container}/exec",
-                headers={"Authorization": f"Bearer {token}"},
-                json={"argv": argv},
-                timeout=30,
-            ).json()
-            print((answer["stdout"] + answer["stderr"]).rstrip())
+            shown = ["kubectl", "tuxio", "-n", NAMESPACE, "exec", "visitor-42", "--", *argv]
+            print(f"$ {shlex.join(shown)}", flush=True)
+            done = subprocess.run([*tuxio, "exec", "visitor-42", "--", *argv], env=plugin_env,
+                                  capture_output=True, text=True, check=False)  # fmt: skip
+            print(done.stdout.rstrip())
+            if done.stderr:
+                print(f"(stderr) {done.stderr.rstrip()}")
+            print(f"(exit code {done.returncode})")
+
+        step("a scripted terminal session: kubectl tuxio shell visitor-42 (a real pty)")
+        print(f"$ kubectl tuxio -n {NAMESPACE} shell visitor-42", flush=True)
+        shell = pexpect.spawn(kubectl[0], [*tuxio[1:], "shell", "visitor-42"], env=plugin_env,
+                              dimensions=(24, 80), timeout=60, encoding="utf-8",
+                              codec_errors="replace")  # fmt: skip
+        shell.logfile_read = sys.stdout
+        try:
+            shell.expect("# ")
+            for line in ("tty", "stty size", "echo $((6*7))", "exit 5"):
+                shell.send(line + "\r")
+                if line != "exit 5":
+                    shell.expect("# ")
+            shell.expect(pexpect.EOF)
+        finally:
+            shell.close()
+        print(f"\n(the shell's exit code came back: {shell.exitstatus})")
 
         step("deletion: the operator destroys the container, then lets the Sandbox go")
         run(*kubectl, "delete", "sandbox", "visitor-42", "-n", NAMESPACE, "--timeout=60s")
@@ -208,6 +245,8 @@ def main() -> int:
         step("done; the control plane stays up for the next run (make cluster-down stops it)")
         return 0
     finally:
+        if gateway is not None:
+            gateway.stop()
         subprocess.run(
             [*kubectl, "delete", "sandboxhost", "this-machine", "--ignore-not-found"],
             capture_output=True,

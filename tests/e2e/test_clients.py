@@ -7,10 +7,17 @@ its token."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import secrets
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import jwt
 import kubernetes
+import pexpect
 import pytest
 
 from tests.e2e import test_gateway as gw
@@ -194,3 +201,158 @@ async def test_errors_for_a_missing_sandbox_and_a_view_only_user(
         assert missing.value.status == 404
         with pytest.raises(SandboxNotFound):
             await sbx.terminal()
+
+
+# ----- the kubectl plugin ---------------------------------------------------------------------
+
+PLUGIN_DIR = Path(sys.executable).parent  # kubectl-tuxio, the package's console script
+
+
+def kubectl_tuxio(
+    cluster: Cluster, person: Any, *args: str, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """`kubectl tuxio ARGS` as the person would run it: kubectl finds the plugin on PATH."""
+    return subprocess.run(
+        [str(cluster.kubectl_bin), "tuxio", "--kubeconfig", str(person.kubeconfig), *args],
+        input=stdin if stdin is not None else b"",
+        capture_output=True,
+        env=_plugin_env(),
+        timeout=120,
+        check=False,
+    )
+
+
+def _plugin_env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{PLUGIN_DIR}:{os.environ['PATH']}"}
+
+
+def test_the_plugin_is_found_by_kubectl(cluster: Cluster) -> None:
+    listed = subprocess.run([str(cluster.kubectl_bin), "plugin", "list"], capture_output=True,
+                            text=True, env=_plugin_env(), check=False)  # fmt: skip
+    assert str(PLUGIN_DIR / "kubectl-tuxio") in listed.stdout, listed.stdout + listed.stderr
+
+
+def test_plugin_shell_through_a_pseudo_terminal(
+    cluster: Cluster, custom: Custom, gateway: Any, tls_host: Any, namespace: str, people: Any
+) -> None:
+    gw.running_sandbox(cluster, custom, namespace, "visitor-42")
+    child = pexpect.spawn(
+        str(cluster.kubectl_bin),
+        ["tuxio", "--kubeconfig", str(people.editor.kubeconfig), "shell", "visitor-42", "-n", namespace],
+        env=_plugin_env(), dimensions=(24, 80), timeout=60,
+    )  # fmt: skip
+    try:
+        child.expect(r"# ")  # the login shell's prompt
+        child.send("tty; stty size\r")
+        child.expect(r"/dev/pts/\d+")
+        child.expect(r"24 80")
+        child.setwinsize(30, 100)  # the plugin's SIGWINCH, then a resize frame
+        child.send("stty size\r")
+        child.expect(r"30 100")
+        child.send("sleep 100\r")
+        child.send("\x03")  # raw mode: Ctrl-C goes to the sandbox, where it interrupts sleep
+        child.send("echo $((6*7))-after\r")
+        child.expect(r"42-after")
+        child.send("exit 7\r")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 7
+
+
+def test_plugin_exec_pipes_stdin_and_keeps_stdout_and_stderr_apart(
+    cluster: Cluster, custom: Custom, gateway: Any, tls_host: Any, namespace: str, people: Any
+) -> None:
+    gw.running_sandbox(cluster, custom, namespace, "runner")
+    data = secrets.token_bytes(200_000)
+    done = kubectl_tuxio(cluster, people.editor, "exec", "-i", "runner", "-n", namespace, "--",
+                         "sh", "-c", "wc -c; echo to-stderr >&2; exit 5", stdin=data)  # fmt: skip
+    assert done.returncode == 5, done.stderr
+    assert (done.stdout.strip(), done.stderr) == (str(len(data)).encode(), b"to-stderr\n")
+    done = kubectl_tuxio(
+        cluster, people.editor, "exec", "runner", "-n", namespace, "--", "echo", "-n", "plain"
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"plain", b"")
+
+
+def test_plugin_cp_both_ways(
+    cluster: Cluster, custom: Custom, gateway: Any, tls_host: Any, namespace: str, people: Any,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    gw.running_sandbox(cluster, custom, namespace, "filer")
+    local = tmp_path / "up.bin"
+    local.write_bytes(secrets.token_bytes(100_000))
+    local.chmod(0o750)
+    done = kubectl_tuxio(cluster, people.editor, "cp", str(local), f"{namespace}/filer:/root/")
+    assert done.returncode == 0, done.stderr
+    listed = kubectl_tuxio(cluster, people.editor, "exec", "filer", "-n", namespace, "--",
+                           "stat", "-c", "%a %s", "/root/up.bin")  # fmt: skip
+    assert listed.stdout.decode().split() == ["750", "100000"], listed.stderr
+    back = tmp_path / "down.bin"
+    done = kubectl_tuxio(
+        cluster, people.editor, "-n", namespace, "cp", "filer:/root/up.bin", str(back)
+    )
+    assert done.returncode == 0, done.stderr
+    assert back.read_bytes() == local.read_bytes()
+    # A directory tree, up and down again.
+    tree = tmp_path / "tree"
+    (tree / "sub" / "deeper").mkdir(parents=True)
+    (tree / "a.txt").write_text("a")
+    (tree / "sub" / "deeper" / "b.txt").write_text("b")
+    done = kubectl_tuxio(
+        cluster, people.editor, "-n", namespace, "cp", str(tree), "filer:/root/tree"
+    )
+    assert done.returncode == 0, done.stderr
+    copied = tmp_path / "copied"
+    done = kubectl_tuxio(
+        cluster, people.editor, "-n", namespace, "cp", "filer:/root/tree", str(copied)
+    )
+    assert done.returncode == 0, done.stderr
+    assert (copied / "a.txt").read_text() == "a"
+    assert (copied / "sub" / "deeper" / "b.txt").read_text() == "b"
+    # stdin and stdout.
+    done = kubectl_tuxio(
+        cluster, people.editor, "-n", namespace, "cp", "-", "filer:/tmp/piped", stdin=b"piped in"
+    )
+    assert done.returncode == 0, done.stderr
+    done = kubectl_tuxio(cluster, people.editor, "-n", namespace, "cp", "filer:/tmp/piped", "-")
+    assert (done.returncode, done.stdout) == (0, b"piped in")
+
+
+def test_plugin_token(
+    cluster: Cluster, custom: Custom, gateway: Any, tls_host: Any, namespace: str, people: Any
+) -> None:
+    body = gw.running_sandbox(cluster, custom, namespace, "minted")
+    done = kubectl_tuxio(cluster, people.editor, "-n", namespace, "token", "minted",
+                         "--scope", "terminal", "--scope", "exec", "--duration", "120", "-o", "json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    claims = jwt.decode(answer["token"], options={"verify_signature": False})
+    assert claims["sub"] == body["metadata"]["uid"] == answer["uid"]
+    assert set(claims["scopes"]) == {"terminal", "exec"}
+    assert claims["exp"] - claims["iat"] == 120
+    plain = kubectl_tuxio(cluster, people.editor, "-n", namespace, "token", "minted")
+    assert plain.returncode == 0 and plain.stdout.count(b".") == 2, plain.stderr
+
+
+def test_plugin_errors(
+    cluster: Cluster, custom: Custom, gateway: Any, tls_host: Any, namespace: str, people: Any
+) -> None:
+    gw.running_sandbox(cluster, custom, namespace, "guarded")
+    done = kubectl_tuxio(cluster, people.editor, "-n", namespace, "exec", "nowhere", "--", "id")
+    assert done.returncode == 1
+    assert done.stderr.decode().startswith('error: sandboxes.tux.io "nowhere" not found'), (
+        done.stderr
+    )
+    done = kubectl_tuxio(cluster, people.viewer, "-n", namespace, "exec", "guarded", "--", "id")
+    assert done.returncode == 1
+    assert (
+        b'cannot get resource \\"sandboxes/exec\\"' in done.stderr
+        or b'cannot get resource "sandboxes/exec"' in done.stderr
+    ), done.stderr
+    done = kubectl_tuxio(cluster, people.viewer, "-n", namespace, "shell", "guarded")
+    assert done.returncode == 1 and b"forbidden" in done.stderr.lower(), done.stderr
+    done = kubectl_tuxio(
+        cluster, people.editor, "-n", namespace, "cp", "guarded:relative", "/tmp/x"
+    )
+    assert done.returncode == 1 and b"must be absolute" in done.stderr, done.stderr
