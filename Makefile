@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: deps lint typecheck-tree test test-slow test-unit test-agent test-e2e test-project-quota demo demo-agent bench bench-agent \
-	bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-metrics bench-density abuse openapi crds cluster-up cluster-down kind-up kind-down clean
+	bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-metrics bench-density bench-terminal bench-web abuse openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -20,7 +20,7 @@ lint: deps typecheck-tree
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy -p tuxio.common -p tuxio.nodeagent -p tuxio.operator -p tuxio.gateway -p tuxio.client -p tuxio.web -p tuxio.ledger
 	PYTHONPATH=.build/typecheck $(VENV)/bin/lint-imports --no-cache
-	$(VENV)/bin/hadolint operator/Dockerfile nodeagent/Dockerfile gateway/Dockerfile
+	$(VENV)/bin/hadolint operator/Dockerfile nodeagent/Dockerfile gateway/Dockerfile web/Dockerfile
 	$(VENV)/bin/shellcheck -x -P SCRIPTDIR hack/*.sh hack/lib/*.sh .ci/run
 
 test: lint
@@ -47,9 +47,12 @@ test-e2e: deps
 test-project-quota: deps
 	$(PY) -m pytest -q -p no:cacheprovider hosttests/test_project_quota.py
 
-# The whole flow: control plane, CRDs, agent, operator, a Sandbox applied and used with kubectl.
+# The whole flow: control plane, CRDs, agent, operator, a Sandbox applied and used with kubectl;
+# then tuxio-web with the gateway, visited once with headless chromium and left running
+# (Ctrl+C stops it; TUXIO_DEMO_WEB_SECONDS=N stops it after N seconds).
 demo: deps
 	$(PY) hack/demo.py
+	$(PY) hack/web-demo.py
 
 # The node agent alone, without Kubernetes.
 demo-agent: deps
@@ -69,7 +72,7 @@ kind-up:
 kind-down:
 	@hack/kind-down.sh
 
-bench: bench-agent bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-metrics
+bench: bench-agent bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-metrics bench-terminal bench-web
 
 openapi: deps
 	$(PY) hack/render-openapi.py
@@ -104,8 +107,18 @@ bench-metrics: deps
 bench-density: deps
 	$(PY) bench/density.py --out bench/results/density.json
 
+# Visitors arriving open-loop at rising rates against the whole stack; WEB_BENCH_ARGS to shorten
+# (e.g. WEB_BENCH_ARGS="--rates 2 --seconds 3").
+WEB_BENCH_ARGS ?=
+bench-web: deps
+	$(PY) bench/web_bench.py --out bench/results/web.json $(WEB_BENCH_ARGS)
+
 bench-kube-client: deps
 	$(PY) bench/kube_client_bench.py --out bench/results/kube-client.json
+
+# Terminals, exec and claims through the gateway; a plot beside the JSON (terminal.png).
+bench-terminal: deps
+	$(PY) bench/terminal_bench.py --out bench/results/terminal.json
 
 clean:
 	rm -rf .build .pytest_cache .mypy_cache .ruff_cache

@@ -39,7 +39,7 @@ def speed_probe() -> float:
     return round(statistics.median(samples), 1)
 
 
-def wait_http(url: str, timeout: float = 60) -> None:
+def wait_http(url: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -85,6 +85,7 @@ class Stack:
         operator_env: dict[str, str] | None = None,
         measure_floor: bool = False,
         host_endpoint: str | None = None,
+        agent_env: dict[str, str] | None = None,
     ) -> None:
         self.agent_port = agent_port or free_port()
         self.operator_port = operator_port or free_port()
@@ -92,6 +93,7 @@ class Stack:
         self.operator_env = operator_env or {}
         self.measure_floor = measure_floor
         self.host_endpoint = host_endpoint
+        self.agent_env = agent_env or {}
         self.floor: dict[str, Any] = {}
         self.data_dir = Path(tempfile.mkdtemp(prefix="tuxio-bench-", dir="/var/tmp"))
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -108,6 +110,13 @@ class Stack:
         ).stdout
 
     def __enter__(self) -> Stack:
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()  # what was started is stopped, even when the start failed
+            raise
+
+    def _start(self) -> Stack:
         subprocess.run([str(ROOT / "hack" / "cluster-up.sh")], check=True, capture_output=True)
         bin_dir = (
             subprocess.run(
@@ -145,7 +154,7 @@ class Stack:
                 "--token-file",
                 str(token_file),
             ],
-            {"TUXIO_AGENT_METRICS_PORT": str(free_port())},
+            {"TUXIO_AGENT_METRICS_PORT": str(free_port()), **self.agent_env},
         )
         wait_http(f"http://127.0.0.1:{self.agent_port}/healthz")
         manifests = [

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # prometheus: the e2e tests start Debian's Prometheus with a configuration of their own (its
 # packaged service is not needed).
-APT_PACKAGES=(lxc busybox-static debootstrap uidmap iproute2 openssl python3-venv python3-dev ca-certificates e2fsprogs prometheus postgresql)
+APT_PACKAGES=(lxc busybox-static debootstrap uidmap iproute2 openssl python3-venv python3-dev ca-certificates e2fsprogs prometheus postgresql chromium)
 PYTHON=${PYTHON:-/usr/bin/python3}
 VENV=${VENV:-.venv}
 
@@ -19,13 +19,16 @@ missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# tuxio-web's page is bundled with npm and esbuild (hack/build-web.sh): any Node.js 18 or newer
+# does, Debian's own when none is there.
+command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in lxc-start lxc-attach lxc-ls busybox debootstrap newuidmap openssl mkfs.ext4 prometheus; do
+for tool in lxc-start lxc-attach lxc-ls busybox debootstrap newuidmap openssl mkfs.ext4 prometheus chromium npm; do
   command -v "$tool" >/dev/null || { echo "install-deps: $tool is still missing" >&2; exit 1; }
 done
 # The control plane is built from source: it needs a recent Go toolchain (1.26), which Debian 12's
@@ -41,3 +44,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/pip" install -q -e '.[dev]'
   touch "$stamp"
 fi
+# The terminal page's bundle (xterm.js), from the locked npm packages.
+hack/build-web.sh

@@ -94,7 +94,7 @@ def free_port() -> int:
 # How long a started process (agent, operator, gateway) may take to answer its health probe, and
 # a stopped one to exit. A guard against one that never comes up or never goes, not a measure of
 # speed: the wait ends as soon as the process answers, and fails at once if it exits.
-START_TIMEOUT = 300.0
+START_TIMEOUT = max(300.0, float(os.environ.get("TUXIO_START_TIMEOUT", "0")))  # test-slow: 900
 STOP_TIMEOUT = 120.0
 
 

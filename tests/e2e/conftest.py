@@ -50,6 +50,7 @@ CLUSTER_DIR = Path(os.environ.get("TUXIO_CLUSTER_DIR", "/var/tmp/tuxio-cluster")
 # clusters (TUXIO_CLUSTER_DIR and the port variables of hack/lib/cluster-env.sh) keep apart.
 RUN_DIR = TEST_ROOT if CLUSTER_DIR.name == "tuxio-cluster" else TEST_ROOT / CLUSTER_DIR.name
 
+
 # Short grace periods so failure handling shows within a test's patience.
 OPERATOR_ENV = {
     "TUXIO_OPERATOR_PROBE_INTERVAL_SECONDS": "1",

@@ -37,12 +37,16 @@ KUSTOMIZATIONS = [
     "base/nodeagent",
     "base/gateway",
     "base/metrics",
+    "base/web",
+    "overlays/web",
 ]
+WEB_NS = "tuxio-web"
 
 
 @pytest.mark.parametrize("path", KUSTOMIZATIONS)
 def test_kustomization_valid_on_the_server(cluster: Cluster, path: str) -> None:
     """Server-side dry run: schema, strict field validation and admission for every object."""
+    cluster.kubectl("create", "namespace", WEB_NS, check=False)  # a dry run creates none
     result = cluster.kubectl(
         "apply", "--dry-run=server", "--validate=strict", "-k", str(MANIFESTS / path)
     )
@@ -179,6 +183,102 @@ def test_overlay_has_the_gateway(cluster: Cluster) -> None:
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "tuxio-gateway", "namespace": SYSTEM_NS}
         ]
+
+
+def test_web_overlay_has_the_site(cluster: Cluster) -> None:
+    """tuxio-web as the issue asks for it, as the API server would store it."""
+    cluster.kubectl("create", "namespace", WEB_NS, check=False)
+    built = cluster.kubectl(
+        "apply", "--dry-run=server", "-k", str(MANIFESTS / "overlays/web"), "-o", "json"
+    ).stdout
+    items = {(o["kind"], o["metadata"]["name"]): o for o in json.loads(built)["items"]}
+    deployment = items[("Deployment", "tuxio-web")]
+    assert deployment["metadata"]["namespace"] == WEB_NS
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "tuxio-web"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["TUXIO_WEB_POOL"] == items[("SandboxPool", "web")]["metadata"]["name"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert items[("Service", "tuxio-web")]["spec"]["selector"] == selector
+    ingress = items[("Ingress", "tuxio-web")]["spec"]["rules"][0]["http"]["paths"][0]
+    assert ingress["backend"]["service"]["name"] == "tuxio-web"
+    # The gateway takes visitor terminals from the site's origin.
+    gateway = items[("Deployment", "tuxio-gateway")]["spec"]["template"]["spec"]
+    gw_env = {e["name"]: e.get("value") for e in gateway["containers"][0]["env"]}
+    assert gw_env["TUXIO_GATEWAY_VISITOR_ALLOWED_ORIGINS"] == "https://play.example.org"
+    role = items[("Role", "tuxio-web")]
+    assert role["metadata"]["namespace"] == WEB_NS
+    assert {(r["apiGroups"][0], res) for r in role["rules"] for res in r["resources"]} == {
+        ("tux.io", "sandboxes"),
+        ("tux.io", "sandboxpools"),
+        ("subresources.tux.io", "sandboxes/token"),
+        ("subresources.tux.io", "sandboxes/terminal"),
+    }
+    reader = items[("ClusterRole", "tuxio-web-host-reader")]
+    assert reader["rules"] == [
+        {"apiGroups": ["tux.io"], "resources": ["sandboxhosts"], "verbs": ["get", "list"]}
+    ]
+
+
+RBAC_KINDS = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+
+
+def apply_web_rbac(cluster: Cluster, namespace: str) -> None:
+    """tuxio-web's ServiceAccount and roles from base/web, moved into `namespace` (the
+    Deployment and the pool stay out: no scheduler here, and no warm containers wanted)."""
+    cluster.kubectl("create", "namespace", namespace, check=False)
+    built = yaml.safe_load_all(cluster.kubectl("kustomize", str(MANIFESTS / "base/web")).stdout)
+    kept = []
+    for obj in built:
+        if not obj or obj["kind"] not in RBAC_KINDS:
+            continue
+        if obj["kind"] == "ClusterRoleBinding":
+            obj["metadata"]["name"] = f"tuxio-web-host-reader-{namespace}"
+        elif obj["kind"] != "ClusterRole":
+            obj["metadata"]["namespace"] = namespace
+        for subject in obj.get("subjects", []):
+            subject["namespace"] = namespace
+        kept.append(obj)
+    cluster.apply({"apiVersion": "v1", "kind": "List", "items": kept})
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "namespace", "allowed"),
+    [
+        ("create", "sandboxes.tux.io", WEB_NS, True),
+        ("delete", "sandboxes.tux.io", WEB_NS, True),
+        ("create", "sandboxes.subresources.tux.io/token", WEB_NS, True),
+        ("create", "sandboxes.subresources.tux.io/terminal", WEB_NS, True),
+        ("list", "sandboxhosts.tux.io", "", True),
+        ("create", "sandboxes.tux.io", "default", False),
+        ("create", "sandboxes.subresources.tux.io/token", "default", False),
+        ("create", "sandboxes.subresources.tux.io/exec", WEB_NS, False),
+        ("create", "sandboxes.subresources.tux.io/files", WEB_NS, False),
+        ("get", "secrets", WEB_NS, False),
+        ("update", "sandboxhosts.tux.io", "", False),
+        ("create", "sandboxpools.tux.io", WEB_NS, False),
+    ],
+)
+def test_web_service_account_may_do_its_job_only(
+    cluster: Cluster, verb: str, resource: str, namespace: str, allowed: bool
+) -> None:
+    apply_web_rbac(cluster, WEB_NS)
+    where = ["-n", namespace] if namespace else []
+    answer = cluster.kubectl(
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        *where,
+        f"--as=system:serviceaccount:{WEB_NS}:tuxio-web",
+        check=False,
+    )
+    assert answer.stdout.strip() == ("yes" if allowed else "no"), answer.stderr
 
 
 def test_samples_valid_on_the_server(cluster: Cluster) -> None:

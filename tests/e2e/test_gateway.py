@@ -12,6 +12,7 @@ subresources: the API server lets it through, the gateway's own review refuses i
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -96,6 +97,7 @@ class Replica:
     api_port: int = field(default_factory=free_port)
     visitor_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -118,6 +120,7 @@ class Replica:
             "TUXIO_GATEWAY_ACCESS_LOG": "true",
             "TUXIO_GATEWAY_METRICS_LISTEN": "127.0.0.1",
             "TUXIO_GATEWAY_METRICS_PORT": str(self.metrics_port),
+            **self.extra_env,
         }
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -191,6 +194,19 @@ def _api_service_available(cluster: Cluster) -> bool:
 
 @pytest.fixture(scope="module")
 def gateway(cluster: Cluster, core: kubernetes.client.CoreV1Api) -> Iterator[Gateway]:
+    with running_gateway(cluster, core) as found:
+        yield found
+
+
+@contextlib.contextmanager
+def running_gateway(
+    cluster: Cluster,
+    core: kubernetes.client.CoreV1Api,
+    names: tuple[str, ...] = ("gw-a", "gw-b"),
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Gateway]:
+    """The gateway's objects, its serving certificate, and `names` replicas registered as the
+    APIService's endpoints; everything withdrawn afterwards, and a 403 in their logs fails."""
     cluster.kubectl("apply", "-k", str(ROOT / "manifests" / "base" / "rbac"))
     _apply_gateway_objects(cluster)
     admin_env = {
@@ -213,19 +229,22 @@ def gateway(cluster: Cluster, core: kubernetes.client.CoreV1Api) -> Iterator[Gat
     # Both on this machine's address (an endpoint may not be loopback), each on a port of its
     # own: one EndpointSlice per replica, as a slice has one port list for all its endpoints.
     address = host_address()
-    replicas = [Replica(name, kubeconfig, tls, address) for name in ("gw-a", "gw-b")]
+    replicas = [Replica(name, kubeconfig, tls, address, extra_env=dict(extra_env or {}))
+                for name in names]  # fmt: skip
     for replica in replicas:
         replica.log.write_bytes(b"")
         replica.start()
     found = Gateway(cluster, replicas, serving["ca.crt"], admin_env)
     _publish_each(found)
     wait_until(lambda: _api_service_available(cluster), timeout=90)
-    yield found
-    for replica in replicas:
-        replica.stop()
-    cluster.kubectl("delete", "apiservice", API_SERVICE, "--ignore-not-found")
-    cluster.kubectl("delete", "endpointslice", "-n", SYSTEM_NS, "-l",
-                    f"kubernetes.io/service-name={SERVICE}", "--ignore-not-found")  # fmt: skip
+    try:
+        yield found
+    finally:
+        for replica in replicas:
+            replica.stop()
+        cluster.kubectl("delete", "apiservice", API_SERVICE, "--ignore-not-found")
+        cluster.kubectl("delete", "endpointslice", "-n", SYSTEM_NS, "-l",
+                        f"kubernetes.io/service-name={SERVICE}", "--ignore-not-found")  # fmt: skip
     denied = [f"{r.name}: {line}" for r in replicas for line in r.forbidden()]
     assert not denied, "the gateway was denied by the API server (RBAC):\n" + "\n".join(denied[:20])
 
@@ -263,8 +282,17 @@ def _publish_each(gw: Gateway, ready: dict[str, bool] | None = None) -> None:
 def tls_host(
     cluster: Cluster, custom: kubernetes.client.CustomObjectsApi, operator: Operator
 ) -> Iterator[Host]:
+    with agent_over_tls(cluster, custom) as registered:
+        yield registered
+
+
+@contextlib.contextmanager
+def agent_over_tls(
+    cluster: Cluster, custom: kubernetes.client.CustomObjectsApi, name: str = "gateway-e2e"
+) -> Iterator[Host]:
     """An agent serving TLS with a certificate of its own CA (which the host's Secret carries
-    as ca.crt): the gateway verifies it, as it would on a real host."""
+    as ca.crt), registered as the SandboxHost `name` with HOST_LABEL: the gateway verifies
+    it, as it would on a real host. The operator must be running."""
     data_dir = prepare_data_dir("gwagent")
     ca = CA("gateway-e2e-agents")
     cert, key = ca.issue("agent", server=True, names=("127.0.0.1",)).write(data_dir, "tls")
@@ -286,22 +314,30 @@ def tls_host(
         verify=ssl.create_default_context(cadata=ca.pem),
     )
     agent.start()
+    try:
+        yield from _registered(cluster, custom, name, agent, ca)
+    finally:
+        agent.stop()
+        destroy_everything(agent)
+
+
+def _registered(
+    cluster: Cluster, custom: kubernetes.client.CustomObjectsApi, name: str, agent: Agent, ca: CA
+) -> Iterator[Host]:
     registered = register_host(
-        cluster, "gateway-e2e", agent, labels=HOST_LABEL, location={"region": "local"}
+        cluster, name, agent, labels=HOST_LABEL, location={"region": "local"}
     )
     ca_b64 = base64.b64encode(ca.pem.encode()).decode()
-    cluster.kubectl("patch", "secret", "gateway-e2e-agent", "-n", SYSTEM_NS, "--type=merge",
+    cluster.kubectl("patch", "secret", f"{name}-agent", "-n", SYSTEM_NS, "--type=merge",
                     "-p", json.dumps({"data": {"ca.crt": ca_b64}}))  # fmt: skip
-    cluster.kubectl("patch", "sandboxhost", "gateway-e2e", "--type=merge",
+    cluster.kubectl("patch", "sandboxhost", name, "--type=merge",
                     "-p", '{"spec":{"credentialsSecretRef":{"caKey":"ca.crt"}}}')  # fmt: skip
-    wait_until(lambda: host_ready(custom, "gateway-e2e"), timeout=60)
+    wait_until(lambda: host_ready(custom, name), timeout=60)
     yield registered
     # The host goes once no Sandbox is left on it (else the operator tells of sandboxes whose
     # host is gone, into namespaces being deleted).
-    wait_until(lambda: not _sandboxes_on(custom, "gateway-e2e"), timeout=180, interval=0.5)
-    cluster.kubectl("delete", "sandboxhost", "gateway-e2e", "--ignore-not-found", "--timeout=60s")
-    agent.stop()
-    destroy_everything(agent)
+    wait_until(lambda: not _sandboxes_on(custom, name), timeout=180, interval=0.5)
+    cluster.kubectl("delete", "sandboxhost", name, "--ignore-not-found", "--timeout=60s")
 
 
 def _sandboxes_on(custom: kubernetes.client.CustomObjectsApi, host: str) -> list[str]:
