@@ -12,7 +12,7 @@
 # stdout is that directory. Needs Go >= 1.26 and a C compiler (for pause).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OLDPWD_REPO=$PWD
+REPO=$PWD
 
 K8S_VERSION=v1.36.3 # as hack/build-control-plane.sh
 K8S_STAGING_VERSION=v0.${K8S_VERSION#v1.}
@@ -97,7 +97,7 @@ GOBIN=$WORK/bin go install "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
 GOBIN=$WORK/bin go install -ldflags="-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
 
 # --- the control plane's binaries (built, or waited for, by hack/build-control-plane.sh) ----
-cd "$OLDPWD_REPO"
+cd "$REPO"
 CP_BIN=$(hack/build-control-plane.sh)
 for b in kube-apiserver kube-controller-manager kubectl etcd; do cp "$CP_BIN/$b" "$WORK/bin/"; done
 

@@ -18,7 +18,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=hack/lib/kind-env.sh
 source hack/lib/kind-env.sh
-REPO=$PWD
 ENGINE=$KIND_ENGINE
 # Bump when what goes into the image changes.
 NODE_REVISION=1

@@ -81,7 +81,9 @@ def namespace(kind: Kind) -> Iterator[str]:
     name = f"kind-test-{uuid.uuid4().hex[:8]}"
     kind.kubectl("create", "namespace", name)
     yield name
-    kind.kubectl("delete", "sandboxes", "--all", "-n", name, "--wait=true", f"--timeout={TIMEOUT:.0f}s")
+    kind.kubectl(
+        "delete", "sandboxes", "--all", "-n", name, "--wait=true", f"--timeout={TIMEOUT:.0f}s"
+    )
     kind.kubectl("delete", "namespace", name, "--wait=true", f"--timeout={TIMEOUT:.0f}s")
 
 

@@ -6,6 +6,9 @@ container's limits read back from its cgroups, an exec through the gateway, a cl
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -21,6 +24,7 @@ SAMPLE = ROOT / "manifests" / "samples" / "sandbox.yaml"
 API = "/apis/subresources.tux.io/v1alpha1"
 MEMORY = 256 * 1024 * 1024  # the sample's 256Mi
 PIDS = 128  # the sample's pids
+PLUGIN_DIR = Path(sys.executable).parent  # kubectl-tuxio, the package's console script
 
 
 def sample() -> dict[str, object]:
@@ -50,7 +54,9 @@ def cgroups_of(kind: Kind, container: str) -> dict[str, Path]:
     for line in kind.agent("cat", f"/proc/{pid}/cgroup").splitlines():
         hierarchy, controllers, path = line.split(":", 2)
         if unified and hierarchy == "0":
-            return {c: Path("/sys/fs/cgroup") / path.lstrip("/") for c in ("cpuset", "memory", "pids")}
+            return {
+                c: Path("/sys/fs/cgroup") / path.lstrip("/") for c in ("cpuset", "memory", "pids")
+            }
         for controller in controllers.split(","):
             dirs[controller] = Path("/sys/fs/cgroup") / controller / path.lstrip("/")
     return dirs
@@ -75,6 +81,7 @@ def test_a_sample_sandbox_is_boxed_in_and_deleted_cleanly(kind: Kind, namespace:
     memory = cgroup_file(kind, dirs, "memory", "memory.limit_in_bytes", "memory.max")
     assert int(memory) == MEMORY
     assert cgroup_file(kind, dirs, "pids", "pids.max", "pids.max") == str(PIDS)
+
     # The sample bursts on all shared cores for its first CPU seconds, then is narrowed: the
     # cgroup's cpuset is the one the status reports, whichever it is at the moment.
     def cpuset_matches() -> bool:
@@ -83,7 +90,9 @@ def test_a_sample_sandbox_is_boxed_in_and_deleted_cleanly(kind: Kind, namespace:
 
     wait_until(cpuset_matches, timeout=TIMEOUT, interval=1.0)
 
-    kind.kubectl("delete", "-n", namespace, "-f", str(SAMPLE), "--wait=true", f"--timeout={TIMEOUT:.0f}s")
+    kind.kubectl(
+        "delete", "-n", namespace, "-f", str(SAMPLE), "--wait=true", f"--timeout={TIMEOUT:.0f}s"
+    )
     assert gone(kind, container)
     assert kind.kubectl("get", "sandboxes", "-n", namespace, "-o", "name") == ""
 
@@ -96,7 +105,9 @@ def test_exec_through_the_gateway_with_the_official_client(kind: Kind, namespace
     ready(kind, f"sandbox/{name}", namespace)
     ready(kind, "apiservice/v1alpha1.subresources.tux.io")
     config = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(config_file=str(kind.kubeconfig), client_configuration=config)
+    kubernetes.config.load_kube_config(
+        config_file=str(kind.kubeconfig), client_configuration=config
+    )
     query = urlencode([("command", "sh"), ("command", "-c"),
                        ("command", "cat; grep Cpus_allowed_list /proc/self/status >&2; exit 5"),
                        ("stdin", "true"), ("stdout", "true"), ("stderr", "true")])  # fmt: skip
@@ -116,3 +127,22 @@ def test_exec_through_the_gateway_with_the_official_client(kind: Kind, namespace
         client.close()
         if client.sock is not None:
             client.sock.shutdown()
+
+
+def test_kubectl_tuxio_exec_through_the_gateway(kind: Kind, namespace: str) -> None:
+    """The `kubectl tuxio` plugin (this package's console script, found by kubectl on PATH)
+    against the kind cluster: stdin in, stdout and stderr apart, the command's exit code."""
+    kind.kubectl("apply", "-n", namespace, "-f", str(SAMPLE))
+    name = str(sample()["metadata"]["name"])  # type: ignore[index]
+    ready(kind, f"sandbox/{name}", namespace)
+    env = {**os.environ, "PATH": f"{PLUGIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(
+        [kind.kubectl_bin, "tuxio", "--kubeconfig", str(kind.kubeconfig), "-n", namespace,
+         "exec", "-i", name, "--", "sh", "-c", "tr a-z A-Z; echo to-stderr >&2; exit 4"],
+        input=b"piped through kind\n", capture_output=True, env=env, timeout=TIMEOUT, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (
+        4,
+        b"PIPED THROUGH KIND\n",
+        b"to-stderr\n",
+    )
