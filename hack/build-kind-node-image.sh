@@ -35,7 +35,7 @@ if "$ENGINE" image inspect "$KIND_NODE_IMAGE" >/dev/null 2>&1; then
   exit 0
 fi
 start=$SECONDS
-BIN=$(hack/build-kind-binaries.sh)
+BIN=${KIND_BIN_DIR:-$(hack/build-kind-binaries.sh)}
 BASE=$(hack/build-debian-image.sh)
 KIND_SRC=$(cd "$KIND_CACHE" && go mod download -json "sigs.k8s.io/kind@$KIND_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
 [ -d "$KIND_SRC/images/base/files" ] || die "no images/base/files in sigs.k8s.io/kind@$KIND_VERSION"
@@ -50,8 +50,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# --- the root filesystem ----------------------------------------------------------------------
-log "assembling the node's root filesystem"
+assemble_stage() {
+  log "assembling the node's root filesystem"
 root=$WORK/root
 mkdir "$root"
 tar -C "$root" --numeric-owner -xf "$rootfs_tar"
@@ -94,9 +94,18 @@ chroot "$root" /bin/sh -euc '
 [ -s "$root/etc/containerd/cri-base.json" ] || die "no cri-base.json"
 tar -C "$root" --numeric-owner -cf "$WORK/root.tar" .
 rm -rf "$root"
-stage=localhost/tuxio/kind-node-stage:$K8S_VERSION-$NODE_REVISION
 "$ENGINE" import "$WORK/root.tar" "$stage" >/dev/null
 rm -f "$WORK/root.tar"
+}
+
+# --- the root filesystem ----------------------------------------------------------------------
+stage=localhost/tuxio/kind-node-stage:$K8S_VERSION-$NODE_REVISION
+if "$ENGINE" image inspect "$stage" >/dev/null 2>&1; then
+  log "$stage (the node without its images) exists"
+else
+  assemble_stage
+fi
+
 
 # --- the images kubeadm runs, FROM scratch around the binaries ------------------------------------
 build_image() { # TAG DIR
@@ -106,7 +115,7 @@ build_image() { # TAG DIR
 }
 mkdir "$WORK/images"
 static_image() { # NAME TAG BINARY [ENTRYPOINT]
-  local dir=$WORK/ctx-$1
+  local dir=$WORK/ctx-${1//\//_}
   mkdir "$dir"
   cp "$BIN/$3" "$dir/"
   {

@@ -44,21 +44,40 @@ def test_the_node_is_a_ready_sandbox_host(kind: Kind) -> None:
     assert [p["spec"]["nodeName"] for p in pods] == [kind.node]
 
 
+def cgroup_mounts(kind: Kind) -> dict[str, tuple[str, Path]]:
+    """Controller ("" for cgroup2) -> (root, mount point) of the cgroup filesystems the agent's
+    container sees (/proc/self/mountinfo): a container's cgroup mount may have its own cgroup as
+    its root, while /proc/PID/cgroup names the full path."""
+    mounts: dict[str, tuple[str, Path]] = {}
+    for line in kind.agent("cat", "/proc/self/mountinfo").splitlines():
+        fields, _, tail = line.partition(" - ")
+        fstype, _source, options = tail.split()[:3]
+        root, point = fields.split()[3:5]
+        if fstype == "cgroup2":
+            mounts.setdefault("", (root, Path(point)))
+        elif fstype == "cgroup":
+            for option in options.split(","):
+                mounts.setdefault(option, (root, Path(point)))
+    return mounts
+
+
 def cgroups_of(kind: Kind, container: str) -> dict[str, Path]:
     """Controller -> the cgroup directory of the container's init, as the node's kernel has
-    them (read in the agent's container, which shares the node's cgroup filesystem)."""
+    it, read in the agent's container (which shares the node's cgroup filesystems)."""
     pid = kind.agent("lxc-info", "-P", LXCPATH, "-n", container, "-p", "-H").strip()
     assert pid.isdigit(), pid
-    unified = "cgroup.controllers" in kind.agent("ls", "/sys/fs/cgroup").split()
+    mounts = cgroup_mounts(kind)
     dirs: dict[str, Path] = {}
     for line in kind.agent("cat", f"/proc/{pid}/cgroup").splitlines():
         hierarchy, controllers, path = line.split(":", 2)
-        if unified and hierarchy == "0":
-            return {
-                c: Path("/sys/fs/cgroup") / path.lstrip("/") for c in ("cpuset", "memory", "pids")
-            }
-        for controller in controllers.split(","):
-            dirs[controller] = Path("/sys/fs/cgroup") / controller / path.lstrip("/")
+        names = controllers.split(",") if hierarchy != "0" else ["cpuset", "memory", "pids"]
+        for name in names:
+            key = name if hierarchy != "0" else ""
+            if key not in mounts or (hierarchy == "0" and name in dirs):
+                continue
+            root, point = mounts[key]
+            relative = Path(path).relative_to(root) if root != "/" else Path(path.lstrip("/"))
+            dirs[name] = point / relative
     return dirs
 
 
