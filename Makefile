@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: deps lint typecheck-tree test test-slow test-unit test-agent test-e2e test-project-quota demo demo-agent bench bench-agent \
-	bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-metrics bench-density bench-terminal bench-web abuse openapi crds cluster-up cluster-down kind-up kind-down clean
+	bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-metrics bench-density bench-terminal bench-web abuse test-kind openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -24,7 +24,7 @@ lint: deps typecheck-tree
 	$(VENV)/bin/shellcheck -x -P SCRIPTDIR hack/*.sh hack/lib/*.sh .ci/run
 
 test: lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests --ignore=tests/kind
 
 # The whole suite on a slow machine: it and everything it starts (the control plane included,
 # restarted inside the throttle) held to SLOW_CORES of one core. See docs/testing.md.
@@ -65,14 +65,19 @@ cluster-up:
 cluster-down:
 	@hack/cluster-down.sh
 
-# tuxio deployed in a kind cluster from the manifests and images (needs docker or podman, and kind).
+# tuxio deployed in a one-node kind cluster from the manifests and its own images, all made here
+# from Debian packages and Go modules (podman, or docker where its daemon runs). docs/kind.md.
 kind-up:
 	@hack/kind-up.sh
 
 kind-down:
 	@hack/kind-down.sh
 
-bench: bench-agent bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-metrics bench-terminal bench-web
+# The kind tier against the cluster of kind-up (made first; a second run reuses it).
+test-kind: deps kind-up
+	$(PY) -m pytest -q tests/kind
+
+bench: bench-agent bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-metrics bench-density bench-terminal bench-web
 
 openapi: deps
 	$(PY) hack/render-openapi.py

@@ -1,79 +1,96 @@
 #!/usr/bin/env bash
-# tuxio in a local kind cluster, from the manifests and the two images:
-#   1. a kind cluster (hack/kind-config.yaml), unless it exists
-#   2. build tuxio-operator and tuxio-agent, load them into the nodes
-#   3. apply manifests/overlays/default, make the agents' Secrets
-#   4. label the worker tux.io/lxc-host=true: the agent starts there and the operator
-#      registers a SandboxHost for it
-#   5. apply the samples (a Sandbox, a SandboxPool, a Sandbox claiming from it); wait Ready
-# Needs kind, kubectl, openssl and docker (or podman: CONTAINER_ENGINE=podman, which also sets
-# KIND_EXPERIMENTAL_PROVIDER). Idempotent. hack/kind-down.sh deletes the cluster.
-#
-# The development machines of this project have no container engine: this script runs in
-# .github/workflows/kind.yaml, not in `make test` (docs/deploy.md says what is tested where).
+# tuxio in a local kind cluster, from nothing, from its own manifests and images:
+#   1. the host: podman and runc (or a running docker daemon), kind (hack/kind-host-setup.sh;
+#      it prints each change it makes to the host)
+#   2. the node image, built here (hack/build-kind-node-image.sh), and the Debian base image of
+#      tuxio's Dockerfiles (hack/build-debian-image.sh), both cached
+#   3. a one-node kind cluster (hack/kind-config.yaml; its API on 127.0.0.1:$KIND_API_PORT,
+#      7143 by default), unless it exists
+#   4. tuxio-operator, tuxio-agent and tuxio-gateway built from their Dockerfiles and loaded
+#      with `kind load image-archive`
+#   5. manifests/overlays/default applied, the agents' and the gateway's Secrets made, the node
+#      labelled tux.io/lxc-host=true; waits until the operator has registered the node's
+#      SandboxHost and it is Ready
+# Idempotent: a second run reuses everything cached and restarts only what got a new image.
+# The cluster's kubeconfig is written to $KIND_KUBECONFIG (not ~/.kube/config), printed last.
+# hack/kind-down.sh deletes the cluster; docs/kind.md says what stays on the host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CLUSTER=${KIND_CLUSTER:-tuxio}
-ENGINE=${CONTAINER_ENGINE:-docker}
-TIMEOUT=${TUXIO_KIND_TIMEOUT:-300s}
+# shellcheck source=hack/lib/kind-env.sh
+source hack/lib/kind-env.sh
+TIMEOUT=${TUXIO_KIND_TIMEOUT:-600s}
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml)
-# The names the manifests use; podman would otherwise file them under localhost/.
-OPERATOR_IMAGE=docker.io/library/tuxio-operator:$VERSION
-AGENT_IMAGE=docker.io/library/tuxio-agent:$VERSION
-say() { echo "${0##*/}: $*" >&2; }
-die() { say "ERROR: $*"; exit 1; }
+start=$SECONDS
 
-for tool in kind kubectl openssl "$ENGINE"; do
-  command -v "$tool" >/dev/null || die "$tool is missing"
-done
-[ "$ENGINE" = podman ] && export KIND_EXPERIMENTAL_PROVIDER=podman
+KIND=$(KIND_ENGINE=$KIND_ENGINE hack/kind-host-setup.sh)
+BIN=$(hack/build-kind-binaries.sh)
+export PATH=${KIND%/kind}:$BIN:$PATH # this kind, and the kubectl of the cluster's version
+export KUBECONFIG=$KIND_KUBECONFIG
+NODE_IMAGE=$(hack/build-kind-node-image.sh)
+BASE=$(hack/build-debian-image.sh)
 
-if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
-  say "kind cluster $CLUSTER exists"
+if kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
+  log "kind cluster $KIND_CLUSTER exists"
+  kind export kubeconfig --name "$KIND_CLUSTER" --kubeconfig "$KIND_KUBECONFIG"
 else
-  say "creating kind cluster $CLUSTER"
-  kind create cluster --name "$CLUSTER" --config hack/kind-config.yaml --wait 120s
+  log "creating kind cluster $KIND_CLUSTER from $NODE_IMAGE (API on 127.0.0.1:$KIND_API_PORT)"
+  config=$(mktemp)
+  sed "s/^\(  apiServerPort:\).*/\1 $KIND_API_PORT/" hack/kind-config.yaml >"$config"
+  kind create cluster --name "$KIND_CLUSTER" --image "$NODE_IMAGE" --config "$config" \
+    --kubeconfig "$KIND_KUBECONFIG" --wait 300s
+  rm -f "$config"
 fi
-export KUBECONFIG=${KUBECONFIG:-$HOME/.kube/config}
-kind export kubeconfig --name "$CLUSTER"
+node=$(kubectl get nodes -o jsonpath='{.items[0].metadata.name}')
+kubectl wait --for=condition=Ready "node/$node" --timeout="$TIMEOUT"
 
-say "building $OPERATOR_IMAGE and $AGENT_IMAGE"
-"$ENGINE" build -f operator/Dockerfile -t "$OPERATOR_IMAGE" .
-"$ENGINE" build -f nodeagent/Dockerfile -t "$AGENT_IMAGE" .
-for image in "$OPERATOR_IMAGE" "$AGENT_IMAGE"; do
-  if [ "$ENGINE" = docker ]; then
-    kind load docker-image --name "$CLUSTER" "$image"
+# --- tuxio's images ---------------------------------------------------------------------------
+restart=()
+for part in operator:operator agent:nodeagent gateway:gateway; do
+  name=${part%%:*}
+  dir=${part#*:}
+  image=docker.io/library/tuxio-$name:$VERSION # the name the manifests' tuxio-$name:$VERSION means
+  before=$("$KIND_ENGINE" image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
+  log "building $image from $dir/Dockerfile (FROM $BASE)"
+  "$KIND_ENGINE" build --network host -q --build-arg "DEBIAN_IMAGE=$BASE" -f "$dir/Dockerfile" -t "$image" . >/dev/null
+  after=$("$KIND_ENGINE" image inspect --format '{{.Id}}' "$image")
+  id=${after#sha256:}
+  if docker_exec_crictl=$("$KIND_ENGINE" exec "$KIND_CLUSTER-control-plane" crictl images -q 2>/dev/null) \
+    && grep -q "${id:0:12}" <<<"$docker_exec_crictl"; then
+    log "$image is loaded in the node"
   else
-    archive=$(mktemp)
-    "$ENGINE" save -o "$archive" "$image"
-    kind load image-archive --name "$CLUSTER" "$archive"
+    archive=$(mktemp --suffix=.tar)
+    "$KIND_ENGINE" save --format docker-archive -o "$archive" "$image" 2>/dev/null \
+      || "$KIND_ENGINE" save -o "$archive" "$image"
+    kind load image-archive --name "$KIND_CLUSTER" "$archive"
     rm -f "$archive"
+    [ -n "$before" ] && [ "$before" != "$after" ] && restart+=("$name")
   fi
 done
 
-say "applying manifests/overlays/default"
+# --- tuxio --------------------------------------------------------------------------------------
+log "applying manifests/overlays/default"
 kubectl apply -k manifests/overlays/default
 kubectl wait --for=condition=Established --timeout=60s crd --all
 hack/create-agent-secrets.sh
-worker=$(kubectl get nodes -o name | grep -v control-plane | head -n 1)
-worker=${worker#node/}
-[ -n "$worker" ] || die "the kind cluster has no worker node"
-kubectl label node "$worker" tux.io/lxc-host=true --overwrite
-
-kubectl -n tuxio-system rollout status deployment/tuxio-operator --timeout="$TIMEOUT"
+hack/create-gateway-secrets.sh
+kubectl label node "$node" tux.io/lxc-host=true --overwrite
+for name in "${restart[@]}"; do
+  case $name in
+    agent) kubectl -n tuxio-system rollout restart daemonset/tuxio-agent ;;
+    *) kubectl -n tuxio-system rollout restart "deployment/tuxio-$name" ;;
+  esac
+done
 kubectl -n tuxio-system rollout status daemonset/tuxio-agent --timeout="$TIMEOUT"
-say "waiting for the SandboxHost of $worker"
-deadline=$((SECONDS + 120))
-until kubectl get sandboxhost "$worker" >/dev/null 2>&1; do
-  [ "$SECONDS" -lt "$deadline" ] || die "the operator registered no SandboxHost for $worker"
+kubectl -n tuxio-system rollout status deployment/tuxio-operator --timeout="$TIMEOUT"
+kubectl -n tuxio-system rollout status deployment/tuxio-gateway --timeout="$TIMEOUT"
+log "waiting for the SandboxHost of $node"
+deadline=$((SECONDS + 300))
+until kubectl get sandboxhost "$node" >/dev/null 2>&1; do
+  [ "$SECONDS" -lt "$deadline" ] || die "the operator registered no SandboxHost for $node"
   sleep 2
 done
-kubectl wait --for=condition=Ready "sandboxhost/$worker" --timeout="$TIMEOUT"
-
-say "applying the samples"
-kubectl apply -f manifests/samples/sandbox.yaml -f manifests/samples/sandboxpool.yaml
-kubectl wait --for=condition=Ready sandboxpool/busybox-warm --timeout="$TIMEOUT"
-kubectl apply -f manifests/samples/sandbox-from-pool.yaml
-kubectl wait --for=condition=Ready sandbox/visitor-42 sandbox/visitor-43 --timeout="$TIMEOUT"
-kubectl get sandboxhosts,sandboxpools,sandboxes -o wide
-say "tuxio is up in kind cluster $CLUSTER (kubectl context kind-$CLUSTER)"
+kubectl wait --for=condition=Ready "sandboxhost/$node" --timeout="$TIMEOUT"
+kubectl wait --for=condition=Available apiservice/v1alpha1.subresources.tux.io --timeout="$TIMEOUT"
+kubectl get nodes,sandboxhosts -o wide
+log "tuxio is up in kind cluster $KIND_CLUSTER after $((SECONDS - start))s (KUBECONFIG=$KIND_KUBECONFIG)"
+echo "$KIND_KUBECONFIG"
