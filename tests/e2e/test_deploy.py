@@ -120,8 +120,28 @@ def test_overlay_has_what_the_issue_asks(cluster: Cluster) -> None:
     renew = [c for c in agent["initContainers"] if c["name"] == "credentials-renew"]
     assert renew[0]["restartPolicy"] == "Always"  # a sidecar
     assert "ca.key" not in built
-    # No Prometheus annotations: no component serves metrics.
-    assert "prometheus.io" not in built
+    # Metrics: a Service per component on its metrics port, annotated for scraping, in front
+    # of a container port of that name; the agents' headless (every host scraped).
+    workloads = {
+        "tuxio-operator-metrics": (deployment, 9471),
+        "tuxio-gateway-metrics": (items[("Deployment", "tuxio-gateway")], 9472),
+        "tuxio-agent-metrics": (items[("DaemonSet", "tuxio-agent")], 9473),
+    }
+    for name, (workload, port) in workloads.items():
+        metrics = items[("Service", name)]
+        annotations = metrics["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == (
+            str(port),
+            "/metrics",
+        )
+        assert metrics["metadata"]["labels"]["tux.io/metrics"] == "true"
+        assert metrics["spec"]["selector"] == workload["spec"]["selector"]["matchLabels"]
+        assert metrics["spec"]["ports"][0]["targetPort"] == "metrics"
+        (served,) = workload["spec"]["template"]["spec"]["containers"]
+        assert {"containerPort": port, "name": "metrics", "protocol": "TCP"} in served["ports"]
+    assert items[("Service", "tuxio-agent-metrics")]["spec"]["clusterIP"] == "None"
+    assert ports["TUXIO_AGENT_METRICS_PORT"] == "9473"
 
 
 def test_overlay_has_the_gateway(cluster: Cluster) -> None:
@@ -150,7 +170,7 @@ def test_overlay_has_the_gateway(cluster: Cluster) -> None:
     }
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"api": 8443, "visitor": 8444}
+    assert ports == {"api": 8443, "visitor": 8444, "metrics": 9472}
     (volume,) = pod["volumes"]
     assert volume["secret"]["secretName"] == "tuxio-gateway-serving"
     budget = items[("PodDisruptionBudget", "tuxio-gateway")]
@@ -494,3 +514,26 @@ def test_editor_sandbox_runs(
         "wait", "--for=condition=Ready", "sandbox/visitor-42", "-n", namespace, "--timeout=30s"
     )
     assert code == 0, out
+
+
+def test_the_prometheus_operator_overlay_adds_a_service_monitor_and_the_dashboard(
+    cluster: Cluster,
+) -> None:
+    """Built, not applied: the API server here has no Prometheus operator CRDs. Everything
+    else in it is the default overlay, which is applied above."""
+    built = cluster.kubectl("kustomize", str(MANIFESTS / "overlays/prometheus-operator")).stdout
+    objects = [o for o in yaml.safe_load_all(built) if o]
+    (monitor,) = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["selector"] == {"matchLabels": {"tux.io/metrics": "true"}}
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+    (dashboard,) = [o for o in objects if o["kind"] == "ConfigMap" and "tuxio.json" in o["data"]]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads((MANIFESTS / "dashboards" / "tuxio.json").read_text())
+    assert json.loads(dashboard["data"]["tuxio.json"]) == shipped
+    selected = {
+        o["metadata"]["name"]
+        for o in objects
+        if o["kind"] == "Service" and o["metadata"].get("labels", {}).get("tux.io/metrics")
+    }
+    assert selected == {"tuxio-operator-metrics", "tuxio-gateway-metrics", "tuxio-agent-metrics"}
