@@ -225,7 +225,7 @@ class Operator:
                 env=env,
             )
         STARTED.append(self.proc)
-        wait_until(self._alive, timeout=60)
+        wait_until(self._alive, timeout=180)  # kopf and its imports, on a loaded machine
 
     def _alive(self) -> bool:
         import httpx
