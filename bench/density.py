@@ -89,12 +89,12 @@ def build_debian(agent: Agent) -> None:
 
 async def measure(maximum: int, reserve_bytes: int, prompt_timeout: float) -> dict[str, Any]:
     agent = make_agent("density", ["--reserved-cpus", "0"])
-    build_debian(agent)
-    agent.start()
     streams = remote.Streams()
     inits: list[int] = []
     stopped_by = f"--max {maximum} reached"
     try:
+        build_debian(agent)
+        agent.start()
         before = meminfo()
         started = time.monotonic()
         async with agent.async_client() as api:

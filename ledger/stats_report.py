@@ -10,7 +10,9 @@ __all__ = ["plot", "table"]
 
 
 def _money(value: float | None) -> str:
-    return "-" if value is None else f"${value:,.4f}"
+    if value is None:
+        return "-"
+    return f"${value:,.4f}" if abs(value) >= 0.01 or value == 0 else f"${value:.7f}"
 
 
 def table(f: Figures) -> str:
