@@ -223,7 +223,7 @@ class Operator:
                 env=env,
             )
         STARTED.append(self.proc)
-        wait_until(self._alive, timeout=60)
+        wait_until(self._alive, timeout=180)  # a loaded machine starts kopf slowly
 
     def _alive(self) -> bool:
         import httpx
