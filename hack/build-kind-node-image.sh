@@ -155,6 +155,7 @@ for archive in "$WORK"/images/*.tar; do
   "$ENGINE" exec "$builder" ctr -n k8s.io images import --no-unpack "/kind/images/${archive##*/}" >/dev/null
 done
 "$ENGINE" exec "$builder" rm -rf /kind/images
+"$ENGINE" cp "$BIN/crictl" "$builder:/usr/local/bin/crictl"
 "$ENGINE" exec "$builder" ctr -n k8s.io images ls -q | sort >"$WORK/imported"
 for want in kube-apiserver:$K8S_VERSION kube-controller-manager:$K8S_VERSION kube-scheduler:$K8S_VERSION \
   kube-proxy:$K8S_VERSION etcd:$ETCD_TAG coredns/coredns:$COREDNS_TAG pause:$PAUSE_TAG; do

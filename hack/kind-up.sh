@@ -23,7 +23,7 @@ VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml)
 start=$SECONDS
 
 KIND=$(KIND_ENGINE=$KIND_ENGINE hack/kind-host-setup.sh)
-BIN=$(hack/build-kind-binaries.sh)
+BIN=${KIND_BIN_DIR:-$(hack/build-kind-binaries.sh)}
 export PATH=${KIND%/kind}:$BIN:$PATH # this kind, and the kubectl of the cluster's version
 export KUBECONFIG=$KIND_KUBECONFIG
 NODE_IMAGE=$(hack/build-kind-node-image.sh)

@@ -28,6 +28,8 @@ TIMEOUT = float(os.environ.get("TUXIO_KIND_TEST_TIMEOUT", "300"))
 def _kubectl_binary() -> str:
     """The kubectl hack/kind-up.sh used (the cluster's version), from the cache of
     hack/build-kind-binaries.sh."""
+    if "KIND_BIN_DIR" in os.environ:  # as hack/kind-up.sh takes it
+        return str(Path(os.environ["KIND_BIN_DIR"]) / "kubectl")
     found = sorted(CACHE.glob("bin-k8s-*/kubectl"))
     if not found:
         raise AssertionError(f"no kubectl under {CACHE}: run `make kind-up` first")
