@@ -84,6 +84,10 @@ def agent_ca(cluster: Cluster, core: kubernetes.client.CoreV1Api) -> str:
     cluster.kubectl(
         "apply", "-f", str(ROOT / "manifests" / "base" / "nodeagent" / "bootstrap_rbac.yaml")
     )
+    for node in (NODE, "lxc-node-2"):  # hosts' Secrets an earlier run left
+        cluster.kubectl(
+            "delete", "secret", f"tuxio-agent-{node}", "-n", SYSTEM_NS, "--ignore-not-found"
+        )
     return secret_data(core, "tuxio-agent-ca")["ca.crt"]
 
 
