@@ -155,7 +155,7 @@ class Agent:
             )
         STARTED.append(self.proc)
         MADE.pids.append(self.proc.pid)
-        wait_until(self._healthy, timeout=30)
+        wait_until(self._healthy, timeout=120)  # a loaded machine starts slowly
 
     def _healthy(self) -> bool:
         assert self.proc is not None
