@@ -30,7 +30,7 @@ from .errors import AgentError, HostPrerequisiteMissing, TemplateBuildFailed
 from .files import ContainerFiles
 from .host import apparmor_enabled, ensure_subordinate_ids, ensure_traversable, host_cpus
 from .lxc import Lxc
-from .records import read_record
+from .records import RecordCorrupt, read_record
 from .sandbox_collector import SandboxCollector
 from .service import ContainerService, DiskPolicy
 from .settings import AgentSettings
@@ -221,12 +221,19 @@ def _template_build(settings: AgentSettings, name: str, options: dict[str, str])
     store = _templates(settings)
     template = store.build(name, **options)
     in_use: set[Path] = set()
+    unknown = False
     if settings.lxcpath.is_dir():
         for entry in settings.lxcpath.iterdir():
-            record = read_record(entry) if entry.is_dir() else None
+            try:
+                record = read_record(entry) if entry.is_dir() else None
+            except RecordCorrupt as exc:
+                # Which template it uses is unknown: prune nothing rather than its root.
+                log.warning("not pruning templates: %s", exc)
+                unknown = True
+                continue
             if record is not None:
                 in_use.add(record.template_rootfs)
-    for pruned in store.prune(in_use):
+    for pruned in [] if unknown else store.prune(in_use):
         log.info("pruned unused template version %s", pruned)
     print(
         json.dumps(

@@ -6,6 +6,7 @@ __all__ = [
     "AgentError",
     "ContainerNotFound",
     "ContainerNotRunning",
+    "ContainerQuarantined",
     "DiskBelowReserve",
     "DiskSetupFailed",
     "FileNotFound",
@@ -71,6 +72,13 @@ class ContainerNotFound(AgentError):
     """No container of that name on this host."""
 
     reason = "ContainerNotFound"
+
+
+class ContainerQuarantined(AgentError):
+    """The container's record was found corrupt or truncated at start: the agent does not
+    know what it is, so it neither runs nor changes it. Only DELETE is taken."""
+
+    reason = "ContainerQuarantined"
 
 
 class ContainerNotRunning(AgentError):

@@ -365,6 +365,13 @@ class TemplateInfo(_Model):
     init: list[str] = Field(description="Init command its containers run as PID 1.")
 
 
+class QuarantinedContainer(_Model):
+    """A container the agent cannot manage: its record is unreadable."""
+
+    name: str = Field(description="Container name (its directory).")
+    reason: str = Field(description="What is wrong with its record.")
+
+
 class HostInfo(_Model):
     """What the host offers and how busy it is."""
 
@@ -378,6 +385,11 @@ class HostInfo(_Model):
     containers: int = Field(description="Number of containers the agent manages.")
     running: int = Field(description="How many of them run.")
     load: tuple[float, float, float] = Field(description="1, 5 and 15 minute load averages.")
+    quarantined: list[QuarantinedContainer] = Field(
+        default_factory=list,
+        description="Containers whose record was corrupt or truncated at start: stopped, "
+        "left as found for inspection, refused (409 ContainerQuarantined) but to DELETE.",
+    )
 
 
 class ExecRequest(_Model):

@@ -21,6 +21,7 @@ from .templates import Template
 __all__ = [
     "RECORD_FILE",
     "ContainerRecord",
+    "RecordCorrupt",
     "read_record",
     "render_config",
     "spec_hash",
@@ -93,15 +94,28 @@ def spec_hash(spec: ContainerSpec) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+class RecordCorrupt(ValueError):
+    """A record that cannot be read back (truncated, garbled, or of no known shape)."""
+
+
 def write_atomically(path: Path, text: str, mode: int = 0o640) -> None:
-    """Write a file so that readers see the old or the new content, never a part."""
+    """Write a file so that readers see the old or the new content, never a part, also after
+    a power loss: the content is synced before the rename, and the directory after it."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.write(fd, text.encode())
+        data = text.encode()
+        while data:
+            data = data[os.write(fd, data) :]
+        os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def write_record(container_dir: Path, record: ContainerRecord) -> None:
@@ -109,10 +123,19 @@ def write_record(container_dir: Path, record: ContainerRecord) -> None:
 
 
 def read_record(container_dir: Path) -> ContainerRecord | None:
+    """The record, None if there is none; RecordCorrupt if it cannot be read back."""
+    path = container_dir / RECORD_FILE
     try:
-        return ContainerRecord.from_json((container_dir / RECORD_FILE).read_text())
+        text = path.read_text()
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordCorrupt(f"{path}: unreadable: {exc}") from None
+    try:
+        return ContainerRecord.from_json(text)
+    except (ValueError, KeyError, TypeError) as exc:  # pydantic's errors are ValueErrors
+        summary = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RecordCorrupt(f"{path}: {type(exc).__name__}: {summary}") from None
 
 
 def _network_lines(network: NetworkSpec) -> list[str]:

@@ -31,6 +31,7 @@ from .errors import (
     AgentError,
     ContainerNotFound,
     ContainerNotRunning,
+    ContainerQuarantined,
     DiskBelowReserve,
     InvalidSpec,
     LimitsNotInForce,
@@ -54,12 +55,14 @@ from .models import (
     HostInfo,
     MemoryInfo,
     ObservedLimits,
+    QuarantinedContainer,
     TemplateInfo,
     Usage,
 )
 from .processes import InitProcess
 from .records import (
     ContainerRecord,
+    RecordCorrupt,
     read_record,
     render_config,
     spec_hash,
@@ -135,6 +138,8 @@ class ContainerService:
         self.locks = KeyedLocks()
         # A cache of the records on disk, rebuilt from them at start-up.
         self.records: dict[str, ContainerRecord] = {}
+        # Containers whose record was corrupt at start, and why: neither run nor changed.
+        self.quarantined: dict[str, str] = {}
         # Containers still on all shared cores, with the PID of their init.
         self._bursting: dict[str, int] = {}
         # Running containers' inits as LXC last named them: (pid, start time in ticks).
@@ -152,7 +157,11 @@ class ContainerService:
         """Rediscover every container from its record and LXC, and resume bursts."""
         self.lxc.lxcpath.mkdir(parents=True, exist_ok=True)
         for entry in sorted(self.lxc.lxcpath.iterdir()):
-            record = read_record(entry) if entry.is_dir() else None
+            try:
+                record = read_record(entry) if entry.is_dir() else None
+            except RecordCorrupt as exc:
+                await self._quarantine(entry.name, str(exc))
+                continue
             if record is not None:
                 self.records[record.name] = record
         for record in self.records.values():
@@ -183,6 +192,25 @@ class ContainerService:
             len(self._bursting),
         )
 
+    async def _quarantine(self, name: str, reason: str) -> None:
+        """A container the agent cannot know: stopped (its limits and owner are unknown), its
+        files left as found, every call but DELETE refused with the reason."""
+        log.error("container %s quarantined: %s", name, reason)
+        self.quarantined[name] = reason
+        try:
+            if await self.lxc.info(name) is not None:
+                await self.lxc.stop(name, timeout=0)
+        except LxcCommandFailed as exc:
+            log.error("container %s: could not stop it: %s", name, exc)
+
+    def _refuse_quarantined(self, name: str) -> None:
+        reason = self.quarantined.get(name)
+        if reason is not None:
+            raise ContainerQuarantined(
+                f"container {name!r} is quarantined (its record is corrupt: {reason}); "
+                "only DELETE is taken"
+            )
+
     # ----- the API ----------------------------------------------------------------------
 
     async def put(
@@ -196,6 +224,7 @@ class ContainerService:
         that exists and converged last to one of those specs is touched; with `if_none_match`,
         only one that does not exist (ANY) or converged to none of those. Checked and converged
         under the container's lock, so of two callers adopting one container only one wins."""
+        self._refuse_quarantined(name)
         template = self.templates.get(spec.template)
         if spec.limits.cpus > len(self.cpus.shared):
             raise InvalidSpec(
@@ -236,6 +265,7 @@ class ContainerService:
                 )
 
     async def get(self, name: str) -> ContainerStatus:
+        self._refuse_quarantined(name)
         record = self.records.get(name)
         if record is None:
             raise ContainerNotFound(f"no container {name!r} on this host")
@@ -272,6 +302,7 @@ class ContainerService:
             self._cgroup_dirs.pop(name, None)
             if not directory.exists():
                 self.records.pop(name, None)
+                self.quarantined.pop(name, None)
                 return False
             log.info("destroy started: %s", name)
             await self._before_stop(name)
@@ -288,6 +319,7 @@ class ContainerService:
             finally:
                 self._destroying.discard(name)
             self.records.pop(name, None)
+            self.quarantined.pop(name, None)
             log.info("destroy finished: %s", name)
             return True
 
@@ -375,6 +407,9 @@ class ContainerService:
             containers=len(self.records),
             running=sum(1 for n, i in infos.items() if n in self.records and i.state == "running"),
             load=(round(load[0], 2), round(load[1], 2), round(load[2], 2)),
+            quarantined=[
+                QuarantinedContainer(name=n, reason=r) for n, r in sorted(self.quarantined.items())
+            ],
         )
 
     def disk_info(self) -> DiskInfo:

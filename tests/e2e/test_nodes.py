@@ -84,6 +84,10 @@ def agent_ca(cluster: Cluster, core: kubernetes.client.CoreV1Api) -> str:
     cluster.kubectl(
         "apply", "-f", str(ROOT / "manifests" / "base" / "nodeagent" / "bootstrap_rbac.yaml")
     )
+    for node in (NODE, "lxc-node-2"):  # hosts' Secrets an earlier run left
+        cluster.kubectl(
+            "delete", "secret", f"tuxio-agent-{node}", "-n", SYSTEM_NS, "--ignore-not-found"
+        )
     return secret_data(core, "tuxio-agent-ca")["ca.crt"]
 
 
@@ -340,7 +344,11 @@ def test_labelled_node_gets_its_own_credentials_and_a_ready_host(
 
 
 def test_an_agent_gets_no_certificate_for_another_node(
-    cluster: Cluster, node_operator: Operator, agent_ca: str, node_agent_dir: Path
+    cluster: Cluster,
+    custom: Custom,
+    node_operator: Operator,
+    agent_ca: str,
+    node_agent_dir: Path,
 ) -> None:
     """The attack a per-host credential is for: a compromised host asking for another's
     address, or someone with the bootstrap account but no pod on a node. Denied, with why."""
@@ -369,6 +377,9 @@ def test_an_agent_gets_no_certificate_for_another_node(
     ):
         asked = cluster.kubectl("auth", "can-i", *args, "--as", who, check=False)
         assert asked.stdout.strip() == allowed, args
+    # The second node and its host go, so later tests find the name free.
+    cluster.kubectl("delete", "node", "lxc-node-2")
+    wait_until(lambda: get_host(custom, "lxc-node-2") is None, timeout=60)
 
 
 def test_cordon_label_and_deletion_follow_the_node(

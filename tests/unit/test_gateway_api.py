@@ -380,6 +380,22 @@ async def test_a_rotated_agent_token_is_read_again(env: Env) -> None:
     ]  # fmt: skip
 
 
+async def test_the_previous_token_opens_an_agent_that_has_not_rotated_yet(env: Env) -> None:
+    """The operator writes a host's new token before its agent has it: after the agent's 401
+    the gateway reads the Secret again, finds the same token, and tries the one before."""
+    env.kube.allowed.add(("alice", "team", "visitor-42", "exec"))
+    env.kube.objects["/api/v1/namespaces/tuxio-system/secrets/h1-agent"] = secret(
+        "h1-agent", "tuxio-system", {"token": b"new-token", "previous-token": b"agent-token"}
+    )
+    async with env.session() as http:
+        ws = await http.ws_connect(env.url + f"{BASE}/visitor-42/exec?command=id",
+                                   protocols=("v5.channel.k8s.io",), headers=ALICE)  # fmt: skip
+        await ws.close()
+    assert [r.headers["Authorization"] for r in env.agent.seen] == [
+        "Bearer new-token", "Bearer agent-token"
+    ]  # fmt: skip
+
+
 async def test_files_are_proxied(env: Env) -> None:
     env.kube.allowed.add(("alice", "team", "visitor-42", "files"))
     url = env.url + f"{BASE}/visitor-42/files"
