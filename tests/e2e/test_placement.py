@@ -8,7 +8,10 @@ the operator with the GeoLite2 City database that hack/fetch-geolite2.sh fetches
 
 from __future__ import annotations
 
+import base64
+import json
 import signal
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +21,7 @@ import pytest
 
 from tests.e2e.conftest import (
     GROUP,
+    SYSTEM_NS,
     VERSION,
     Cluster,
     Host,
@@ -29,6 +33,7 @@ from tests.e2e.conftest import (
     wait_phase,
 )
 from tests.e2e.test_pool import get_pool, pool, wait_ready_replicas, warm_containers
+from tests.gatewaykit import CA
 from tests.support import (
     Agent,
     Netns,
@@ -66,16 +71,23 @@ class NetnsHost:
 def sites(cluster: Cluster, operator: Operator, custom: Custom) -> Iterator[dict[str, NetnsHost]]:
     made: dict[str, NetnsHost] = {}
     namespaces: list[Netns] = []
+    # The sites' agents are not on the loopback, so they serve TLS, as a real host's agent does
+    # (the operator refuses http:// there): a certificate for the namespace's address.
+    ca = CA("placement-agents")
+    ca_b64 = base64.b64encode(ca.pem.encode()).decode()
     try:
         for index, (name, region, lat, lon) in enumerate(SITES, start=1):
             netns = make_netns(index, name)
             namespaces.append(netns)
             data_dir = prepare_data_dir(name)
+            cert, key = ca.issue(name, server=True, names=(netns.address,)).write(data_dir, "tls")
             agent = Agent(
                 data_dir,
                 free_port(),
                 (data_dir / "token").read_text().strip(),
-                ["--reserved-cpus", "0"],
+                ["--reserved-cpus", "0", "--tls-cert", str(cert), "--tls-key", str(key)],
+                scheme="https",
+                verify=ssl.create_default_context(cadata=ca.pem),
                 address=netns.address,
                 wrapper=netns.wrapper,
             )
@@ -91,6 +103,10 @@ def sites(cluster: Cluster, operator: Operator, custom: Custom) -> Iterator[dict
                     location={"region": region, "latitude": lat, "longitude": lon},
                 ),
             )
+            cluster.kubectl("patch", "secret", f"{name}-agent", "-n", SYSTEM_NS, "--type=merge",
+                            "-p", json.dumps({"data": {"ca.crt": ca_b64}}))  # fmt: skip
+            cluster.kubectl("patch", "sandboxhost", name, "--type=merge",
+                            "-p", '{"spec":{"credentialsSecretRef":{"caKey":"ca.crt"}}}')  # fmt: skip
         for name in made:
             wait_until(lambda n=name: host_ready(custom, n), timeout=60)
         yield made
