@@ -19,7 +19,7 @@ from typing import Any
 from tuxio.common.timeutil import Clock, format_time, seconds_since
 from tuxio.nodeagent.models import ContainerStatus
 
-from .agentclient import AgentClient, AgentError
+from .agentclient import AgentClient, AgentError, AgentUnauthorized
 from .agents import AgentRegistry, CredentialsMissing, InsecureEndpoint
 from .claims import Claims
 from .conditions import Reason
@@ -64,21 +64,27 @@ class HostProber:
     async def probe(self, host: HostRecord, current: Mapping[str, Any]) -> dict[str, Any]:
         """Probe one host and act on what it says; returns the host's new status."""
         placed = self.index.sandboxes.on_host(host.name)
-        try:
-            agent = await self.agents.client(host)
-            info = await agent.host()
-            containers = await agent.list({MANAGED_BY: OPERATOR})
-        except CredentialsMissing as exc:
-            at = format_time(self.clock.now())
-            reason = (
-                Reason.INSECURE_ENDPOINT
-                if isinstance(exc, InsecureEndpoint)
-                else Reason.CREDENTIALS_MISSING
-            )
-            return unready_status(current, reason, str(exc), at)
-        except AgentError as exc:
-            # A 401 has dropped the host's client already: the next probe reads its Secret.
-            return await self._unreachable(host, current, placed, str(exc))
+        for attempt in (1, 2):
+            try:
+                agent = await self.agents.client(host)
+                info = await agent.host()
+                containers = await agent.list({MANAGED_BY: OPERATOR})
+                break
+            except CredentialsMissing as exc:
+                at = format_time(self.clock.now())
+                reason = (
+                    Reason.INSECURE_ENDPOINT
+                    if isinstance(exc, InsecureEndpoint)
+                    else Reason.CREDENTIALS_MISSING
+                )
+                return unready_status(current, reason, str(exc), at)
+            except AgentUnauthorized as exc:
+                # The 401 has dropped the host's client: asked again at once, with the token
+                # its Secret holds now (the agent's was rotated), before calling it silent.
+                if attempt == 2:
+                    return await self._unreachable(host, current, placed, str(exc))
+            except AgentError as exc:
+                return await self._unreachable(host, current, placed, str(exc))
         now = self.clock.now()
         status = healthy_status(
             current, info, containers, placed, self.timings.heartbeat_every, now

@@ -83,8 +83,11 @@ def test_overlay_has_what_the_issue_asks(cluster: Cluster) -> None:
     assert env["TUXIO_OPERATOR_WEBHOOK_SERVICE_NAMESPACE"] == {
         "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}
     }
-    (mount,) = container["volumeMounts"]
-    assert mount["mountPath"] == env["TUXIO_OPERATOR_WEBHOOK_CERT_DIR"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts == {
+        "webhook-cert": env["TUXIO_OPERATOR_WEBHOOK_CERT_DIR"],
+        "ledger": "/var/lib/tuxio",
+    }
     assert {"containerPort": 9443, "name": "webhook", "protocol": "TCP"} in container["ports"]
     service = items[("Service", "tuxio-operator-webhook")]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]

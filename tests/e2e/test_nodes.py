@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import ssl
 import stat
 import subprocess
@@ -249,8 +250,10 @@ def run_on_node(cluster: Cluster, custom: Custom, namespace: str, name: str) -> 
 
 
 @pytest.fixture
-def node_agent_dir() -> Path:
-    return prepare_data_dir("nodes")
+def node_agent_dir() -> Iterator[Path]:
+    made = prepare_data_dir("nodes")
+    yield made
+    shutil.rmtree(made, ignore_errors=True)  # also when no agent ran from it
 
 
 def test_labelled_node_gets_its_own_credentials_and_a_ready_host(
