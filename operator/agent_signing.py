@@ -13,17 +13,16 @@ one host can never get a certificate (or a token) for another.
 from __future__ import annotations
 
 import base64
-import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tuxio.common.certificates import CaKey, serving_certificate
 from tuxio.common.sealing import SEALED_TOKEN_ANNOTATION, SIGNER_NAME
 
 __all__ = [
@@ -126,16 +125,6 @@ def review(
     return AgentRequest(str(meta.get("name")), node, tuple(hosts), key, seconds)
 
 
-def _san(host: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        return x509.DNSName(host)
-
-
-CaKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-
-
 def load_ca(cert_pem: str, key_pem: str) -> tuple[x509.Certificate, CaKey, str]:
     """The CA certificate that belongs to the key (the bundle may hold more during a CA
     rotation), the key, and the whole bundle (what agents' clients must trust)."""
@@ -159,39 +148,8 @@ def issue(
 ) -> str:
     """A serving certificate (PEM) for the request, signed by the CA."""
     now = now or datetime.now(UTC)
-    key = request.public_key
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, request.node)]))
-        .issuer_name(ca.subject)
-        .public_key(key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(min(now + timedelta(seconds=request.seconds), ca.not_valid_after_utc))
-        .add_extension(
-            x509.SubjectAlternativeName([_san(h) for h in request.hosts]), critical=False
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=False,
-                content_commitment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    cert = serving_certificate(
+        request.node, request.hosts, request.public_key, ca, ca_key, now,
+        timedelta(seconds=request.seconds),
+    )  # fmt: skip
     return cert.public_bytes(serialization.Encoding.PEM).decode()
