@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .errors import LxcCommandFailed
 from .processes import AttachedTree, end_processes
@@ -175,48 +176,75 @@ class Lxc:
         command = self._attach_argv(name, argv, {**_BASE_ENV, **env})
         started = time.monotonic()
         try:
+            # Spawned synchronously: the joiner may move this thread (session_cgroups), and no
+            # other coroutine may run on it meanwhile.
             with cgroup.joiner() as join:
-                proc = await asyncio.create_subprocess_exec(
-                    *command,
+                popen = _popen(
+                    command,
                     executable=self._attach.path(),
-                    stdin=asyncio.subprocess.PIPE
-                    if stdin is not None
-                    else asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    start_new_session=True,
-                    preexec_fn=join,
+                    stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    new_session=True,
+                    preexec=join,
                 )
         except BaseException:
             await remove_cgroup(cgroup)
             raise
-        assert proc.stdout is not None
-        assert proc.stderr is not None
+        process = AttachedProcess(popen, AttachedTree(popen.pid, tuple, cgroup), cgroup)
+        loop = asyncio.get_running_loop()
+        assert popen.stdout is not None
+        assert popen.stderr is not None
         out, err = _Capped(max_output), _Capped(max_output)
 
-        async def feed() -> None:
-            if stdin is not None and proc.stdin is not None:
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    proc.stdin.write(stdin)
-                    await proc.stdin.drain()
-                proc.stdin.close()
+        transports: list[asyncio.BaseTransport] = []
+        connected: set[int] = set()  # the pipes a transport owns (and closes)
 
+        async def reader(pipe: IO[bytes]) -> asyncio.StreamReader:
+            stream = asyncio.StreamReader(limit=2**20)
+            transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(stream), pipe
+            )
+            transports.append(transport)
+            connected.add(id(pipe))
+            return stream
+
+        async def feed() -> None:
+            if stdin is None or popen.stdin is None:
+                return
+            transport, protocol = await loop.connect_write_pipe(_Flow, popen.stdin)
+            transports.append(transport)
+            connected.add(id(popen.stdin))
+            writer = asyncio.StreamWriter(transport, protocol, None, loop)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                writer.write(stdin)
+                await writer.drain()
+            writer.close()
+
+        exit_code = process.wait()
         timed_out = False
         try:
-            await asyncio.wait_for(
-                asyncio.gather(feed(), out.drain(proc.stdout), err.drain(proc.stderr), proc.wait()),
-                timeout,
-            )
+            async with asyncio.timeout(timeout):
+                stdout, stderr = await reader(popen.stdout), await reader(popen.stderr)
+                # Shielded: on timeout the gather is cancelled, and the exit is still awaited.
+                await asyncio.gather(
+                    feed(), out.drain(stdout), err.drain(stderr), asyncio.shield(exit_code)
+                )
         except TimeoutError:
             timed_out = True
         duration = time.monotonic() - started
-        killed = await end_processes(AttachedTree(proc.pid, tuple, cgroup), 0, proc.wait())
+        killed = await end_processes(process.tree, 0, exit_code)
         if killed:
             log.info("exec %s: killed %d processes", "timed out" if timed_out else "ended", killed)
-        await proc.wait()
+        code = await exit_code
+        for transport in transports:
+            transport.close()  # and its pipe
+        for pipe in (popen.stdin, popen.stdout, popen.stderr):
+            if pipe is not None and not pipe.closed and id(pipe) not in connected:
+                pipe.close()
         await remove_cgroup(cgroup)
         return AttachResult(
-            exit_code=None if timed_out else proc.returncode,
+            exit_code=None if timed_out else code,
             stdout=bytes(out.data),
             stderr=bytes(err.data),
             stdout_truncated=out.truncated,
@@ -489,7 +517,7 @@ def _popen(
     stdout: int,
     stderr: int,
     new_session: bool,
-    preexec: Callable[[], None],
+    preexec: Callable[[], None] | None,
     executable: str | None = None,
 ) -> subprocess.Popen[bytes]:
     try:
@@ -516,6 +544,13 @@ async def remove_cgroup(cgroup: SessionCgroup) -> None:
         cgroup.kill()
         await asyncio.sleep(0.02)
     log.warning("cgroup %s still holds processes %s; left in place", cgroup.own, cgroup.pids())
+
+
+class _Flow(asyncio.StreamReaderProtocol):
+    """The protocol a StreamWriter over a write pipe needs for drain() (flow control)."""
+
+    def __init__(self) -> None:
+        super().__init__(asyncio.StreamReader())
 
 
 class _Capped:
