@@ -9,6 +9,7 @@ nothing is left to free by hand.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -88,10 +89,8 @@ def _open_loop(number: int) -> tuple[str, int]:
             major, minor = map(int, Path(f"/sys/block/loop{number}/dev").read_text().split(":"))
         except (OSError, ValueError):
             major, minor = _LOOP_MAJOR, number
-        try:
+        with contextlib.suppress(FileExistsError):  # made by a concurrent attach
             os.mknod(device, 0o660 | stat.S_IFBLK, os.makedev(major, minor))
-        except FileExistsError:  # made by a concurrent attach
-            pass
         return device, os.open(device, os.O_RDWR | os.O_CLOEXEC)
 
 
