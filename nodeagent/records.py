@@ -170,7 +170,10 @@ def render_config(
         # (a fixed sleep) to every stop.
         "lxc.cap.drop = mac_admin mac_override sys_time sys_module sys_rawio",
         f"lxc.seccomp.profile = {LXC_SHARE / 'common.seccomp'}",
-        "lxc.mount.auto = cgroup:mixed proc:mixed sys:mixed",
+        # /sys read-only whole (sys:mixed leaves /sys/devices/virtual/net writable): nothing
+        # a sandbox needs, and where the host's own /sys is read-only (a kind node, a pod),
+        # the kernel refuses a writable sysfs in a user namespace.
+        "lxc.mount.auto = cgroup:mixed proc:mixed sys:ro",
         "lxc.arch = linux64",
         f"lxc.uts.name = {name}",
         f"lxc.rootfs.path = overlay:{template.rootfs}:{container_dir / 'overlay' / 'delta'}",
