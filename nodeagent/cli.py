@@ -28,6 +28,7 @@ from .disk import BACKENDS, DiskQuota, Ext4ImageBackend, backend_named
 from .disk_usage import DiskUsage
 from .errors import AgentError, HostPrerequisiteMissing, TemplateBuildFailed
 from .files import ContainerFiles
+from .handshake import JsonRefusalProtocol
 from .host import apparmor_enabled, ensure_subordinate_ids, ensure_traversable, host_cpus
 from .lxc import Lxc
 from .records import RecordCorrupt, read_record
@@ -168,7 +169,8 @@ def _serve(settings: AgentSettings) -> int:
         # The sans-I/O protocol: a send waits while the transport's buffer is full, which is
         # how a slow client slows a session's reading. No compression: the agent's peers are
         # gateways on the host network, and a flood would cost a core to deflate.
-        ws="websockets-sansio",
+        # (handshake.py: with the handshake's own refusals in the agent's JSON body.)
+        ws=JsonRefusalProtocol,
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,
     )
