@@ -15,6 +15,7 @@ from fastapi.requests import HTTPConnection
 from fastapi.responses import JSONResponse
 
 from . import __version__
+from .authn import RequireToken
 from .credentials import ServingCertificate, TokenFile
 from .deps import Authenticated, ContainerName, Service, Unauthorized
 from .errors import (
@@ -318,7 +319,9 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(WebSocketRequestValidationError, _invalid_request)
     app.add_exception_handler(Exception, _unexpected)
-    # Every HTTP request timed by route template and status code (tuxio_agent_request_...).
+    # The token before anything else (authn.py); every HTTP request timed by route template
+    # and status code (tuxio_agent_request_...), the refused ones too.
+    app.add_middleware(RequireToken, tokens=tokens)
     app.add_middleware(RequestMetrics)
 
     @app.get("/healthz", tags=["health"])
