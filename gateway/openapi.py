@@ -101,7 +101,12 @@ def _failures(*codes: int) -> dict[str, Any]:
 
 
 def _json(code: int, schema: dict[str, Any]) -> dict[str, Any]:
-    return {str(code): {"description": _DESCRIPTIONS[code], "content": {"application/json": {"schema": schema}}}}
+    return {
+        str(code): {
+            "description": _DESCRIPTIONS[code],
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
 
 
 def _path_parameters() -> list[dict[str, Any]]:
@@ -129,7 +134,8 @@ def _health() -> dict[str, Any]:
     }
     ready = {
         "get": {
-            "summary": "Readiness: ok once the watches, the front proxy's CA and the keys are loaded.",
+            "summary": "Readiness: ok once the watches, the front proxy's CA and the keys are "
+            "loaded.",
             "tags": ["health"],
             "security": [],
             "responses": {
@@ -255,7 +261,8 @@ def _files(failures: tuple[int, ...], *, options: bool) -> dict[str, Any]:
     }
     if options:
         found["options"] = {
-            "summary": "A browser's CORS preflight: no token comes with it; the Origin must be listed.",
+            "summary": "A browser's CORS preflight: no token comes with it; the Origin must be "
+            "listed.",
             "tags": ["files"],
             "security": [],
             "responses": {"204": {"description": _DESCRIPTIONS[204]}, **_failures(403)},

@@ -85,9 +85,7 @@ def _open(
 _UPGRADE = {"x-websocket": True, "parameters": rc.exec_query_parameters()}
 
 
-@streams_router.get(
-    "/containers/{name}/exec", dependencies=Authenticated, openapi_extra=_UPGRADE
-)
+@streams_router.get("/containers/{name}/exec", dependencies=Authenticated, openapi_extra=_UPGRADE)
 async def exec_needs_upgrade(name: ContainerName) -> None:
     """Exec and terminals are WebSocket upgrades of this route (see docs/protocol.md): query
     `command` (repeated), `stdin`, `stdout`, `stderr`, `tty`, `session`, `env` (repeated);

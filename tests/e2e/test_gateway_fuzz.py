@@ -86,7 +86,9 @@ def visitor_target(gw: Gateway, token: str) -> Target:
 
 def _operations(document: dict) -> set[str]:
     methods = {"get", "put", "post", "delete", "options"}
-    return {f"{m.upper()} {p}" for p, item in document["paths"].items() for m in item if m in methods}
+    return {
+        f"{m.upper()} {p}" for p, item in document["paths"].items() for m in item if m in methods
+    }
 
 
 def test_fuzz_the_gateway(

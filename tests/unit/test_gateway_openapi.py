@@ -63,7 +63,10 @@ def test_the_visitor_document_names_its_routes(gateway: Gateway) -> None:
 
 @pytest.mark.parametrize(
     ("name", "document"),
-    [("gateway-api-openapi.json", api_document), ("gateway-visitor-openapi.json", visitor_document)],
+    [
+        ("gateway-api-openapi.json", api_document),
+        ("gateway-visitor-openapi.json", visitor_document),
+    ],
 )
 def test_committed_documents_are_current_and_valid(name: str, document: Any) -> None:
     assert json.loads((DOCS / name).read_text()) == document(), (
