@@ -59,3 +59,24 @@ def test_fuzz(agent: Agent, keeper: str, authenticated: bool) -> None:
     # Every container a fuzzed create made was deleted as its answer came; a refused create
     # made none.
     assert _names(agent) == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "reason"),
+    [
+        ("GET", "/v1/no-such-route", 404, "NotFound"),
+        ("POST", "/v1/containers/fuzz-keeper/files?path=/tmp", 405, "MethodNotAllowed"),
+        ("GET", "/no-such-route", 404, "NotFound"),
+    ],
+)
+def test_routing_refusals_are_the_agents_json(
+    agent: Agent, method: str, path: str, status: int, reason: str
+) -> None:
+    with agent.client() as client:
+        answer = client.request(method, path)
+    assert (answer.status_code, answer.json()["reason"]) == (status, reason)
+    assert answer.json()["message"]
+    if status == 405:
+        assert answer.headers["allow"]
+    with agent.client(token="not-the-token") as client:
+        assert client.request(method, path).status_code == 401
