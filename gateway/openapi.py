@@ -110,15 +110,19 @@ def _json(code: int, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _path_parameters() -> list[dict[str, Any]]:
+    # As long as Kubernetes lets them be: a namespace is a DNS label, a name a DNS subdomain.
     return [
         {
             "name": name,
             "in": "path",
             "required": True,
             "description": what,
-            "schema": {"type": "string", "minLength": 1},
+            "schema": {"type": "string", "minLength": 1, "maxLength": longest},
         }
-        for name, what in (("namespace", "The Sandbox's namespace."), ("name", "The Sandbox."))
+        for name, what, longest in (
+            ("namespace", "The Sandbox's namespace.", 63),
+            ("name", "The Sandbox.", 253),
+        )
     ]
 
 
