@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic.json_schema import models_json_schema
+
 from tuxio.common.remotecommand import SESSION_ID_PATTERN, exec_query_parameters
+from tuxio.nodeagent.models import DirectoryListing, FileDeleted, FileWritten, SessionInfo
 
 from .models import GROUP, VERSION
 
@@ -35,37 +38,17 @@ _STATUS_SCHEMA: dict[str, Any] = {
     },
 }
 
-_SCHEMAS: dict[str, Any] = {
-    "Status": _STATUS_SCHEMA,
-    "DirectoryListing": {
-        "type": "object",
-        "description": "A directory's entries, as the sandbox's agent lists them.",
-        "required": ["path", "entries"],
-        "properties": {"path": {"type": "string"}, "entries": {"type": "array"}},
-    },
-    "FileWritten": {
-        "type": "object",
-        "description": "What the agent wrote.",
-        "required": ["path", "size", "mode"],
-        "properties": {
-            "path": {"type": "string"},
-            "size": {"type": "integer"},
-            "mode": {"type": "string"},
-        },
-    },
-    "FileDeleted": {
-        "type": "object",
-        "description": "What the agent removed.",
-        "required": ["path"],
-        "properties": {"path": {"type": "string"}},
-    },
-    "SessionInfo": {
-        "type": "object",
-        "description": "A terminal session's last state, as the agent answers its end.",
-        "required": ["id"],
-        "properties": {"id": {"type": "string"}},
-    },
-}
+
+def _schemas() -> dict[str, Any]:
+    """Status, and the agent's answers that the gateway passes on as they are (a listing, a
+    file written or removed, a session ended), from the agent's own models."""
+    models = (DirectoryListing, FileWritten, FileDeleted, SessionInfo)
+    _, top = models_json_schema(
+        [(model, "serialization") for model in models],
+        ref_template="#/components/schemas/{model}",
+    )
+    return {"Status": _STATUS_SCHEMA, **top["$defs"]}
+
 
 # Statuses every failure of a sandbox's request may have: the gateway's own (400 a bad query,
 # 401 no verified caller, 403 not allowed, 404 no such Sandbox, 409 not running) and the
@@ -288,9 +271,9 @@ def _end_terminal(failures: tuple[int, ...]) -> dict[str, Any]:
 
 def _document(title: str, description: str, security: dict[str, Any]) -> dict[str, Any]:
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": title, "version": VERSION, "description": description},
-        "components": {"schemas": _SCHEMAS, "securitySchemes": security},
+        "components": {"schemas": _schemas(), "securitySchemes": security},
         "security": [{name: []} for name in security],
     }
 
@@ -303,13 +286,15 @@ def _token() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "enum": [f"{GROUP}/{VERSION}"]},
             "kind": {"type": "string", "enum": ["SandboxToken"]},
-            "metadata": {"type": "object", "nullable": True},
+            "metadata": {"anyOf": [{"type": "object"}, {"type": "null"}]},
             "spec": {
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
                     "scopes": {"type": "array", "items": scopes, "minItems": 1, "maxItems": 3},
-                    "expirationSeconds": {"type": "integer", "minimum": 1, "nullable": True},
+                    "expirationSeconds": {
+                        "anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]
+                    },
                 },
             },
         },
