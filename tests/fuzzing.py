@@ -50,7 +50,38 @@ from schemathesis.specs.openapi.checks import (
 SHORT_CASES = int(os.environ.get("TUXIO_FUZZ_CASES", "12"))
 
 # What the fuzzer found in the agent and the gateway, and how each was fixed (docs/fuzz.md).
-FIXED: list[dict[str, str]] = []
+FIXED: list[dict[str, str]] = [
+    {
+        "where": "agent, GET /v1/containers/{name}/exec as an upgrade",
+        "found": "a handshake the websockets layer refused (a malformed Sec-WebSocket-Protocol, "
+        "a bad key) answered a plain-text 400",
+        "fix": "the agent's WebSocket protocol answers those refusals with its JSON error body "
+        "(nodeagent/handshake.py)",
+    },
+    {
+        "where": "agent, every route but /healthz, without the token",
+        "found": "400 instead of 401: malformed JSON, a body FastAPI could not parse and a "
+        "malformed handshake were refused before the token was checked",
+        "fix": "the token is checked first: an ASGI middleware (nodeagent/authn.py) and the "
+        "WebSocket protocol before the handshake's own checks",
+    },
+    {
+        "where": "agent, a body FastAPI could not parse (and any unknown route or method)",
+        "found": 'answered {"detail": ...} without the agent\'s reason and message',
+        "fix": "Starlette's and FastAPI's own refusals answer ErrorBody, with their headers",
+    },
+    {
+        "where": "agent, PUT /v1/containers/{name}/files",
+        "found": "the schema documented Content-Length as a parameter; a client sending one "
+        "apart from its body gets the HTTP parser's plain-text 400",
+        "fix": "the header is read by the route but no longer documented as a parameter",
+    },
+    {
+        "where": "gateway's documents, GET .../files of a directory",
+        "found": "the hand-written listing named its items 'entries'; the agent says 'items'",
+        "fix": "the answers the gateway passes on are described from the agent's own models",
+    },
+]
 
 SCHEMA_CHECKS = [
     not_a_server_error,
