@@ -77,6 +77,12 @@ FIXED: list[dict[str, str]] = [
         "fix": "the header is read by the route but no longer documented as a parameter",
     },
     {
+        "where": "agent, POST /v1/containers/{name}/exec",
+        "found": "500 (ValueError: embedded null byte) for an env value with a NUL byte: the "
+        "request was validated for NUL in argv and env names only",
+        "fix": "ExecRequest refuses a NUL in an env value too (422)",
+    },
+    {
         "where": "gateway's documents, GET .../files of a directory",
         "found": "the hand-written listing named its items 'entries'; the agent says 'items'",
         "fix": "the answers the gateway passes on are described from the agent's own models",
