@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: deps lint typecheck-tree test test-slow test-unit test-agent test-e2e test-project-quota demo demo-agent bench bench-agent \
-	bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-metrics bench-density bench-terminal bench-web abuse test-kind openapi crds cluster-up cluster-down kind-up kind-down clean
+	bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-metrics bench-density bench-terminal bench-web abuse fuzz test-kind openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -89,6 +89,14 @@ crds: deps
 ABUSE_SECONDS ?= 30
 abuse: deps
 	$(PY) bench/abuse.py --seconds $(ABUSE_SECONDS) --out bench/results/abuse.json
+
+# Schemathesis against the real agent and gateway, FUZZ_CASES cases per operation and mode
+# (docs/fuzz.md); the short version of the same tests runs in `make test`.
+FUZZ_CASES ?= 1000
+fuzz: deps
+	rm -f bench/results/fuzz.json
+	TUXIO_FUZZ_CASES=$(FUZZ_CASES) TUXIO_FUZZ_REPORT=$(CURDIR)/bench/results/fuzz.json \
+		$(PY) -m pytest -q -p no:cacheprovider tests/agent/test_fuzz.py tests/e2e/test_gateway_fuzz.py
 
 bench-agent: deps
 	$(PY) bench/agent_bench.py --out bench/results/agent.json

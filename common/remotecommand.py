@@ -45,6 +45,7 @@ __all__ = [
     "data_frame",
     "decode_frame",
     "encode_exec_query",
+    "exec_query_parameters",
     "exit_code_status",
     "failure_status",
     "first_channel",
@@ -357,6 +358,50 @@ def parse_exec_query(params: Sequence[tuple[str, str]]) -> ExecOptions:
         env=tuple(env.items()),
     )
     return _coherent(options)
+
+
+def exec_query_parameters(*, terminal: bool = False) -> list[dict[str, Any]]:
+    """The query of an exec (or, with `terminal`, of a terminal: no stream flags, the TTY is
+    implied) as OpenAPI 3 parameters, for the documents of the routes that take it."""
+    flags = [
+        {
+            "name": flag,
+            "in": "query",
+            "required": False,
+            "description": f"Open {flag}" + (" (a terminal)" if flag == "tty" else "") + ".",
+            "schema": {"type": "boolean"},
+        }
+        for flag in _FLAGS
+    ]
+    rest = [
+        {
+            "name": "command",
+            "in": "query",
+            "required": False,
+            "description": "The argv, one argument per repetition (a terminal defaults to the "
+            "container's login shell).",
+            "schema": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_COMMAND_ARGS},
+            "style": "form",
+            "explode": True,
+        },
+        {
+            "name": "session",
+            "in": "query",
+            "required": False,
+            "description": "A terminal session to resume or to create under this id.",
+            "schema": {"type": "string", "pattern": SESSION_ID_PATTERN},
+        },
+        {
+            "name": "env",
+            "in": "query",
+            "required": False,
+            "description": "NAME=value for the command's environment, one per repetition.",
+            "schema": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_ENV},
+            "style": "form",
+            "explode": True,
+        },
+    ]
+    return rest if terminal else [*flags, *rest]
 
 
 def _coherent(options: ExecOptions) -> ExecOptions:

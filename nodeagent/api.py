@@ -6,15 +6,18 @@ No `from __future__ import annotations` here: FastAPI reads these annotations at
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from http import HTTPStatus
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from fastapi.requests import HTTPConnection
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
+from .authn import RequireToken
 from .credentials import ServingCertificate, TokenFile
 from .deps import Authenticated, ContainerName, Service, Unauthorized
 from .errors import (
@@ -120,9 +123,17 @@ def _etag(status: ContainerStatus) -> str:
     return f'"{status.spec_hash}"'
 
 
-def _error(status: int, reason: str, message: str, details: Any = None) -> JSONResponse:
+def _error(
+    status: int,
+    reason: str,
+    message: str,
+    details: Any = None,
+    extra_headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
     body = ErrorBody(reason=reason, message=message, details=details)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = dict(extra_headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(
         body.model_dump(mode="json", by_alias=True, exclude_none=True), status, headers=headers
     )
@@ -238,6 +249,15 @@ async def _agent_error(connection: HTTPConnection, exc: Exception) -> JSONRespon
     return _error(status, exc.reason, exc.message)
 
 
+async def _http_error(_: HTTPConnection, exc: Exception) -> JSONResponse:
+    # Starlette's and FastAPI's own refusals (no such route, a method the route lacks, a body
+    # that cannot be parsed) in the agent's error body, with their headers (Allow).
+    assert isinstance(exc, StarletteHTTPException)
+    phrase = HTTPStatus(exc.status_code).phrase
+    reason = "".join(word.capitalize() for word in phrase.replace("-", " ").split())
+    return _error(exc.status_code, reason, str(exc.detail), extra_headers=exc.headers)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
     return _error(500, "InternalError", f"{type(exc).__name__}: {exc}")
@@ -319,8 +339,11 @@ def create_app(
     app.add_exception_handler(MalformedHeader, _malformed_header)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(WebSocketRequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
-    # Every HTTP request timed by route template and status code (tuxio_agent_request_...).
+    # The token before anything else (authn.py); every HTTP request timed by route template
+    # and status code (tuxio_agent_request_...), the refused ones too.
+    app.add_middleware(RequireToken, tokens=tokens)
     app.add_middleware(RequestMetrics)
 
     @app.get("/healthz", tags=["health"])

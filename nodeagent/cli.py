@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 from tuxio.common.metrics import register_build_info, serve_metrics
 
 from . import __version__
+from .authn import bearer
 from .budget import OutputBudget
 from .cgroups import detect_driver
 from .credentials import CredentialsError, ServingCertificate, TokenFile
@@ -29,6 +30,7 @@ from .disk import BACKENDS, DiskQuota, Ext4ImageBackend, backend_named
 from .disk_usage import DiskUsage
 from .errors import AgentError, HostPrerequisiteMissing, TemplateBuildFailed
 from .files import ContainerFiles
+from .handshake import json_refusal_protocol
 from .host import apparmor_enabled, ensure_subordinate_ids, ensure_traversable, host_cpus
 from .lxc import Lxc
 from .records import RecordCorrupt, read_record
@@ -172,7 +174,8 @@ def _serve(settings: AgentSettings) -> int:
         # The sans-I/O protocol: a send waits while the transport's buffer is full, which is
         # how a slow client slows a session's reading. No compression: the agent's peers are
         # gateways on the host network, and a flood would cost a core to deflate.
-        ws="websockets-sansio",
+        # (handshake.py: with the handshake's own refusals in the agent's JSON body.)
+        ws=json_refusal_protocol(lambda header: tokens.accepts(bearer(header))),
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,
     )

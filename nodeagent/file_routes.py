@@ -70,7 +70,9 @@ async def write_file(
     service: Service,
     files: Files,
     mode: Annotated[str, Query(description="Permission bits in octal.")] = "0644",
-    content_length: Annotated[int | None, Header(ge=0)] = None,
+    # The body's length as the client's HTTP library sends it: no parameter of the route's
+    # (documented, a client could set it apart from the body, which the server refuses).
+    content_length: Annotated[int | None, Header(ge=0, include_in_schema=False)] = None,
 ) -> FileWritten:
     """Write the body to the file atomically, owned by the container's root; its directory must
     exist. A symbolic link at the path is replaced, not followed."""

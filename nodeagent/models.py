@@ -413,9 +413,11 @@ class ExecRequest(_Model):
             raise ValueError("argv[0] must name a program")
         if any("\x00" in arg for arg in self.argv):
             raise ValueError("argv must not contain NUL bytes")
-        for key in self.env:
+        for key, value in self.env.items():
             if not key or "=" in key or "\x00" in key:
                 raise ValueError(f"environment name {key!r} is not valid")
+            if "\x00" in value:
+                raise ValueError(f"environment variable {key} must not contain NUL bytes")
         return self
 
 

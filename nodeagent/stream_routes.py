@@ -80,7 +80,12 @@ def _open(
     return sessions.open_terminal(name, options.session, command, {**_TERMINAL_ENV, **env})
 
 
-@streams_router.get("/containers/{name}/exec", dependencies=Authenticated)
+# The query the upgrade takes, documented on the plain GET (OpenAPI has no WebSocket); the
+# mark tells the fuzzer (tests/fuzzing.py) to send the route upgrades too.
+_UPGRADE = {"x-websocket": True, "parameters": rc.exec_query_parameters()}
+
+
+@streams_router.get("/containers/{name}/exec", dependencies=Authenticated, openapi_extra=_UPGRADE)
 async def exec_needs_upgrade(name: ContainerName) -> None:
     """Exec and terminals are WebSocket upgrades of this route (see docs/protocol.md): query
     `command` (repeated), `stdin`, `stdout`, `stderr`, `tty`, `session`, `env` (repeated);

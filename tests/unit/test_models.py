@@ -103,6 +103,7 @@ def test_network_defaults_to_none() -> None:
         {"argv": [""]},
         {"argv": ["a\x00b"]},
         {"argv": ["ls"], "env": {"A=B": "c"}},
+        {"argv": ["ls"], "env": {"A": "c\x00d"}},  # a 500 once (found by the fuzzer)
         {"argv": ["ls"], "timeoutSeconds": 0},
         {"argv": ["ls"], "maxOutputBytes": 0},
     ],
