@@ -30,6 +30,7 @@ tests/e2e/test_chaos.py runs a short version in `make test`.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -50,6 +51,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
+import httpx
 import kubernetes
 import urllib3
 import yaml
@@ -223,7 +225,7 @@ def retrying(call: Callable[[], T], patience: float = 240.0) -> T:
         except kubernetes.client.exceptions.ApiException as exc:
             if exc.status not in (0, 429, 500, 502, 503, 504) or time.monotonic() > deadline:
                 raise
-        except (urllib3.exceptions.HTTPError, OSError):
+        except (urllib3.exceptions.HTTPError, httpx.HTTPError, OSError):
             if time.monotonic() > deadline:
                 raise
         time.sleep(0.3)
@@ -246,8 +248,6 @@ class Kube:
         self.token = str(config["users"][0]["user"]["token"])
         self.server = str(config["clusters"][0]["cluster"]["server"])
         ca = config["clusters"][0]["cluster"]["certificate-authority-data"]
-        import base64
-
         self.ssl = ssl.create_default_context(cadata=base64.b64decode(ca).decode())
 
     def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -427,11 +427,15 @@ class Churn:
         while not self.done.wait(rng.uniform(1.0, 4.0)):
             pool = rng.choice(POOLS)
             replicas = rng.randint(0, self.plan.max_replicas)
+            asked = time.time()
             self.kube.scale(pool, replicas)
+            answered = time.time()  # stored somewhere between the two
             with self.lock:
                 before, self.replicas[pool] = self.replicas[pool], replicas
                 if replicas < before:
-                    self.history.scaled_down[self.pool_uids[pool]] += before - replicas
+                    self.history.scale_downs.append(
+                        (self.pool_uids[pool], asked, answered, before, replicas)
+                    )
             self.note("scaled")
 
 

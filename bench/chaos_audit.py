@@ -9,9 +9,10 @@ Pool creations are counted from the agent's side: every `clone finished` line of
 log is appended to across the agent's restarts) names a container it made, and a
 warm container is named `pool-<first 8 of the pool's UID>-<random>`. A warm container
 is accounted for once it was claimed (the agent reconfigured it for a Sandbox, or a Sandbox
-named it), is still warm, or was destroyed unclaimed while the pool was being scaled down,
-at most as many as the scale-downs took away. Anything more is over-creation (a stale view
-of the pool making containers it did not need), whatever the end state looks like.
+named it), is still warm, or was destroyed unclaimed by a scale-down: at each, at most the
+decrease, and at most the unclaimed ones beyond the new replicas that existed (or were being
+made) then, as the log's timestamps tell. Anything more is over-creation (a stale view of the
+pool making containers it did not need), whatever the end state looks like.
 """
 
 from __future__ import annotations
@@ -20,15 +21,21 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-__all__ = ["HostView", "History", "audit", "pool_prefix"]
+__all__ = ["HostView", "History", "audit", "lives", "pool_prefix", "scale_down_removals"]
 
 POOL_UID = "tux.io/pool-uid"
 SANDBOX_UID = "tux.io/sandbox-uid"
-CLONE = re.compile(r"clone finished: (\S+) on cores ")
-RECONFIGURED = re.compile(r"reconfigured (\S+) \(spec ")
-DESTROYED = re.compile(r"destroy finished: (\S+)")
+# The agent's log lines (format of tuxio.nodeagent.cli) that tell a container's life.
+LINE = re.compile(
+    r"^(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?"
+    r"(?P<what>clone started|clone finished|reconfigured|destroy finished):? (?P<name>[^\s:]+)"
+)
+# How long after a scale-down the operator may still start warm containers for the replicas
+# before it: it sees the new spec through its watch, a moment later.
+SCALE_LAG = 2.0
 
 
 def pool_prefix(uid: str) -> str:
@@ -49,11 +56,66 @@ class HostView:
 
 @dataclass
 class History:
-    """What the churn did: every container name a Sandbox was seen naming, and per pool UID
-    the replicas that scale-downs took away (sum of every decrease)."""
+    """What the churn did: every container name a Sandbox was seen naming, and each scale-down
+    of a pool: (pool UID, wall-clock times of the request and of its answer, replicas before,
+    replicas after)."""
 
     claimed_seen: set[str] = field(default_factory=set)
-    scaled_down: Counter[str] = field(default_factory=Counter)
+    scale_downs: list[tuple[str, float, float, int, int]] = field(default_factory=list)
+
+
+@dataclass
+class _Life:
+    """One container's life as the agent's log tells it (wall-clock seconds)."""
+
+    started: float | None = None
+    finished: float | None = None
+    reconfigured: float | None = None
+    destroyed: float | None = None
+
+
+def lives(agent_log: str) -> dict[str, _Life]:
+    """Each container's clone, first reconfiguration (a claim) and destruction, by name."""
+    found: dict[str, _Life] = {}
+    for line in agent_log.splitlines():
+        matched = LINE.match(line)
+        if not matched:
+            continue
+        at = datetime.strptime(matched["at"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        life = found.setdefault(matched["name"], _Life())
+        what = matched["what"]
+        if what == "clone started" and life.started is None:
+            life.started = at
+        elif what == "clone finished":
+            life.finished = at
+        elif what == "reconfigured" and life.reconfigured is None:
+            life.reconfigured = at
+        elif what == "destroy finished":
+            life.destroyed = at
+    return found
+
+
+def scale_down_removals(
+    history: History, uid: str, prefix: str, found: Mapping[str, _Life]
+) -> int:
+    """How many unclaimed warm containers the pool's scale-downs may have removed: at each,
+    those beyond the new replicas of the ones that existed or were being made then (or within
+    SCALE_LAG after: the operator sees the new replicas a moment later), at most the decrease."""
+    allowed = 0
+    for pool_uid, asked, answered, before, after in history.scale_downs:
+        if pool_uid != uid:
+            continue
+        existing = sum(
+            1
+            for name, life in found.items()
+            if name.startswith(prefix)
+            and life.started is not None
+            and life.started <= answered + SCALE_LAG
+            and not (life.reconfigured is not None and life.reconfigured <= asked)
+            and not (life.destroyed is not None and life.destroyed <= asked)
+        )
+        allowed += min(before - after, max(0, existing - after))
+    return allowed
 
 
 def _desired_phase(sandbox: Mapping[str, Any]) -> str:
@@ -116,18 +178,19 @@ def audit(
                  sorted(wanted_names - known)]  # fmt: skip
 
     # Every pool at its replicas, and made no more containers than it needed.
-    cloned = set(CLONE.findall(host.agent_log))
-    reconfigured = set(RECONFIGURED.findall(host.agent_log))
-    destroyed = set(DESTROYED.findall(host.agent_log))
+    found = lives(host.agent_log)
+    cloned = {n for n, life in found.items() if life.finished is not None}
     per_pool: dict[str, dict[str, int]] = {}
     for pool in pools:
         uid = str(pool["metadata"]["uid"])
         replicas = int((pool.get("spec") or {}).get("replicas") or 0)
         prefix = pool_prefix(uid)
         made = {n for n in cloned if n.startswith(prefix)}
-        claimed = {n for n in made if n in reconfigured or n in history.claimed_seen}
-        unclaimed_gone = {n for n in made - claimed if n in destroyed}
-        allowance = history.scaled_down[uid]
+        claimed = {
+            n for n in made if found[n].reconfigured is not None or n in history.claimed_seen
+        }
+        unclaimed_gone = {n for n in made - claimed if found[n].destroyed is not None}
+        allowance = scale_down_removals(history, uid, prefix, found)
         needed = len(claimed) + replicas + min(len(unclaimed_gone), allowance)
         per_pool[_name(pool)] = {
             "replicas": replicas,
@@ -135,7 +198,7 @@ def audit(
             "created": len(made),
             "claimed": len(claimed),
             "destroyedUnclaimed": len(unclaimed_gone),
-            "scaledDownBy": allowance,
+            "scaleDownRemovals": allowance,
             "needed": needed,
         }
         if warm[uid] != replicas:
@@ -145,7 +208,7 @@ def audit(
                 f"pool {_name(pool)}: the agent made {len(made)} warm containers, the pool "
                 f"needed {needed} ({len(claimed)} claimed, {replicas} warm, "
                 f"{min(len(unclaimed_gone), allowance)} of {len(unclaimed_gone)} destroyed "
-                f"unclaimed covered by scale-downs of {allowance})"
+                f"unclaimed covered by {allowance} that scale-downs removed)"
             )
 
     figures = {
