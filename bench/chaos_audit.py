@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["HostView", "History", "audit", "lives", "pool_prefix", "scale_down_removals"]
+__all__ = ["History", "HostView", "audit", "lives", "pool_prefix", "scale_down_removals"]
 
 POOL_UID = "tux.io/pool-uid"
 SANDBOX_UID = "tux.io/sandbox-uid"
@@ -95,9 +95,7 @@ def lives(agent_log: str) -> dict[str, _Life]:
     return found
 
 
-def scale_down_removals(
-    history: History, uid: str, prefix: str, found: Mapping[str, _Life]
-) -> int:
+def scale_down_removals(history: History, uid: str, prefix: str, found: Mapping[str, _Life]) -> int:
     """How many unclaimed warm containers the pool's scale-downs may have removed: at each,
     those beyond the new replicas of the ones that existed or were being made then (or within
     SCALE_LAG after: the operator sees the new replicas a moment later), at most the decrease."""
@@ -171,11 +169,14 @@ def audit(
     known = {str(c["name"]) for c in host.agent_containers}
     leaked_dirs = sorted(host.directories - wanted_names)
     problems += [f"leaked on the host: {d}/" for d in leaked_dirs]
-    problems += [f"LXC knows {n}, which no Sandbox or pool wants" for n in
-                 sorted(host.lxc_names - wanted_names - set(leaked_dirs))]  # fmt: skip
+    problems += [
+        f"LXC knows {n}, which no Sandbox or pool wants"
+        for n in sorted(host.lxc_names - wanted_names - set(leaked_dirs))
+    ]
     problems += [f"a mount is left under {n}/" for n in sorted(host.mounted - wanted_names)]
-    problems += [f"{n} is wanted but the agent does not know it" for n in
-                 sorted(wanted_names - known)]  # fmt: skip
+    problems += [
+        f"{n} is wanted but the agent does not know it" for n in sorted(wanted_names - known)
+    ]
 
     # Every pool at its replicas, and made no more containers than it needed.
     found = lives(host.agent_log)

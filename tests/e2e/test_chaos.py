@@ -26,8 +26,9 @@ SANDBOXES = 30
 
 def test_nothing_is_lost_when_every_part_is_killed_once() -> None:
     seed = int(os.environ.get("TUXIO_CHAOS_SEED") or random.SystemRandom().randrange(1, 10**6))
-    plan = ChaosPlan(sandboxes=SANDBOXES, kills=len(KINDS), seed=seed, workers=3, live=5,
-                     terminal_share=0.5)  # fmt: skip
+    plan = ChaosPlan(
+        sandboxes=SANDBOXES, kills=len(KINDS), seed=seed, workers=3, live=5, terminal_share=0.5
+    )
     report = chaos(plan, own_control_plane())
     told = f"seed {seed} (TUXIO_CHAOS_SEED={seed} replays it):\n" + json.dumps(
         {"kills": report.kills, "churn": report.churn, "figures": report.figures}, indent=1
