@@ -332,8 +332,14 @@ class SandboxReconciler:
         raise TerminalError(problem.status_message or problem.message)
 
     async def _tell(self, run: _Run, problem: Problem, with_pending: bool = True) -> None:
-        """Write the status that tells `problem` (with the decision still pending, if any)."""
+        """Write the status that tells `problem` (with the decision still pending, if any).
+        A problem that does not settle the Sandbox (an agent unreachable) leaves out the
+        decision's observedGeneration: no agent has acted on this generation yet, and a
+        status that said so would look settled to the watch (needs_reconcile), which then
+        dropped the retry and left the Sandbox Scheduled for good."""
         status = problem_status(run.writer.wanted, problem, run.sandbox.generation, self._at())
+        if with_pending and not problem.settles:
+            run.writer.pending.pop("observedGeneration", None)
         await run.writer.write(status, with_pending)
 
     def _tell_phase(self, sandbox: Loaded, status: Mapping[str, Any]) -> None:

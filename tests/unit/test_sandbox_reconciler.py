@@ -20,6 +20,7 @@ from tuxio.operator.placement import ADOPT_IF_MATCH
 from tuxio.operator.pool_models import SandboxPoolSpec
 from tuxio.operator.records import PoolInfo
 from tuxio.operator.sandbox_finalizer import SandboxFinalizer
+from tuxio.operator.sandbox_status import needs_reconcile
 from tuxio.operator.sandbox_reconciler import SandboxReconciler, SandboxTimings
 
 SECRET = ("GET", "/api/v1/namespaces/tuxio-system/secrets/agent")
@@ -255,6 +256,11 @@ async def test_an_unreachable_agent_is_retried_with_backoff(w: World) -> None:
     status = w.api.seen[-1].body["status"]
     assert status["phase"] == "Scheduled" and status["containerName"] == "sbx-uid-1"
     assert condition(status, "Ready")[:2] == ("False", "AgentUnreachable")
+    # Not settled: the watch event of this very write must queue the Sandbox again (it
+    # said observedGeneration once, and the event dropped the retry; found by the chaos
+    # suite: Sandboxes left Scheduled for good after an agent restart).
+    assert "observedGeneration" not in status
+    assert needs_reconcile({**sandbox(), "status": status})
 
 
 async def test_a_412_for_its_own_container_is_an_earlier_runs_work(w: World) -> None:
