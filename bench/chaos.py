@@ -373,6 +373,9 @@ class Churn:
     done: threading.Event = field(default_factory=threading.Event)
     live: list[str] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    # Sandboxes that did not reach their phase in a worker's patience (deleted since,
+    # maybe, but stuck then: the end state alone would not show them).
+    stuck: list[str] = field(default_factory=list)
 
     def note(self, key: str, n: int = 1) -> None:
         with self.lock:
@@ -411,6 +414,10 @@ class Churn:
             self.seen(body)
             if body is None:
                 self.note("phase-not-reached-in-patience")
+                with self.lock:
+                    self.stuck.append(
+                        f"{name} did not turn {want} within {self.plan.phase_patience:.0f} s"
+                    )
             elif want == "Running" and rng.random() < self.plan.terminal_share:
                 self.note("terminal-ok" if self.terminal(name, rng) else "terminal-failed")
             with self.lock:
@@ -704,7 +711,7 @@ def _run(plan: ChaosPlan, kube: Kube, targets: Targets, report: ChaosReport) -> 
         "finalReplicas": dict(churn.replicas),
     }
     report.figures = figures
-    report.problems = problems
+    report.problems = [*churn.stuck, *problems]
     report.converged_seconds = converged
     report.deadline_from = "last kill" if last_kill >= churn_end else "end of churn"
 

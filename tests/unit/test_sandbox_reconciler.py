@@ -20,8 +20,8 @@ from tuxio.operator.placement import ADOPT_IF_MATCH
 from tuxio.operator.pool_models import SandboxPoolSpec
 from tuxio.operator.records import PoolInfo
 from tuxio.operator.sandbox_finalizer import SandboxFinalizer
-from tuxio.operator.sandbox_status import needs_reconcile
 from tuxio.operator.sandbox_reconciler import SandboxReconciler, SandboxTimings
+from tuxio.operator.sandbox_status import needs_reconcile
 
 SECRET = ("GET", "/api/v1/namespaces/tuxio-system/secrets/agent")
 SPEC = {"template": "busybox", "resources": {"memory": "256Mi"}}
