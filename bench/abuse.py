@@ -41,7 +41,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests import remote
-from tests.support import Agent, cgroup_dir, destroy_everything, is_v2, make_agent
+from tests.support import Agent, cgroup_dir, destroy_everything, is_v2, make_agent, pids_refused
 
 __all__ = ["ATTACKS", "QUOTA", "AbuseReport", "abuse"]
 
@@ -180,8 +180,7 @@ def _oom_kills(pid: int) -> int:
 
 
 def _pids_refused(pid: int) -> int:
-    events = (cgroup_dir(pid, "pids") / "pids.events").read_text().split()
-    return int(events[events.index("max") + 1])
+    return pids_refused(pid)
 
 
 def _allocated(path: Path) -> int:

@@ -633,7 +633,13 @@ def _stack(cluster: Cluster, plane: ControlPlane) -> Iterator[tuple[Kube, Target
         cluster,
         RUN_DIR / "chaos-operator.log",
         token_kubeconfig(cluster, token, RUN_DIR / "chaos-operator.kubeconfig"),
-        OPERATOR_ENV,
+        # The claim webhook answers this control plane's API server only (its own PKI).
+        {
+            **OPERATOR_ENV,
+            "TUXIO_OPERATOR_WEBHOOK_CLIENT_CA": str(
+                cluster.kubeconfig.parent / "pki" / "webhook-client-ca.crt"
+            ),
+        },
     )
     operator.log.write_bytes(b"")
     operator.start()

@@ -163,6 +163,7 @@ APISERVER_ARGS=(
   --requestheader-extra-headers-prefix=X-Remote-Extra-
   --proxy-client-cert-file="$PKI/front-proxy-client.crt"
   --proxy-client-key-file="$PKI/front-proxy-client.key"
+  --admission-control-config-file="$CLUSTER_DIR/admission.yaml"
 )
 
 # --- fast path: already up ------------------------------------------------------------------
@@ -251,11 +252,11 @@ if [ ! -f "$PKI/tokens.csv" ]; then
   gen_pki
 fi
 
-# The front proxy's CA and client certificate (see the API server's flags above). Made apart
-# from gen_pki so that a cluster made before them gets them on its next cluster-up; all or
-# nothing, through a scratch directory.
-gen_front_proxy_pki() {
-  local d=$CLUSTER_DIR/front-proxy.tmp
+# gen_client_pki CA CLIENT CLIENT-CN: a CA of its own ($PKI/CA.crt, .key) and one client
+# certificate from it ($PKI/CLIENT.crt, .key). Made apart from gen_pki so that a cluster made
+# before them gets them on its next cluster-up; all or nothing, through a scratch directory.
+gen_client_pki() {
+  local ca=$1 client=$2 cn=$3 d=$CLUSTER_DIR/$2.tmp
   rm -rf "$d"
   mkdir -m 700 "$d"
   cat >"$d/openssl.cnf" <<'EOF'
@@ -274,22 +275,29 @@ authorityKeyIdentifier = keyid
 EOF
   local q=(-config "$d/openssl.cnf")
   ossl req -x509 -new -nodes -newkey rsa:2048 -sha256 -days 3650 "${q[@]}" -extensions ca \
-    -subj "/CN=tuxio-local-front-proxy-ca" -keyout "$d/front-proxy-ca.key" -out "$d/front-proxy-ca.crt"
-  ossl req -new -nodes -newkey rsa:2048 "${q[@]}" -subj "/CN=front-proxy-client" \
-    -keyout "$d/front-proxy-client.key" -out "$d/front-proxy-client.csr"
-  ossl x509 -req -sha256 -days 3650 -in "$d/front-proxy-client.csr" -CA "$d/front-proxy-ca.crt" \
-    -CAkey "$d/front-proxy-ca.key" -CAcreateserial -CAserial "$d/front-proxy-ca.srl" \
-    -extfile "$d/openssl.cnf" -extensions client -out "$d/front-proxy-client.crt"
-  ossl verify -CAfile "$d/front-proxy-ca.crt" "$d/front-proxy-client.crt"
+    -subj "/CN=tuxio-local-$ca" -keyout "$d/$ca.key" -out "$d/$ca.crt"
+  ossl req -new -nodes -newkey rsa:2048 "${q[@]}" -subj "/CN=$cn" \
+    -keyout "$d/$client.key" -out "$d/$client.csr"
+  ossl x509 -req -sha256 -days 3650 -in "$d/$client.csr" -CA "$d/$ca.crt" \
+    -CAkey "$d/$ca.key" -CAcreateserial -CAserial "$d/$ca.srl" \
+    -extfile "$d/openssl.cnf" -extensions client -out "$d/$client.crt"
+  ossl verify -CAfile "$d/$ca.crt" "$d/$client.crt"
   chmod 600 "$d"/*.key
   # The client certificate last: its presence means that everything else is there.
-  mv "$d/front-proxy-ca.key" "$d/front-proxy-client.key" "$d/front-proxy-ca.crt" "$PKI/"
-  mv "$d/front-proxy-client.crt" "$PKI/"
+  mv "$d/$ca.key" "$d/$client.key" "$d/$ca.crt" "$PKI/"
+  mv "$d/$client.crt" "$PKI/"
   rm -rf "$d"
 }
+# The front proxy's CA and client certificate (see the API server's flags above).
 if [ ! -f "$PKI/front-proxy-client.crt" ]; then
   log "generating the front proxy's CA and client certificate in $PKI"
-  gen_front_proxy_pki
+  gen_client_pki front-proxy-ca front-proxy-client front-proxy-client
+fi
+# The certificate the API server presents to webhooks, from a CA of its own as the front
+# proxy's: the claim webhook answers no other caller (see the admission configuration below).
+if [ ! -f "$PKI/webhook-client.crt" ]; then
+  log "generating the API server's webhook client CA and certificate in $PKI"
+  gen_client_pki webhook-client-ca webhook-client kube-apiserver-webhook-client
 fi
 
 # kubeconfig FILE USER-LINES: a kubeconfig for this cluster, the CA embedded.
@@ -321,6 +329,35 @@ kubeconfig "$KUBECONFIG_FILE" admin "    token: $(cut -d, -f1 "$PKI/tokens.csv")
 kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" kube-controller-manager \
   "    client-certificate: $PKI/controller-manager.crt
     client-key: $PKI/controller-manager.key"
+# The API server's admission configuration: to every webhook ("*") it presents the
+# certificate above (WebhookAdmissionConfiguration, kubeConfigFile).
+cat >"$CLUSTER_DIR/webhook-client.kubeconfig.tmp" <<EOF
+apiVersion: v1
+kind: Config
+users:
+- name: "*"
+  user:
+    client-certificate: $PKI/webhook-client.crt
+    client-key: $PKI/webhook-client.key
+EOF
+chmod 600 "$CLUSTER_DIR/webhook-client.kubeconfig.tmp"
+mv "$CLUSTER_DIR/webhook-client.kubeconfig.tmp" "$CLUSTER_DIR/webhook-client.kubeconfig"
+cat >"$CLUSTER_DIR/admission.yaml.tmp" <<EOF
+apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+- name: MutatingAdmissionWebhook
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: $CLUSTER_DIR/webhook-client.kubeconfig
+- name: ValidatingAdmissionWebhook
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: $CLUSTER_DIR/webhook-client.kubeconfig
+EOF
+mv "$CLUSTER_DIR/admission.yaml.tmp" "$CLUSTER_DIR/admission.yaml"
 
 # --- etcd ------------------------------------------------------------------------------------
 # Plain http on loopback: keeps the setup small. Note that any local user can reach etcd (and

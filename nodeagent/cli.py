@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 from tuxio.common.metrics import register_build_info, serve_metrics
 
 from . import __version__
+from .budget import OutputBudget
 from .cgroups import detect_driver
 from .credentials import CredentialsError, ServingCertificate, TokenFile
 from .disk import BACKENDS, DiskQuota, Ext4ImageBackend, backend_named
@@ -89,6 +90,7 @@ def build_service(settings: AgentSettings) -> ContainerService:
         idmap_size=settings.idmap_size,
         apparmor=apparmor_enabled(),
         stop_timeout=settings.stop_timeout_seconds,
+        output_budget=OutputBudget(settings.output_budget_bytes),
     )
 
 
@@ -103,7 +105,9 @@ def build_sessions(settings: AgentSettings, service: ContainerService) -> Sessio
         buffer_bytes=settings.session_buffer_bytes,
         replay_bytes=settings.session_replay_bytes,
     )
-    return SessionTable(service.lxc, limits, service.processes)
+    return SessionTable(
+        service.lxc, limits, service.processes, service.session_cgroup, service.output_budget
+    )
 
 
 def _templates(settings: AgentSettings) -> TemplateStore:
@@ -200,11 +204,14 @@ async def _serve_with_metrics(
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     disk = DiskUsage(settings.lxcpath, settings.disk_usage_seconds)
-    REGISTRY.register(SandboxCollector(service, disk))
+    # Thousands of series: written by the fast renderer, after the registry's.
+    sandboxes = SandboxCollector(service, disk)
     register_build_info("agent", __version__)
     walker = asyncio.create_task(disk.run(lambda: list(service.records)), name="disk usage")
     try:
-        async with serve_metrics(settings.metrics_listen, settings.metrics_port):
+        async with serve_metrics(
+            settings.metrics_listen, settings.metrics_port, REGISTRY, fast=[sandboxes.render]
+        ):
             log.info(
                 "metrics on http://%s:%d/metrics", settings.metrics_listen, settings.metrics_port
             )

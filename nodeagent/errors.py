@@ -20,6 +20,7 @@ __all__ = [
     "LimitsNotInForce",
     "LxcCommandFailed",
     "NoAcceptableSubprotocol",
+    "OutputBudgetExhausted",
     "PermissionDenied",
     "PreconditionFailed",
     "ReadOnlyFilesystem",
@@ -149,6 +150,12 @@ class TooManySessions(AgentError):
     """A cap on concurrent sessions (per container or per agent) is reached."""
 
     reason = "TooManySessions"
+
+
+class OutputBudgetExhausted(AgentError):
+    """The output all commands may hold at once (output_budget_bytes) has no room for this."""
+
+    reason = "OutputBudgetExhausted"
 
 
 class SessionNotFound(AgentError):

@@ -18,15 +18,18 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .errors import LxcCommandFailed
 from .processes import AttachedTree, end_processes
+from .session_cgroups import SessionCgroup
 
 __all__ = [
     "AttachResult",
     "AttachedProcess",
     "Lxc",
     "LxcInfo",
+    "remove_cgroup",
     "set_window_size",
     "terminal_setup",
 ]
@@ -162,47 +165,86 @@ class Lxc:
         stdin: bytes | None,
         timeout: float,
         max_output: int,
+        cgroup: SessionCgroup,
     ) -> AttachResult:
-        """Run argv inside the container with a clean environment, an output cap and a timeout.
+        """Run argv inside the container with a clean environment, an output cap and a timeout,
+        in `cgroup` (see session_cgroups).
 
-        On timeout the attached process and its descendants are killed: lxc-attach does not
-        pass a kill on to the process it started.
+        When it has exited, or on timeout, whatever it started is killed (all that `cgroup`
+        holds): lxc-attach does not pass a kill on to the process it started.
         """
         command = self._attach_argv(name, argv, {**_BASE_ENV, **env})
         started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            *command,
-            executable=self._attach.path(),
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-        assert proc.stdout is not None
-        assert proc.stderr is not None
+        try:
+            # Spawned synchronously: the joiner may move this thread (session_cgroups), and no
+            # other coroutine may run on it meanwhile.
+            with cgroup.joiner() as join:
+                popen = _popen(
+                    command,
+                    executable=self._attach.path(),
+                    stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    new_session=True,
+                    preexec=join,
+                )
+        except BaseException:
+            await remove_cgroup(cgroup)
+            raise
+        process = AttachedProcess(popen, AttachedTree(popen.pid, tuple, cgroup), cgroup)
+        loop = asyncio.get_running_loop()
+        assert popen.stdout is not None
+        assert popen.stderr is not None
         out, err = _Capped(max_output), _Capped(max_output)
 
-        async def feed() -> None:
-            if stdin is not None and proc.stdin is not None:
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    proc.stdin.write(stdin)
-                    await proc.stdin.drain()
-                proc.stdin.close()
+        transports: list[asyncio.BaseTransport] = []
+        connected: set[int] = set()  # the pipes a transport owns (and closes)
 
+        async def reader(pipe: IO[bytes]) -> asyncio.StreamReader:
+            stream = asyncio.StreamReader(limit=2**20)
+            transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(stream), pipe
+            )
+            transports.append(transport)
+            connected.add(id(pipe))
+            return stream
+
+        async def feed() -> None:
+            if stdin is None or popen.stdin is None:
+                return
+            transport, protocol = await loop.connect_write_pipe(_Flow, popen.stdin)
+            transports.append(transport)
+            connected.add(id(popen.stdin))
+            writer = asyncio.StreamWriter(transport, protocol, None, loop)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                writer.write(stdin)
+                await writer.drain()
+            writer.close()
+
+        exit_code = process.wait()
         timed_out = False
         try:
-            await asyncio.wait_for(
-                asyncio.gather(feed(), out.drain(proc.stdout), err.drain(proc.stderr), proc.wait()),
-                timeout,
-            )
+            async with asyncio.timeout(timeout):
+                stdout, stderr = await reader(popen.stdout), await reader(popen.stderr)
+                # Shielded: on timeout the gather is cancelled, and the exit is still awaited.
+                await asyncio.gather(
+                    feed(), out.drain(stdout), err.drain(stderr), asyncio.shield(exit_code)
+                )
         except TimeoutError:
             timed_out = True
-            killed = await end_processes(AttachedTree(proc.pid, tuple), 0, proc.wait())
-            log.info("exec timed out: killed %d processes", killed)
-            await proc.wait()
         duration = time.monotonic() - started
+        killed = await end_processes(process.tree, 0, exit_code)
+        if killed:
+            log.info("exec %s: killed %d processes", "timed out" if timed_out else "ended", killed)
+        code = await exit_code
+        for transport in transports:
+            transport.close()  # and its pipe
+        for pipe in (popen.stdin, popen.stdout, popen.stderr):
+            if pipe is not None and not pipe.closed and id(pipe) not in connected:
+                pipe.close()
+        await remove_cgroup(cgroup)
         return AttachResult(
-            exit_code=None if timed_out else proc.returncode,
+            exit_code=None if timed_out else code,
             stdout=bytes(out.data),
             stderr=bytes(err.data),
             stdout_truncated=out.truncated,
@@ -212,7 +254,9 @@ class Lxc:
         )
 
     def _attach_argv(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
-        command = [*self._base("lxc-attach", name), "--clear-env"]
+        # Started inside the container's cgroups (session_cgroups): lxc-attach must not move
+        # the process from there; it applies capabilities, seccomp and the LSM as always.
+        command = [*self._base("lxc-attach", name), "--elevated-privileges=CGROUP", "--clear-env"]
         for key, value in env.items():
             command += ["-v", f"{key}={value}"]
         return [*command, "--", *argv]
@@ -224,36 +268,41 @@ class Lxc:
         env: Mapping[str, str],
         size: tuple[int, int],
         candidates: Callable[[], Iterable[int]],
+        cgroup: SessionCgroup,
     ) -> AttachedProcess:
         """Start argv inside the container on a terminal of its own: lxc-attach runs on a host
         pty (its controlling terminal, in a new session), and so allocates a pty inside the
         container, passes resizes on and returns the command's exit code.
 
         `size` is (width, height); `candidates` lists the container's processes (see
-        AttachedTree). The host pty is raw: the agent is the terminal.
+        AttachedTree); the command runs in `cgroup`. The host pty is raw: the agent is the
+        terminal.
         """
         master, slave = os.openpty()
         try:
             _make_raw(slave)
             set_window_size(master, *size)
             # setsid --ctty: a new session whose controlling terminal is stdin. lxc-attach opens
-            # /dev/tty as its peer, and SIGWINCH reaches it through it. No preexec function:
-            # the agent keeps spawning with vfork.
+            # /dev/tty as its peer, and SIGWINCH reaches it through it.
             attach = self._attach_argv(name, argv, {**_BASE_ENV, **env})
-            popen = _popen(
-                ["setsid", "--ctty", self._attach.path(), *attach[1:]],
-                stdin=slave,
-                stdout=slave,
-                stderr=slave,
-                new_session=False,
-            )
+            with cgroup.joiner() as join:
+                popen = _popen(
+                    ["setsid", "--ctty", self._attach.path(), *attach[1:]],
+                    stdin=slave,
+                    stdout=slave,
+                    stderr=slave,
+                    new_session=False,
+                    preexec=join,
+                )
         except BaseException:
             os.close(master)
             raise
         finally:
             os.close(slave)
         os.set_blocking(master, False)
-        return AttachedProcess(popen, AttachedTree(popen.pid, candidates), terminal=master)
+        return AttachedProcess(
+            popen, AttachedTree(popen.pid, candidates, cgroup), cgroup, terminal=master
+        )
 
     def spawn_piped(
         self,
@@ -262,19 +311,22 @@ class Lxc:
         env: Mapping[str, str],
         streams: tuple[bool, bool, bool],
         candidates: Callable[[], Iterable[int]],
+        cgroup: SessionCgroup,
     ) -> AttachedProcess:
         """Start argv inside the container with pipes for the streams asked for, (stdin,
         stdout, stderr); the others are /dev/null. lxc-attach passes its own descriptors on to
         the command, so the pipes reach it directly."""
         stdin, stdout, stderr = streams
-        popen = _popen(
-            self._attach_argv(name, argv, {**_BASE_ENV, **env}),
-            executable=self._attach.path(),
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
-            stderr=subprocess.PIPE if stderr else subprocess.DEVNULL,
-            new_session=True,
-        )
+        with cgroup.joiner() as join:
+            popen = _popen(
+                self._attach_argv(name, argv, {**_BASE_ENV, **env}),
+                executable=self._attach.path(),
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+                stderr=subprocess.PIPE if stderr else subprocess.DEVNULL,
+                new_session=True,
+                preexec=join,
+            )
         pipes = [popen.stdin, popen.stdout, popen.stderr]
         fds = [os.dup(p.fileno()) if p is not None else None for p in pipes]
         for pipe in pipes:
@@ -285,7 +337,8 @@ class Lxc:
                 os.set_blocking(fd, False)
         return AttachedProcess(
             popen,
-            AttachedTree(popen.pid, candidates),
+            AttachedTree(popen.pid, candidates, cgroup),
+            cgroup,
             stdin=fds[0],
             stdout=fds[1],
             stderr=fds[2],
@@ -344,12 +397,23 @@ class AttachedProcess:
     """An lxc-attach the agent started, with the host ends of its streams (non-blocking) and a
     pidfd that tells its exit to the event loop: no thread waits for it."""
 
-    __slots__ = ("_exit", "_pidfd", "popen", "stderr", "stdin", "stdout", "terminal", "tree")
+    __slots__ = (
+        "_exit",
+        "_pidfd",
+        "cgroup",
+        "popen",
+        "stderr",
+        "stdin",
+        "stdout",
+        "terminal",
+        "tree",
+    )
 
     def __init__(
         self,
         popen: subprocess.Popen[bytes],
         tree: AttachedTree,
+        cgroup: SessionCgroup,
         *,
         terminal: int | None = None,
         stdin: int | None = None,
@@ -358,6 +422,7 @@ class AttachedProcess:
     ) -> None:
         self.popen = popen
         self.tree = tree
+        self.cgroup = cgroup
         self.terminal = terminal
         self.stdin = stdin
         self.stdout = stdout
@@ -405,7 +470,9 @@ class AttachedProcess:
         self.close_streams()
         exit_code = self.wait()
         await end_processes(self.tree, hangup_seconds, exit_code)
-        return await exit_code
+        code = await exit_code
+        await remove_cgroup(self.cgroup)
+        return code
 
 
 def set_window_size(fd: int, width: int, height: int) -> None:
@@ -450,6 +517,7 @@ def _popen(
     stdout: int,
     stderr: int,
     new_session: bool,
+    preexec: Callable[[], None] | None,
     executable: str | None = None,
 ) -> subprocess.Popen[bytes]:
     try:
@@ -461,9 +529,28 @@ def _popen(
             stderr=stderr,
             start_new_session=new_session,
             close_fds=True,
+            preexec_fn=preexec,
         )
     except OSError as exc:
         raise LxcCommandFailed(f"cannot start {argv[0]}: {exc.strerror}") from exc
+
+
+async def remove_cgroup(cgroup: SessionCgroup) -> None:
+    """Remove an ended command's cgroup. What its kill rounds missed (a process moved in
+    from elsewhere at the last moment) is killed first."""
+    for _ in range(50):
+        if cgroup.remove():
+            return
+        cgroup.kill()
+        await asyncio.sleep(0.02)
+    log.warning("cgroup %s still holds processes %s; left in place", cgroup.own, cgroup.pids())
+
+
+class _Flow(asyncio.StreamReaderProtocol):
+    """The protocol a StreamWriter over a write pipe needs for drain() (flow control)."""
+
+    def __init__(self) -> None:
+        super().__init__(asyncio.StreamReader())
 
 
 class _Capped:

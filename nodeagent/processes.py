@@ -4,9 +4,8 @@ An lxc-attach runs its command as its own child (LXC clones the attached process
 CLONE_PARENT), inside the container's namespaces and cgroup. What belongs to one attached
 command is the tree under lxc-attach, and every process of the sessions it started: lxc-attach's
 own (a command without a terminal stays in it) and the attached command's (a terminal's shell
-makes one). Processes that left both (a daemon that double-forked and called setsid) escape;
-a later issue gives each session a cgroup of its own, and a cgroup is then another
-`ProcessSet` for the same function.
+makes one). Processes that left both (a daemon that double-forked and called setsid) are
+still in the command's cgroup (session_cgroups): the tree's members include what that holds.
 """
 
 from __future__ import annotations
@@ -22,7 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["AttachedTree", "InitProcess", "ProcessSet", "end_processes", "process_stat"]
+__all__ = [
+    "AttachedTree",
+    "CommandCgroup",
+    "InitProcess",
+    "ProcessSet",
+    "end_processes",
+    "process_stat",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,13 @@ class InitProcess:
 
     pid: int
     start_ticks: int
+
+
+class CommandCgroup(Protocol):
+    """The cgroup an attached command runs in (session_cgroups.SessionCgroup)."""
+
+    def pids(self) -> set[int]:
+        """Its processes, read afresh."""
 
 
 class ProcessSet(Protocol):
@@ -75,14 +88,20 @@ def _children(pid: int) -> list[int]:
 
 
 class AttachedTree:
-    """What one lxc-attach started: its descendants, and every process (among `candidates`,
-    the container's processes) of the sessions it or its command made."""
+    """What one lxc-attach started: its descendants, every process (among `candidates`, the
+    container's processes) of the sessions it or its command made, and all its cgroup holds."""
 
-    __slots__ = ("_leader", "candidates", "sessions")
+    __slots__ = ("_leader", "candidates", "cgroup", "sessions")
 
-    def __init__(self, leader: int, candidates: Callable[[], Iterable[int]]) -> None:
+    def __init__(
+        self,
+        leader: int,
+        candidates: Callable[[], Iterable[int]],
+        cgroup: CommandCgroup | None = None,
+    ) -> None:
         self._leader = leader
         self.candidates = candidates
+        self.cgroup = cgroup
         # lxc-attach's own session (it was started in a new one).
         self.sessions = {leader}
 
@@ -111,6 +130,8 @@ class AttachedTree:
             stat = process_stat(pid)
             if stat is not None and stat[2] in self.sessions:
                 found.add(pid)
+        if self.cgroup is not None:
+            found |= self.cgroup.pids()
         found.discard(self._leader)
         return {pid for pid in found if _alive(pid)}
 

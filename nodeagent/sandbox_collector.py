@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from tuxio.common.metrics import render_families
+
 from .cgroups import CgroupDriver, CgroupFiles, CgroupUsage, ControllerMissing
 from .disk_usage import DiskUsage
 from .service import ContainerService
@@ -32,6 +34,8 @@ from .service import ContainerService
 __all__ = ["SandboxCollector"]
 
 _BY_CONTAINER = ["container"]
+# The families with a series per container (render writes them itself).
+_PER_CONTAINER = ("cpu", "memory", "peak", "oom", "pids", "disk")
 
 
 class _UsageFiles:
@@ -101,6 +105,50 @@ class SandboxCollector(Collector):
         self._host(families)
         yield from families.values()
 
+    def render(self) -> bytes:
+        """What collect() yields, in Prometheus' text format, written in one pass: the agent's
+        /metrics serves this (tuxio.common.metrics' `fast`). A Metric and a Sample object per
+        value, then prometheus_client's generic writer, cost twice this for 1000 containers;
+        the per-container series are formatted here at once (container names are LXC names of
+        [a-z0-9-], nothing to escape), the few others by render_families. A test holds it
+        equal to collect()."""
+        families = self._families()
+        per_container: dict[str, list[str]] = {key: [] for key in _PER_CONTAINER}
+        cpu, memory, peak = per_container["cpu"], per_container["memory"], per_container["peak"]
+        ooms, pids = per_container["oom"], per_container["pids"]
+        records = self.service.records
+        running = 0
+        for name, usage in self._usages():
+            running += 1
+            label = f'{{container="{name}"}} '
+            cpu.append(f"{label}{usage.cpu_seconds!r}\n")
+            memory.append(f"{label}{usage.memory_bytes}\n")
+            if usage.memory_peak_bytes is not None:
+                peak.append(f"{label}{usage.memory_peak_bytes}\n")
+            if usage.oom_kills is not None:
+                ooms.append(f"{label}{usage.oom_kills}\n")
+            pids.append(f"{label}{usage.pids}\n")
+        families["containers"].add_metric(["running"], running)
+        families["containers"].add_metric(["stopped"], max(0, len(records) - running))
+        if self.disk is not None and self.disk.sampled_at is not None:
+            per_container["disk"] = [
+                f'{{container="{name}"}} {used}\n'
+                for name, used in self.disk.bytes.items()
+                if name in records
+            ]
+            families["disk_sampled"].add_metric([], self.disk.sampled_at)
+        self._host(families)
+        out: list[str] = []
+        for key, family in families.items():
+            lines = per_container.get(key)
+            if lines is None:
+                continue
+            name = f"{family.name}_total" if family.type == "counter" else family.name
+            out.append(f"# HELP {name} {family.documentation}\n# TYPE {name} {family.type}\n")
+            out.extend([name + line for line in lines])
+        rest = [family for key, family in families.items() if key not in per_container]
+        return "".join(out).encode() + render_families(rest)
+
     def _usages(self) -> Iterator[tuple[str, CgroupUsage]]:
         """Each running container's usage, from its kept descriptors (opened for a
         container new to the agent's view, or whose init and so cgroup changed)."""
@@ -134,6 +182,9 @@ class SandboxCollector(Collector):
         self._open.clear()
 
     def _host(self, families: dict[str, GaugeMetricFamily | CounterMetricFamily]) -> None:
+        budget = self.service.output_budget
+        families["held"].add_metric([], budget.used)
+        families["budget"].add_metric([], budget.total)
         try:
             st = os.statvfs(self.service.lxc.lxcpath)
         except OSError:
@@ -197,5 +248,14 @@ class SandboxCollector(Collector):
             ),
             "inodes": host(
                 "tuxio_agent_host_inodes", "Inodes on the filesystem of the containers."
+            ),
+            "held": host(
+                "tuxio_agent_output_held_bytes",
+                "Output of all commands held in the agent now (sessions' unsent output and "
+                "what one-shot execs reserved), against tuxio_agent_output_budget_bytes.",
+            ),
+            "budget": host(
+                "tuxio_agent_output_budget_bytes",
+                "The most output all commands together may hold in the agent.",
             ),
         }

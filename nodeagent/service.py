@@ -15,6 +15,7 @@ import os
 import resource
 import shutil
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from typing import cast, get_args
 from tuxio.common.locks import KeyedLocks
 
 from . import __version__
+from .budget import OutputBudget
 from .cgroups import CgroupDriver, CgroupFiles, CgroupLimits, CgroupReading, ControllerMissing
 from .cpuset import allocate_cpuset, core_load, format_cpuset, parse_cpuset
 from .disk import DiskBackend, DiskQuota, NoDiskLimit
@@ -33,6 +35,7 @@ from .errors import (
     ContainerNotRunning,
     ContainerQuarantined,
     DiskBelowReserve,
+    HostPrerequisiteMissing,
     InvalidSpec,
     LimitsNotInForce,
     LxcCommandFailed,
@@ -69,6 +72,7 @@ from .records import (
     write_atomically,
     write_record,
 )
+from .session_cgroups import SessionCgroup, session_cgroup
 from .templates import Template, TemplateStore
 
 __all__ = ["ANY", "ContainerService", "DiskPolicy"]
@@ -118,8 +122,11 @@ class ContainerService:
         disk: DiskPolicy | None = None,
         other_disk_backends: Collection[DiskBackend] = (),
         stop_timeout: int = 5,
+        output_budget: OutputBudget | None = None,
     ) -> None:
         self.lxc = lxc
+        # What the commands of every container may hold of their output (budget.py).
+        self.output_budget = output_budget or OutputBudget(256 * 2**20)
         self.cgroups = cgroups
         self.templates = templates
         self.cpus = cpus
@@ -342,14 +349,18 @@ class ContainerService:
         info = await self._info(name)
         if info is None or info.state != "running":
             raise ContainerNotRunning(f"container {name!r} is not running")
-        result = await self.lxc.attach(
-            name,
-            request.argv,
-            request.env,
-            None if request.stdin is None else request.stdin.encode(),
-            request.timeout_seconds,
-            request.max_output_bytes,
-        )
+        stdin = None if request.stdin is None else request.stdin.encode()
+        holds = 2 * request.max_output_bytes + len(stdin or b"")
+        with self.output_budget.reserve(holds, "this exec"):
+            result = await self.lxc.attach(
+                name,
+                request.argv,
+                request.env,
+                stdin,
+                request.timeout_seconds,
+                request.max_output_bytes,
+                self.session_cgroup(name, f"exec-{uuid.uuid4().hex}"),
+            )
         return ExecResult(
             exit_code=result.exit_code,
             stdout=result.stdout.decode(errors="replace"),
@@ -376,9 +387,23 @@ class ContainerService:
             raise ContainerNotRunning(f"container {name!r} is not running")
         return InitProcess(info.pid, ticks)
 
+    def session_cgroup(self, name: str, session_id: str) -> SessionCgroup:
+        """A new cgroup for one attached command of a running container (see
+        session_cgroups); ContainerNotRunning when it does not run."""
+        known = self._inits.get(name)
+        if known is None or _start_ticks(known[0]) != known[1]:
+            raise ContainerNotRunning(f"container {name!r} is not running")
+        try:
+            return session_cgroup(known[0], name, session_id)
+        except ControllerMissing as exc:
+            raise HostPrerequisiteMissing(f"cannot make a cgroup for the command: {exc}") from exc
+        except FileNotFoundError:
+            raise ContainerNotRunning(f"container {name!r} is not running") from None
+
     def processes(self, name: str) -> list[int]:
-        """The host PIDs of a running container's processes (its cgroup.procs); empty when it
-        does not run. Read afresh on every call."""
+        """The host PIDs of a running container's processes (its cgroup.procs, and those of
+        the cgroups below: the sessions'); empty when it does not run. Read afresh on every
+        call."""
         known = self._inits.get(name)
         if known is None or _start_ticks(known[0]) != known[1]:
             return []
@@ -993,10 +1018,13 @@ def _procs(files: CgroupFiles) -> list[int]:
     directory = files.dirs.get("") or files.dirs.get("pids")
     if directory is None:
         return []
-    try:
-        return [int(p) for p in (directory / "cgroup.procs").read_text().split()]
-    except OSError:
-        return []
+    found: list[int] = []
+    # The container's cgroup and those below it: the sessions' (session_cgroups), LXC's .lxc
+    # leaf on v2, an init's own.
+    for below, _, _ in os.walk(directory):
+        with contextlib.suppress(OSError):
+            found += [int(p) for p in (Path(below) / "cgroup.procs").read_text().split()]
+    return found
 
 
 def _read_rlimits(pid: int) -> dict[str, int | None]:

@@ -65,6 +65,12 @@ class AgentSettings(BaseSettings):
     session_replay_bytes: int = Field(
         64 * 2**10, ge=0, description="Recent output replayed to a client that attaches again."
     )
+    output_budget_bytes: int = Field(
+        256 * 2**20,
+        ge=2**20,
+        description="Output all commands together may hold unsent in the agent: sessions "
+        "stop reading while it is spent, a one-shot exec that does not fit is refused (429).",
+    )
     file_max_bytes: int = Field(
         64 * 2**20, ge=1, description="Largest file read or written through the files routes."
     )

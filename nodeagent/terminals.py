@@ -25,10 +25,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from .budget import OutputBudget
 from .errors import SessionNotFound, TooManySessions
 from .lxc import AttachedProcess, Lxc, set_window_size, terminal_setup
 from .models import SessionInfo
 from .output import AddedCrRemover, OutputBuffer
+from .session_cgroups import SessionCgroup
 
 __all__ = ["Session", "SessionLimits", "SessionTable"]
 
@@ -39,6 +41,9 @@ _READ_BYTES = 65536
 # While a client is attached, read only this far ahead of what it has been sent: a flood then
 # waits in the container, not in the agent, and Ctrl-C reaches the screen quickly.
 _ATTACHED_READAHEAD = 128 * 1024
+# What a session may always buffer, whatever the agent's output budget (budget.py): only what
+# goes past this counts against it, so an attached terminal never waits on other sessions'.
+_BUDGET_FLOOR = _ATTACHED_READAHEAD
 # Input queued for the command beyond this: the connection stops reading the client.
 STDIN_BACKLOG_BYTES = 256 * 1024
 # How often a terminal is checked for lxc-attach having set it up (input waits for that),
@@ -78,6 +83,7 @@ class Session:
         "_crlf",
         "_ending",
         "_grace",
+        "_held",
         "_idle",
         "_loop",
         "_noted",
@@ -130,6 +136,7 @@ class Session:
         # Descriptors still read, and the channel each one's output goes to.
         self._streams: dict[int, int] = {}
         self._paused = False
+        self._held = 0  # output bytes counted in the table's budget (past _BUDGET_FLOOR)
         self._noted = False
         # The terminal's output passes the host pty's line discipline, where lxc-attach (LXC
         # 4.0.10 and later) turns ONLCR on: a CR added before every LF, taken out again. What
@@ -245,6 +252,10 @@ class Session:
         self._stop_reading()
         self._stop_writing()
         self.process.close_streams()
+        budget = self._table.budget
+        budget.forget(self)
+        held, self._held = self._held, 0
+        budget.give(held)
 
     # ----- clients ------------------------------------------------------------------------
 
@@ -330,16 +341,34 @@ class Session:
             data = self._crlf.feed(data)
         if data:
             self.buffer.push(self._streams[fd], data)
+            self._account()
             self.last_activity = self._loop.time()
             if self.buffer.pending_bytes >= self._threshold():
+                self._pause()  # resumed as its client is sent some
+            elif self._over_budget():
                 self._pause()
+                # Resumed when any session's client is sent some.
+                self._table.budget.wait(self, self._resume_if_room)
         self._wake()
+
+    def _account(self) -> None:
+        """Count in the agent's budget what the buffer holds past the floor."""
+        counted = max(0, self.buffer.pending_bytes - _BUDGET_FLOOR)
+        change, self._held = counted - self._held, counted
+        if change > 0:
+            self._table.budget.take(change)
+        elif change < 0:
+            self._table.budget.give(-change)
+
+    def _over_budget(self) -> bool:
+        return self._table.budget.spent and self.buffer.pending_bytes >= _BUDGET_FLOOR
 
     def _close_stream(self, fd: int) -> None:
         self._loop.remove_reader(fd)
         channel = self._streams.pop(fd)
         if self._adds_cr and (held := self._crlf.flush()):
             self.buffer.push(channel, held)
+            self._account()
         if fd == self._input_fd():
             # A terminal's descriptor also takes input: nothing can be written to it now.
             self._stop_writing()
@@ -362,6 +391,10 @@ class Session:
 
     def _resume_if_room(self) -> None:
         if self._paused and self.buffer.pending_bytes < self._threshold():
+            if self._over_budget():
+                # Other sessions' output counts too: wait for some of it to be sent.
+                self._table.budget.wait(self, self._resume_if_room)
+                return
             self._paused = False
             for fd in self._streams:
                 self._loop.add_reader(fd, self._read, fd)
@@ -399,6 +432,7 @@ class Session:
     def take_output(self, limit: int) -> tuple[int, bytes] | None:
         item = self.buffer.take(limit)
         if item is not None:
+            self._account()
             self._resume_if_room()
         return item
 
@@ -501,10 +535,14 @@ class SessionTable:
         lxc: Lxc,
         limits: SessionLimits,
         processes_of: Callable[[str], Iterable[int]],
+        cgroup_for: Callable[[str, str], SessionCgroup],
+        budget: OutputBudget,
     ) -> None:
         self.lxc = lxc
         self.limits = limits
+        self.budget = budget
         self._processes_of = processes_of
+        self._cgroup_for = cgroup_for
         self._sessions: dict[tuple[str, str], Session] = {}
 
     def get(self, container: str, session_id: str) -> Session | None:
@@ -539,9 +577,14 @@ class SessionTable:
                 return existing, False
         self._check_caps(container)
         chosen = session_id or uuid.uuid4().hex
-        process = self.lxc.spawn_terminal(
-            container, command, env, (80, 24), lambda: self._processes_of(container)
-        )
+        cgroup = self._cgroup_for(container, chosen)
+        try:
+            process = self.lxc.spawn_terminal(
+                container, command, env, (80, 24), lambda: self._processes_of(container), cgroup
+            )
+        except BaseException:
+            cgroup.remove()
+            raise
         return self._add(container, chosen, command, process, tty=True), True
 
     def open_exec(
@@ -553,10 +596,16 @@ class SessionTable:
     ) -> Session:
         """A new command without a terminal; it ends with its connection."""
         self._check_caps(container)
-        process = self.lxc.spawn_piped(
-            container, command, env, streams, lambda: self._processes_of(container)
-        )
-        return self._add(container, uuid.uuid4().hex, command, process, tty=False)
+        chosen = uuid.uuid4().hex
+        cgroup = self._cgroup_for(container, chosen)
+        try:
+            process = self.lxc.spawn_piped(
+                container, command, env, streams, lambda: self._processes_of(container), cgroup
+            )
+        except BaseException:
+            cgroup.remove()
+            raise
+        return self._add(container, chosen, command, process, tty=False)
 
     def _add(
         self,

@@ -12,6 +12,13 @@ deep-copies and diffs the whole object to compute a JSON patch and recalls a mem
 about as much CPU as the claim itself, on the path of every warm claim. The AdmissionReview
 protocol (admission.k8s.io/v1) is small: a request with the object, an answer with a JSON patch.
 
+Only the API server may call it: with `webhook_client_ca` set, the TLS handshake requires a
+client certificate from that CA (the API server presents one when its admission configuration
+names it, see docs/hardening.md), and `webhook_client_names` narrows it to the names given;
+a caller without one is refused before a byte of HTTP, one with another name gets 403. The
+NetworkPolicy of manifests/base/operator admits the webhook's port from outside the pod
+network only, where the API server is.
+
 The webhook is an optimisation, never a dependency: `failurePolicy: Ignore` and a short
 timeout, so a Sandbox created while the operator is down or slow is stored without a claim and
 placed by the operator as usual. A claim whose Sandbox is never stored (a later admission step
@@ -47,6 +54,7 @@ __all__ = [
     "WEBHOOK",
     "ClaimWebhook",
     "apply_webhook_configuration",
+    "certificate_names",
     "claim_patch",
     "remove_webhook_configuration",
     "review_answer",
@@ -126,6 +134,13 @@ def webhook_configuration(settings: OperatorSettings, ca_pem: bytes) -> dict[str
     }
 
 
+def certificate_names(peer: Mapping[str, Any]) -> set[str]:
+    """The common names and DNS SANs of a certificate as ssl's getpeercert() gives it. Pure."""
+    names = {value for rdn in peer.get("subject", ()) for key, value in rdn if key == "commonName"}
+    names |= {value for kind, value in peer.get("subjectAltName", ()) if kind == "DNS"}
+    return names
+
+
 # What the webhook is given to decide with: the Sandbox being created; what it answers with:
 # the assignment to store with it (None: no claim, the Sandbox is stored as it is).
 Claimer = Callable[[Mapping[str, Any]], dict[str, Any] | None]
@@ -192,7 +207,23 @@ class ClaimWebhook:
         self.ca_pem = self.cert.read_bytes()
         self._runner: web.AppRunner | None = None
 
+    def _caller_refused(self, request: web.Request) -> str | None:
+        """Why a caller whose certificate the handshake accepted is refused (a name that is
+        not allowed), or None."""
+        names = self.settings.webhook_client_names
+        if self.settings.webhook_client_ca is None or not names:
+            return None
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        presented = certificate_names(peer or {})
+        if not presented & set(names):
+            return f"client certificate names {sorted(presented)}, none of {sorted(names)}"
+        return None
+
     async def _serve(self, request: web.Request) -> web.Response:
+        refused = self._caller_refused(request)
+        if refused is not None:
+            log.warning("claim webhook: refused a caller: %s", refused)
+            return web.json_response({"message": f"forbidden: {refused}"}, status=403)
         try:
             review = json.loads(await request.read())
             answer = review_answer(review, self.claimer)
@@ -207,6 +238,14 @@ class ClaimWebhook:
         await self._runner.setup()
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.cert, self.key)
+        if self.settings.webhook_client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cafile=self.settings.webhook_client_ca)
+        else:
+            log.warning(
+                "claim webhook: no webhook_client_ca, so any caller that reaches the port is "
+                "answered; the NetworkPolicy of manifests/base/operator must keep others away"
+            )
         site = web.TCPSite(
             self._runner,
             self.settings.webhook_listen,

@@ -133,6 +133,18 @@ class OperatorSettings(BaseSettings):
         description="Where the webhook's self-signed certificate is written at start "
         "(a fresh one each start); unset: a new temporary directory.",
     )
+    webhook_client_ca: Path | None = Field(
+        None,
+        description="CA bundle the API server's client certificate for webhooks is verified "
+        "against (its --admission-control-config-file names that certificate): a caller "
+        "without a certificate from it is refused in the TLS handshake. Unset: any caller is "
+        "answered, and the NetworkPolicy in manifests/ is what keeps others away.",
+    )
+    webhook_client_names: list[str] = Field(
+        default_factory=list,
+        description="Names (common name or DNS SAN) a client certificate must carry besides "
+        "being from webhook_client_ca; empty: any certificate from that CA.",
+    )
     webhook_timeout_seconds: int = Field(
         2,
         ge=1,

@@ -364,6 +364,25 @@ def cgroup_processes(pid: int, controller: str = "pids") -> list[int]:
     return found
 
 
+def pids_refused(pid: int) -> int:
+    """How many forks the pids limit of `pid`'s container refused. Where the kernel writes the
+    event depends on it: v1 and older v2 kernels count it in the forking process's own cgroup
+    (a command's session cgroup, below the container's), so the subtree is summed; kernels
+    with `pids.events.local` (v2, Linux 6.12) count the container's already, hierarchically."""
+    root = cgroup_dir(pid, "pids")
+    files = (
+        [root / "pids.events"]
+        if (root / "pids.events.local").exists()
+        else root.rglob("pids.events")
+    )
+    refused = 0
+    for events in files:
+        with contextlib.suppress(OSError):
+            fields = events.read_text().split()
+            refused += int(fields[fields.index("max") + 1])
+    return refused
+
+
 def process_stat(pid: int) -> tuple[str, str, int, int] | None:
     """Command name, state, parent and session of a process, from /proc; None when gone."""
     try:

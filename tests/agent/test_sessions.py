@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -163,13 +164,22 @@ async def test_unresumed_session_leaves_nothing_behind(
     stream = await streams.open(short_grace, name, remote.terminal())
     await stream.expect(r"# ")
     attach = _lxc_attach_of(short_grace)
-    # A job, one that ignores the hang-up, one in a process group of its own, the foreground.
-    # (A process that leaves the session and the tree, setsid and reparented, escapes: ending
-    # sessions by cgroup is a later step.)
+    # A job, one that ignores the hang-up, one in a process group of its own, a daemon (it
+    # left the tree and the session: double fork, setsid, reparented to the container's init),
+    # the foreground.
     await stream.send("sleep 1001 & (trap '' HUP; exec sleep 1002) &\n")
     await stream.send("sh -c 'trap \"\" HUP; sleep 1003' &\n")
+    await stream.send("(setsid sleep 1005 </dev/null >/dev/null 2>&1 &)\n")
+    await remote.eventually(lambda: _daemon_of(container, "1005") is not None)
     await stream.send("sleep 1004\n")
-    await remote.eventually(lambda: len(pids_named(container.init, "sleep")) == 4)
+    await remote.eventually(lambda: len(pids_named(container.init, "sleep")) == 5)
+    daemon = _daemon_of(container, "1005")
+    assert daemon is not None
+    stat = process_stat(daemon)
+    assert stat is not None
+    # It really escaped what a session and a tree would catch: its parent is the container's
+    # init and its session is its own.
+    assert (stat[2], stat[3]) == (container.init, daemon), stat
     await stream.drop()
     # Hung up, then killed: only the container's init is left, and the agent reaped its child.
     await remote.eventually(
@@ -182,6 +192,18 @@ async def test_unresumed_session_leaves_nothing_behind(
     async with short_grace.async_client() as api:
         assert await _sessions(api, name) == []
         await api.delete(f"/v1/containers/{name}")
+
+
+def _daemon_of(container: Container, argument: str) -> int | None:
+    """The container's `sleep <argument>`, when it runs."""
+    for pid in pids_named(container.init, "sleep"):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argument.encode() in argv:
+            return pid
+    return None
 
 
 def _lxc_attach_of(agent: Agent) -> list[int]:

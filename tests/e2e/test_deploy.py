@@ -92,6 +92,20 @@ def test_overlay_has_what_the_issue_asks(cluster: Cluster) -> None:
     service = items[("Service", "tuxio-operator-webhook")]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert service["spec"]["ports"][0]["targetPort"] == "webhook"
+    # Only from outside the pod network (the API server) to the webhook and health ports; the
+    # metrics port from a labelled namespace; no other ingress (as the API server stored it).
+    policy = items[("NetworkPolicy", "tuxio-operator")]["spec"]
+    assert policy["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert policy["policyTypes"] == ["Ingress"]
+    webhook_rule, metrics_rule = policy["ingress"]
+    assert webhook_rule["from"] == [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.244.0.0/16"]}}]
+    assert {p["port"] for p in webhook_rule["ports"]} == {"webhook", "health"}
+    assert metrics_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"tux.io/metrics-scraper": "true"}}}
+    ]
+    assert [p["port"] for p in metrics_rule["ports"]] == ["metrics"]
+    named = {p["name"] for p in container["ports"]}
+    assert {p["port"] for rule in policy["ingress"] for p in rule["ports"]} <= named
 
     agent = items[("DaemonSet", "tuxio-agent")]["spec"]["template"]["spec"]
     assert agent["nodeSelector"] == {"tux.io/lxc-host": "true"}

@@ -80,7 +80,9 @@ def pool(replicas: int) -> dict[str, Any]:
         "spec": {
             "replicas": replicas,
             "template": "busybox",
-            "resources": {"cpus": 1, "memory": "64Mi", "pids": 64},
+            # 256Mi of disk: a shell's worth, and hundreds of them fit the host's disk (the
+            # scheduler does not overcommit disk).
+            "resources": {"cpus": 1, "memory": "64Mi", "pids": 64, "disk": "256Mi"},
             "placement": {"hostSelector": HOST_LABEL, "spread": "None"},
         },
     }

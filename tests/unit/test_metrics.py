@@ -14,9 +14,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
+from tuxio.common.metrics import render_families
 from tuxio.common.timeutil import FixedClock
+from tuxio.nodeagent.budget import OutputBudget
 from tuxio.nodeagent.cgroups import CgroupDriver, CgroupFiles, CgroupV1, CgroupV2
 from tuxio.nodeagent.metrics import RequestMetrics
 from tuxio.nodeagent.sandbox_collector import SandboxCollector
@@ -174,6 +177,7 @@ def host(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[object, Path]:
         lxc=types.SimpleNamespace(lxcpath=tmp_path),
         running_cgroups=lambda: list(files.items()),
         files=files,
+        output_budget=OutputBudget(2**20),
     )
     return service, tmp_path
 
@@ -205,6 +209,10 @@ def test_the_collector_reads_each_running_container_at_every_scrape(
     st = os.statvfs(host[1])
     assert got[("tuxio_agent_host_inodes", ())] == st.f_files
     assert got[("tuxio_agent_host_disk_size_bytes", ())] == st.f_blocks * st.f_frsize
+    assert got[("tuxio_agent_output_held_bytes", ())] == 0
+    assert got[("tuxio_agent_output_budget_bytes", ())] == 2**20
+    # The agent serves it written in one pass: the same series.
+    assert _parsed(collector.render().decode()) == _parsed(generate_latest(registry).decode())
 
     # Read again, not remembered: a new value shows at the next scrape.
     key = "pids.current"
@@ -218,6 +226,37 @@ def test_the_collector_reads_each_running_container_at_every_scrape(
     assert ("tuxio_agent_sandbox_pids", (("container", "b"),)) not in got
     assert set(collector._open) == {"a"}
     collector.close()
+
+
+def _parsed(text: str) -> list[tuple[str, str, str, list[tuple[str, dict[str, str], float]]]]:
+    return [
+        (f.name, f.type, f.documentation, [(s.name, s.labels, s.value) for s in f.samples])
+        for f in text_string_to_metric_families(text)
+    ]
+
+
+def test_the_fast_renderer_writes_what_prometheus_client_writes() -> None:
+    class Families:
+        def collect(self) -> list[GaugeMetricFamily | CounterMetricFamily]:
+            cpu = CounterMetricFamily(
+                "tuxio_x_cpu_seconds", "CPU.\nTwo lines \\ one.", labels=["c"]
+            )
+            cpu.add_metric(["a"], 2.5)
+            cpu.add_metric(['b"\\\n'], 7)  # a label that needs escaping
+            mem = GaugeMetricFamily("tuxio_x_memory_bytes", "Memory.", labels=["c", "state"])
+            mem.add_metric(["a", "running"], 1048576)
+            mem.add_metric(["b", "running"], float("inf"))
+            free = GaugeMetricFamily("tuxio_x_free_bytes", "Free.")
+            free.add_metric([], 1e20)
+            return [cpu, mem, free]
+
+    registry = CollectorRegistry()
+    registry.register(Families())  # type: ignore[arg-type]
+    fast = render_families(Families().collect()).decode()
+    assert _parsed(fast) == _parsed(generate_latest(registry).decode())
+    assert "# TYPE tuxio_x_cpu_seconds_total counter" in fast
+    with pytest.raises(ValueError, match="histogram"):
+        render_families([HistogramMetricFamily("h", "h", buckets=[("+Inf", 0)], sum_value=0)])
 
 
 async def test_requests_are_timed_by_route_template_and_code() -> None:
