@@ -121,7 +121,25 @@ class SandboxReconciler:
 
     async def reconcile(self, body: Mapping[str, Any], failures: int = 0) -> None:
         """Converge one Sandbox: place it if needed, then PUT its container and write status
-        (one status write: the decision's fields, if new, together with the agent's answer)."""
+        (one status write: the decision's fields, if new, together with the agent's answer).
+
+        A retry (`failures` > 0) reads the Sandbox afresh first: the attempt that failed may
+        have written to it after `body` was read (its placement decision, with a warm
+        container claimed and adopted) while the watch, cut by an API server restart, has
+        not brought that yet. Placed anew from the old body, the Sandbox got a second
+        container, and the first, adopted for it, was left behind until the orphan sweep
+        (found by make chaos)."""
+        if failures:
+            meta = body.get("metadata") or {}
+            try:
+                fresh = await self.api.get_sandbox(
+                    str(meta.get("namespace")), str(meta.get("name"))
+                )
+            except NotFound:
+                return  # deleted meanwhile: its finalizer has the rest
+            if (fresh.get("metadata") or {}).get("uid") != meta.get("uid"):
+                return  # a namesake: not this Sandbox's work
+            body = fresh
         sandbox = Loaded.of(body)
         async with self.locks.hold(sandbox.uid):
             run = _Run(
