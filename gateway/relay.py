@@ -28,10 +28,15 @@ _REPLACE = {1005: 1000, 1006: 1001}
 
 
 async def _client_to_agent(client: web.WebSocketResponse, agent: ClientConnection) -> int:
-    """Until the client closes; its close code."""
+    """Until the client closes; its close code. When the agent has closed first (a command
+    that ended while the client was still sending), this loop stops and waits to be
+    cancelled: the other one delivers what the agent sent and its close."""
     async for message in client:
         if message.type in (WSMsgType.BINARY, WSMsgType.TEXT):
-            await agent.send(message.data)
+            try:
+                await agent.send(message.data)
+            except ConnectionClosed:
+                await asyncio.get_running_loop().create_future()  # until cancelled
         elif message.type == WSMsgType.ERROR:
             return int(WSCloseCode.ABNORMAL_CLOSURE)
     return int(client.close_code or WSCloseCode.OK)

@@ -14,21 +14,32 @@ cd "$(dirname "$0")/.."
 source hack/lib/kind-env.sh
 ENGINE=$KIND_ENGINE
 
-if "$ENGINE" image inspect "$DEBIAN_BASE_IMAGE" >/dev/null 2>&1; then
-  log "$DEBIAN_BASE_IMAGE exists"
+tarball=$KIND_CACHE/debian-$DEBIAN_SUITE-minbase.tar
+cas=(/usr/local/share/ca-certificates/*.crt)
+[ -e "${cas[0]}" ] || cas=()
+debootstrap_tarball "$tarball" ""
+# By content: an image of that name made from another root filesystem, script or CAs is rebuilt.
+inputs=$(printf '%s\n' "$DEBIAN_SUITE" | inputs_digest "$tarball" hack/build-debian-image.sh "${cas[@]}")
+have=$(image_inputs "$DEBIAN_BASE_IMAGE")
+if [ "$have" = "$inputs" ]; then
+  log "$DEBIAN_BASE_IMAGE exists, made from these inputs ($inputs)"
   echo "$DEBIAN_BASE_IMAGE"
   exit 0
+elif [ -n "$(image_id "$DEBIAN_BASE_IMAGE")" ]; then
+  log "$DEBIAN_BASE_IMAGE exists but was made from other inputs (${have:-unlabelled}, now $inputs): rebuilding"
 fi
-tarball=$KIND_CACHE/debian-$DEBIAN_SUITE-minbase.tar
-debootstrap_tarball "$tarball" ""
 rootfs=localhost/tuxio/debian-rootfs:$DEBIAN_SUITE
-log "importing $tarball as $rootfs"
-"$ENGINE" import "$tarball" "$rootfs" >/dev/null
+rootfs_inputs=$(inputs_digest "$tarball" </dev/null) # (a fresh import would be a new image id)
+if [ "$(image_inputs "$rootfs")" = "$rootfs_inputs" ]; then
+  log "$rootfs is the import of $tarball"
+else
+  log "importing $tarball as $rootfs"
+  "$ENGINE" import --change "LABEL $INPUTS_LABEL=$rootfs_inputs" "$tarball" "$rootfs" >/dev/null
+fi
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 mkdir "$ctx/cas"
-cas=(/usr/local/share/ca-certificates/*.crt)
-if [ -e "${cas[0]}" ]; then
+if [ ${#cas[@]} -gt 0 ]; then
   log "the image trusts this host's added CAs: ${cas[*]}"
   cp "${cas[@]}" "$ctx/cas/"
 fi
@@ -39,7 +50,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && update-ca-certificates && apt-get clean && rm -rf /var/lib/apt/lists/* \\
     && printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >/etc/pip.conf
 CMD ["/bin/bash"]
+LABEL $INPUTS_LABEL=$inputs
 CONTAINERFILE
 log "building $DEBIAN_BASE_IMAGE"
 "$ENGINE" build --network host -q -t "$DEBIAN_BASE_IMAGE" "$ctx" >/dev/null
+[ "$(image_inputs "$DEBIAN_BASE_IMAGE")" = "$inputs" ] || die "$DEBIAN_BASE_IMAGE lacks its inputs label after the build"
 echo "$DEBIAN_BASE_IMAGE"

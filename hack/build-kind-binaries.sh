@@ -18,6 +18,7 @@ K8S_VERSION=v1.36.3 # as hack/build-control-plane.sh
 K8S_STAGING_VERSION=v0.${K8S_VERSION#v1.}
 CRICTL_VERSION=v1.36.0
 COREDNS_VERSION=v1.14.2 # what kubeadm v1.36 deploys
+PAUSE_VERSION=v3.10.2   # the pause image kubeadm v1.36 names
 
 CACHE_ROOT=${TUXIO_CACHE:-$HOME/.cache/tuxio}/kind
 OUT_DIR=$CACHE_ROOT/bin-k8s-$K8S_VERSION-crictl-$CRICTL_VERSION-coredns-$COREDNS_VERSION
@@ -28,9 +29,31 @@ log() { echo "build-kind-binaries: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 trap 'die "failed at line $LINENO (exit $?): $BASH_COMMAND"' ERR
 
+ETCD_VERSION=3.6.16 # as hack/build-control-plane.sh
+
+# What a binary says it is (its own version output, or the module version Go recorded in it),
+# against what it must be: a stand-in or a binary of another version is not taken from the cache.
+reports() { # BINARY (the whole output is read first: grep -q under pipefail would race SIGPIPE)
+  local b=$OUT_DIR/$1 out
+  case $1 in
+    coredns) out=$("$b" -version) && grep -qx "CoreDNS-${COREDNS_VERSION#v}" <<<"$out" ;;
+    crictl) out=$(go version -m "$b") && grep -qP "^\tmod\tsigs\.k8s\.io/cri-tools\t$CRICTL_VERSION\t" <<<"$out" ;;
+    pause) out=$("$b" -v 2>&1) && grep -q "$PAUSE_VERSION" <<<"$out" ;;
+    etcd) out=$("$b" --version) && grep -qx "etcd Version: $ETCD_VERSION" <<<"$out" ;;
+    kubeadm) [ "$("$b" version -o short)" = "$K8S_VERSION" ] ;;
+    kubectl) out=$("$b" version --client) && grep -qx "Client Version: $K8S_VERSION" <<<"$out" ;;
+    *) [ "$("$b" --version)" = "Kubernetes $K8S_VERSION" ] ;;
+  esac
+}
 complete() {
   local b
-  for b in "${BINARIES[@]}"; do [ -x "$OUT_DIR/$b" ] || return 1; done
+  for b in "${BINARIES[@]}"; do
+    [ -x "$OUT_DIR/$b" ] || return 1
+    if ! reports "$b" >/dev/null 2>&1; then
+      log "$OUT_DIR/$b is not $b of the pinned version (a stand-in or stale): rebuilding"
+      return 1
+    fi
+  done
 }
 if complete; then
   log "cached: $OUT_DIR"
@@ -88,7 +111,7 @@ go build -ldflags="$ldflags" -o "$WORK/bin/" "${K8S_CMDS[@]}"
 log "kubernetes done after $((SECONDS - start))s"
 
 # --- pause: static, as kubernetes' build/pause/Makefile builds it ----------------------------
-cc -Os -Wall -Werror -static -DVERSION="v3.10.2-tuxio" -o "$WORK/bin/pause" "$k8s_dir/build/pause/linux/pause.c"
+cc -Os -Wall -Werror -static -DVERSION="$PAUSE_VERSION-tuxio" -o "$WORK/bin/pause" "$k8s_dir/build/pause/linux/pause.c"
 strip "$WORK/bin/pause"
 
 # --- crictl and coredns: plain modules ---------------------------------------------------------
@@ -101,9 +124,11 @@ cd "$REPO"
 CP_BIN=$(hack/build-control-plane.sh)
 for b in kube-apiserver kube-controller-manager kubectl etcd; do cp "$CP_BIN/$b" "$WORK/bin/"; done
 
-for b in "${BINARIES[@]}"; do [ -x "$WORK/bin/$b" ] || die "$b was not built"; done
-"$WORK/bin/kubelet" --version | grep -q "$K8S_VERSION" || die "built kubelet does not report $K8S_VERSION"
 rm -rf "$OUT_DIR"
 mv "$WORK/bin" "$OUT_DIR"
+for b in "${BINARIES[@]}"; do
+  [ -x "$OUT_DIR/$b" ] || die "$b was not built"
+  reports "$b" || die "the $b built does not report its pinned version"
+done
 log "built in $((SECONDS - start))s ($(du -sh "$OUT_DIR" | cut -f1)): $OUT_DIR"
 echo "$OUT_DIR"

@@ -19,9 +19,8 @@ cd "$(dirname "$0")/.."
 # shellcheck source=hack/lib/kind-env.sh
 source hack/lib/kind-env.sh
 ENGINE=$KIND_ENGINE
-# Bump when what goes into the image changes.
-NODE_REVISION=1
-KIND_NODE_IMAGE=${KIND_NODE_IMAGE:-localhost/tuxio/kind-node:$K8S_VERSION-$NODE_REVISION}
+# The tag names the Kubernetes version; whether the image is current is its inputs label's say.
+KIND_NODE_IMAGE=${KIND_NODE_IMAGE:-localhost/tuxio/kind-node:$K8S_VERSION}
 ETCD_TAG=3.6.16-0
 COREDNS_TAG=v1.14.2
 PAUSE_TAG=3.10.2
@@ -29,17 +28,32 @@ NODE_PACKAGES=systemd,systemd-sysv,dbus,conntrack,iptables,nftables,iproute2,eth
 NODE_PACKAGES+=,libseccomp2,pigz,fuse-overlayfs,e2fsprogs,bash,ca-certificates,curl,jq,procps
 NODE_PACKAGES+=,containerd,runc,containernetworking-plugins
 
-if "$ENGINE" image inspect "$KIND_NODE_IMAGE" >/dev/null 2>&1; then
-  log "$KIND_NODE_IMAGE exists"
-  echo "$KIND_NODE_IMAGE"
-  exit 0
-fi
 start=$SECONDS
 BIN=${KIND_BIN_DIR:-$(hack/build-kind-binaries.sh)}
 BASE=$(hack/build-debian-image.sh)
 KIND_SRC=$(cd "$KIND_CACHE" && go mod download -json "sigs.k8s.io/kind@$KIND_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
 [ -d "$KIND_SRC/images/base/files" ] || die "no images/base/files in sigs.k8s.io/kind@$KIND_VERSION"
 rootfs_tar=$KIND_CACHE/node-rootfs-$DEBIAN_SUITE-$(echo "$NODE_PACKAGES" | sha256sum | cut -c1-12).tar
+
+# What the image is made of, by content: this script, the conflist, kind's files, the binaries,
+# the base image kube-proxy's image is built on. A node image (or its stage) under the right name
+# but made from anything else -- an older binary, a stand-in -- is rebuilt.
+mapfile -t kind_files < <(find "$KIND_SRC/images/base/files" -type f | sort)
+stage_inputs=$(printf '%s\n' "$NODE_PACKAGES" "$DEBIAN_SUITE" "$KIND_VERSION" "$K8S_VERSION" \
+  | inputs_digest hack/build-kind-node-image.sh hack/lib/kind-env.sh hack/kind/10-ptp.conflist "${kind_files[@]}" "$BIN/kubelet" "$BIN/kubeadm" "$BIN/kubectl")
+IMAGE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy etcd coredns pause crictl)
+node_inputs=$(printf '%s\n' "$stage_inputs" "$(image_id "$BASE")" "$ETCD_TAG" "$COREDNS_TAG" "$PAUSE_TAG" \
+  | inputs_digest "${IMAGE_BINARIES[@]/#/$BIN/}")
+have=$(image_inputs "$KIND_NODE_IMAGE")
+if [ "$have" = "$node_inputs" ]; then
+  log "$KIND_NODE_IMAGE exists, made from these inputs ($node_inputs)"
+  echo "$KIND_NODE_IMAGE"
+  exit 0
+fi
+previous=$(image_id "$KIND_NODE_IMAGE")
+if [ -n "$previous" ]; then
+  log "$KIND_NODE_IMAGE exists but was made from other inputs (${have:-unlabelled}, now $node_inputs): rebuilding"
+fi
 debootstrap_tarball "$rootfs_tar" "$NODE_PACKAGES"
 
 WORK=$(mktemp -d "$KIND_CACHE/.node.XXXXXX")
@@ -94,23 +108,27 @@ chroot "$root" /bin/sh -euc '
 [ -s "$root/etc/containerd/cri-base.json" ] || die "no cri-base.json"
 tar -C "$root" --numeric-owner -cf "$WORK/root.tar" .
 rm -rf "$root"
-"$ENGINE" import "$WORK/root.tar" "$stage" >/dev/null
+"$ENGINE" import --change "LABEL $INPUTS_LABEL=$stage_inputs" "$WORK/root.tar" "$stage" >/dev/null
 rm -f "$WORK/root.tar"
 }
 
 # --- the root filesystem ----------------------------------------------------------------------
-stage=localhost/tuxio/kind-node-stage:$K8S_VERSION-$NODE_REVISION
-if "$ENGINE" image inspect "$stage" >/dev/null 2>&1; then
-  log "$stage (the node without its images) exists"
+stage=localhost/tuxio/kind-node-stage:$K8S_VERSION
+if [ "$(image_inputs "$stage")" = "$stage_inputs" ]; then
+  log "$stage (the node without its images) exists, made from these inputs"
 else
   assemble_stage
 fi
 
 
 # --- the images kubeadm runs, FROM scratch around the binaries ------------------------------------
-build_image() { # TAG DIR
-  log "building $1"
+build_image() { # TAG DIR BINARY: labelled with the binary's digest, checked after the build
+  local sum
+  sum=$(sha256sum "$BIN/$3" | cut -d' ' -f1)
+  echo "LABEL $INPUTS_LABEL=$sum" >>"$2/Containerfile"
+  log "building $1 ($3 $(du -h "$BIN/$3" | cut -f1), sha256 ${sum:0:12})"
   "$ENGINE" build --network host -q -t "$1" "$2" >/dev/null
+  [ "$(image_inputs "$1")" = "$sum" ] || die "$1 is not the image of $BIN/$3 after its build"
   "$ENGINE" save --format docker-archive -o "$WORK/images/${1//[\/:]/_}.tar" "$1"
 }
 mkdir "$WORK/images"
@@ -124,7 +142,7 @@ static_image() { # NAME TAG BINARY [ENTRYPOINT]
     echo "ENV PATH=/usr/local/bin:/usr/bin:/bin"
     [ -n "${4:-}" ] && echo "ENTRYPOINT [\"$4\"]"
   } >"$dir/Containerfile"
-  build_image "registry.k8s.io/$1:$2" "$dir"
+  build_image "registry.k8s.io/$1:$2" "$dir" "$3"
 }
 static_image kube-apiserver "$K8S_VERSION" kube-apiserver
 static_image kube-controller-manager "$K8S_VERSION" kube-controller-manager
@@ -140,7 +158,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends iptables conntr
     && apt-get clean && rm -rf /var/lib/apt/lists/*
 COPY kube-proxy /usr/local/bin/kube-proxy
 CONTAINERFILE
-build_image "registry.k8s.io/kube-proxy:$K8S_VERSION" "$WORK/ctx-kube-proxy"
+build_image "registry.k8s.io/kube-proxy:$K8S_VERSION" "$WORK/ctx-kube-proxy" kube-proxy
 
 # --- import them into the node's containerd, commit the node ----------------------------------
 log "importing the images into the node's containerd"
@@ -167,7 +185,11 @@ done
   --change 'STOPSIGNAL SIGRTMIN+3' \
   --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \
   --change 'CMD []' \
+  --change "LABEL $INPUTS_LABEL=$node_inputs" \
   "$builder" "$KIND_NODE_IMAGE" >/dev/null
+[ "$(image_inputs "$KIND_NODE_IMAGE")" = "$node_inputs" ] || die "$KIND_NODE_IMAGE lacks its inputs label after the commit"
 "$ENGINE" rmi "$stage" >/dev/null 2>&1 || true
+# The image this one replaces, unless a cluster's node still runs from it.
+[ -n "$previous" ] && "$ENGINE" rmi "$previous" >/dev/null 2>&1 || true
 log "built $KIND_NODE_IMAGE in $((SECONDS - start))s"
 echo "$KIND_NODE_IMAGE"

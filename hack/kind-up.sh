@@ -29,8 +29,18 @@ export KUBECONFIG=$KIND_KUBECONFIG
 NODE_IMAGE=$(hack/build-kind-node-image.sh)
 BASE=$(hack/build-debian-image.sh)
 
-if kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
-  log "kind cluster $KIND_CLUSTER exists"
+clusters=$(kind get clusters 2>/dev/null || true)
+if grep -qx "$KIND_CLUSTER" <<<"$clusters"; then
+  # A cluster whose node runs another image than the current node image is made again.
+  running=$("$KIND_ENGINE" inspect --format '{{.Image}}' "$KIND_CLUSTER-control-plane" 2>/dev/null || true)
+  if [ "${running#sha256:}" != "$(image_id "$NODE_IMAGE")" ]; then
+    log "kind cluster $KIND_CLUSTER runs an older node image (${running:0:19}): deleting it"
+    kind delete cluster --name "$KIND_CLUSTER" --kubeconfig "$KIND_KUBECONFIG"
+    clusters=
+  fi
+fi
+if grep -qx "$KIND_CLUSTER" <<<"$clusters"; then
+  log "kind cluster $KIND_CLUSTER exists, on $NODE_IMAGE"
   kind export kubeconfig --name "$KIND_CLUSTER" --kubeconfig "$KIND_KUBECONFIG"
 else
   log "creating kind cluster $KIND_CLUSTER from $NODE_IMAGE (API on 127.0.0.1:$KIND_API_PORT)"

@@ -55,3 +55,27 @@ debootstrap_tarball() {
 
 # The kind cluster's kubeconfig: its own file, so ~/.kube/config and the local clusters' stay.
 KIND_KUBECONFIG=${KIND_KUBECONFIG:-$KIND_CACHE/kubeconfig-$KIND_CLUSTER}
+
+# Images made here carry a label with the digest of what they were made from (binaries,
+# scripts, packages, base image), so a stale or stand-in image under the right name is found by
+# its content and rebuilt, never reused because of its name alone.
+INPUTS_LABEL=io.tux.kind.inputs
+
+# inputs_digest FILE...: one digest of the files' contents, of the lines on stdin (versions,
+# package lists, image ids) and of the files' names relative to where they are found.
+inputs_digest() {
+  { cat; sha256sum "$@" | sed 's#  .*/#  #'; } | sha256sum | cut -c1-32
+}
+
+# image_inputs IMAGE: the inputs label of IMAGE in the engine, empty when it has none or is absent.
+image_inputs() {
+  "$KIND_ENGINE" image inspect --format "{{ index .Config.Labels \"$INPUTS_LABEL\" }}" "$1" 2>/dev/null \
+    | grep -v '^<no value>$' || true
+}
+
+# image_id IMAGE: the engine's id of IMAGE without the sha256: prefix, empty when absent.
+image_id() {
+  local id
+  id=$("$KIND_ENGINE" image inspect --format '{{.Id}}' "$1" 2>/dev/null) || return 0
+  echo "${id#sha256:}"
+}

@@ -9,9 +9,11 @@ nothing is left to free by hand.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
+import stat
 from pathlib import Path
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
 _LOOP_CTL_GET_FREE = 0x4C82
 _LOOP_CONFIGURE = 0x4C0A
 _LO_FLAGS_AUTOCLEAR = 4
+_LOOP_MAJOR = 7
 _MS_NOSUID = 2
 _MS_NODEV = 4
 MNT_DETACH = 2
@@ -73,6 +76,24 @@ def _fail(what: str) -> OSError:
     return OSError(code, f"{what}: {os.strerror(code)}")
 
 
+def _open_loop(number: int) -> tuple[str, int]:
+    """Open /dev/loop<number>, making its device node first where /dev lacks it: a container's
+    /dev is a copy of the devices that existed when it started (a privileged pod in a kind node,
+    or on any containerd node), and LOOP_CTL_GET_FREE may hand out a loop device added since."""
+    device = f"/dev/loop{number}"
+    try:
+        return device, os.open(device, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        # The kernel's numbers for it (sysfs is the host's); loop's own without sysfs.
+        try:
+            major, minor = map(int, Path(f"/sys/block/loop{number}/dev").read_text().split(":"))
+        except (OSError, ValueError):
+            major, minor = _LOOP_MAJOR, number
+        with contextlib.suppress(FileExistsError):  # made by a concurrent attach
+            os.mknod(device, 0o660 | stat.S_IFBLK, os.makedev(major, minor))
+        return device, os.open(device, os.O_RDWR | os.O_CLOEXEC)
+
+
 def attach_loop(image: Path, attempts: int = 16) -> tuple[str, int]:
     """Attach `image` to a free loop device (autoclear); returns its path and an open
     descriptor of it, which the caller closes once the device is mounted (with autoclear,
@@ -84,8 +105,7 @@ def attach_loop(image: Path, attempts: int = 16) -> tuple[str, int]:
             number = _libc.ioctl(control, _LOOP_CTL_GET_FREE, None)
             if number < 0:
                 raise _fail("LOOP_CTL_GET_FREE")
-            device = f"/dev/loop{number}"
-            fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+            device, fd = _open_loop(number)
             config = _LoopConfig(fd=backing, block_size=0)
             config.info.lo_flags = _LO_FLAGS_AUTOCLEAR
             name = str(image).encode()[:63]

@@ -48,7 +48,7 @@ class Kind:
             input=input,
             capture_output=True,
             text=True,
-            timeout=TIMEOUT,
+            timeout=TIMEOUT + 60,  # above kubectl's own --timeout=TIMEOUT, which then speaks
             check=False,
         )
         if check and result.returncode != 0:

@@ -137,3 +137,25 @@ async def test_the_clients_close_is_passed_on(client_code: int, agent_code: int)
     assert ended == "client"
     assert agent.sent == [b"\x00x"]
     assert agent.closed_with == agent_code
+
+
+async def test_an_agent_that_closed_while_the_client_still_sends_is_passed_on() -> None:
+    """A command ends (the agent sends its status and closes) while the client is still
+    sending (stdin, a half-close): the send fails, and what the agent sent and its close still
+    reach the client."""
+
+    class Closed(Agent):
+        async def send(self, data: bytes) -> None:
+            await self.sent_once.wait()
+            raise ConnectionClosedOK(Close(1000, ""), None)
+
+    client = Client([b"\x00stdin", b"\xff\x00"])
+    agent = Closed([b"\x03{}"], close_code=1000)
+    agent.sent_once = asyncio.Event()  # type: ignore[attr-defined]
+    relayed = asyncio.create_task(relay(client, agent))  # type: ignore[arg-type]
+    await client.entered.wait()  # the status frame is on its way to the client
+    agent.sent_once.set()  # type: ignore[attr-defined]
+    agent.end.set()  # then the agent's close
+    assert await relayed == "agent"
+    assert client.sent == [b"\x03{}"]
+    assert client.closed_with == 1000

@@ -38,3 +38,34 @@ def test_console_script_installed() -> None:
     agent = Path(sys.executable).with_name("tuxio-agent")
     out = subprocess.run([str(agent), "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == __import__("tuxio.nodeagent").nodeagent.__version__
+
+
+def test_every_package_folder_is_in_the_distribution() -> None:
+    """A folder with an __init__.py under a package's folder that pyproject.toml's `packages`
+    does not list is left out of the wheel the images install (pip installs the distribution,
+    not the tree): the image then fails at its first import of it."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    found = set()
+    for name, folder in setuptools["package-dir"].items():
+        found.add(name)
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder)
+            if relative.parts and "node_modules" not in relative.parts:
+                found.add(".".join((name, *relative.parts)))
+    assert found == listed
+
+
+def test_every_package_folder_is_in_the_image_build_context() -> None:
+    """The Dockerfiles copy every folder of package-dir; .dockerignore must let each in."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    allowed = {
+        line.strip().removeprefix("!").rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    assert set(setuptools["package-dir"].values()) <= allowed
