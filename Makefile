@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: deps lint typecheck-tree test test-slow test-unit test-agent test-e2e test-project-quota demo demo-agent bench bench-agent \
-	bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-metrics bench-density bench-terminal bench-web abuse fuzz test-kind openapi crds cluster-up cluster-down kind-up kind-down clean
+	bench-operator bench-pool bench-placement bench-probe bench-kube-client bench-metrics bench-density bench-terminal bench-web abuse fuzz chaos test-kind openapi crds cluster-up cluster-down kind-up kind-down clean
 
 deps:
 	@hack/install-deps.sh
@@ -97,6 +97,13 @@ fuzz: deps
 	rm -f bench/results/fuzz.json
 	TUXIO_FUZZ_CASES=$(FUZZ_CASES) TUXIO_FUZZ_REPORT=$(CURDIR)/bench/results/fuzz.json \
 		$(PY) -m pytest -q -p no:cacheprovider tests/agent/test_fuzz.py tests/e2e/test_gateway_fuzz.py
+
+# A churn of 200 sandboxes while the operator, the agent, a gateway replica, kube-apiserver
+# and etcd are SIGKILLed at seeded random moments; then nothing may be lost (docs/chaos.md).
+# CHAOS_ARGS e.g. "--seed 42" to replay a run, "--sandboxes 50 --kills 5" to shorten it.
+CHAOS_ARGS ?=
+chaos: deps
+	$(PY) bench/chaos.py --out bench/results/chaos.json $(CHAOS_ARGS)
 
 bench-agent: deps
 	$(PY) bench/agent_bench.py --out bench/results/agent.json

@@ -171,6 +171,8 @@ class ContainerService:
                 continue
             if record is not None:
                 self.records[record.name] = record
+            elif entry.is_dir() and not (entry / "config").exists():
+                await asyncio.to_thread(self._remove_unfinished_clone, entry)
         for record in self.records.values():
             quota = _quota_of(record)
             if quota is not None:
@@ -198,6 +200,17 @@ class ContainerService:
             sum(1 for i in infos.values() if i.state == "running"),
             len(self._bursting),
         )
+
+    def _remove_unfinished_clone(self, directory: Path) -> None:
+        """A directory with neither record nor LXC config is a clone the agent was stopped in
+        the middle of (_clone writes the record before the config, and both last): nobody
+        was told of it. Left, it would hold its disk image and make every PUT of that name
+        fail with SpecConflict, so the Sandbox that wanted it could never get it."""
+        log.warning("container %s: removing an unfinished clone", directory.name)
+        for backend in self._disk_backends.values():
+            with contextlib.suppress(AgentError, OSError):
+                backend.release(directory)
+        shutil.rmtree(directory, ignore_errors=True)
 
     async def _quarantine(self, name: str, reason: str) -> None:
         """A container the agent cannot know: stopped (its limits and owner are unknown), its

@@ -242,5 +242,6 @@ def _pools(shared: _Shared) -> PoolFiller:
             status_interval=settings.pool_status_interval_seconds,
             refresh_every=settings.pool_refresh_seconds,
             agent_timeout=settings.agent_timeout_seconds,
+            failure_delay=settings.retry_delay_seconds,
         ),
     )

@@ -76,6 +76,9 @@ class PoolTimings:
     status_interval: float
     refresh_every: float
     agent_timeout: float
+    # After a creation failed, its slot stays taken this long: an agent that refuses
+    # connections (restarting) is not asked again at once, round after round.
+    failure_delay: float = 1.0
 
 
 @dataclass
@@ -307,6 +310,7 @@ class PoolFiller:
                 host.name,
                 exc,
             )
+            await asyncio.sleep(self.timings.failure_delay)  # still in flight meanwhile
             return
         state.warm[name] = warm_of(made, host.name)
 

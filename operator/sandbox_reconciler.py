@@ -121,7 +121,25 @@ class SandboxReconciler:
 
     async def reconcile(self, body: Mapping[str, Any], failures: int = 0) -> None:
         """Converge one Sandbox: place it if needed, then PUT its container and write status
-        (one status write: the decision's fields, if new, together with the agent's answer)."""
+        (one status write: the decision's fields, if new, together with the agent's answer).
+
+        A retry (`failures` > 0) reads the Sandbox afresh first: the attempt that failed may
+        have written to it after `body` was read (its placement decision, with a warm
+        container claimed and adopted) while the watch, cut by an API server restart, has
+        not brought that yet. Placed anew from the old body, the Sandbox got a second
+        container, and the first, adopted for it, was left behind until the orphan sweep
+        (found by make chaos)."""
+        if failures:
+            meta = body.get("metadata") or {}
+            try:
+                fresh = await self.api.get_sandbox(
+                    str(meta.get("namespace")), str(meta.get("name"))
+                )
+            except NotFound:
+                return  # deleted meanwhile: its finalizer has the rest
+            if (fresh.get("metadata") or {}).get("uid") != meta.get("uid"):
+                return  # a namesake: not this Sandbox's work
+            body = fresh
         sandbox = Loaded.of(body)
         async with self.locks.hold(sandbox.uid):
             run = _Run(
@@ -332,8 +350,14 @@ class SandboxReconciler:
         raise TerminalError(problem.status_message or problem.message)
 
     async def _tell(self, run: _Run, problem: Problem, with_pending: bool = True) -> None:
-        """Write the status that tells `problem` (with the decision still pending, if any)."""
+        """Write the status that tells `problem` (with the decision still pending, if any).
+        A problem that does not settle the Sandbox (an agent unreachable) leaves out the
+        decision's observedGeneration: no agent has acted on this generation yet, and a
+        status that said so would look settled to the watch (needs_reconcile), which then
+        dropped the retry and left the Sandbox Scheduled for good."""
         status = problem_status(run.writer.wanted, problem, run.sandbox.generation, self._at())
+        if with_pending and not problem.settles:
+            run.writer.pending.pop("observedGeneration", None)
         await run.writer.write(status, with_pending)
 
     def _tell_phase(self, sandbox: Loaded, status: Mapping[str, Any]) -> None:

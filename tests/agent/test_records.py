@@ -65,3 +65,33 @@ def test_records_are_written_whole(tmp_path: Path) -> None:
     write_atomically(target, '{"a": 1}\n')
     assert target.read_text() == '{"a": 1}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tuxio.json"]
+
+
+def test_a_clone_cut_short_by_a_kill_is_removed_at_restart() -> None:
+    """A clone the agent was SIGKILLed in the middle of leaves a directory with neither
+    record nor config (the record is written last but for the config). Found at restart, it
+    is removed: else it held its disk and every PUT of that name failed with SpecConflict,
+    the Sandbox that wanted it Failed for good (found by the chaos suite)."""
+    import signal
+
+    with agent_with("records-unfinished") as agent:
+        fine = run_container(agent, "fine")
+        agent.stop(signal.SIGKILL)
+        half = agent.lxcpath / "half"
+        (half / "rootfs").mkdir(parents=True)
+        (half / "overlay").mkdir()
+        foreign = agent.lxcpath / "foreign"  # an LXC config but no record: not the agent's
+        foreign.mkdir()
+        (foreign / "config").write_text("lxc.uts.name = foreign\n")
+        agent.start()
+        assert not half.exists()
+        assert (foreign / "config").exists()
+        with agent.client() as http:
+            made = http.put("/v1/containers/half", json={"template": "busybox"})
+            assert made.status_code == 200, made.text
+            assert made.json()["state"] == "running"
+            seen = http.get("/v1/containers/fine").json()
+            assert (seen["state"], seen["pid"]) == ("running", fine.init)
+            assert http.delete("/v1/containers/half").json()["deleted"] is True
+        foreign.joinpath("config").unlink()
+        foreign.rmdir()

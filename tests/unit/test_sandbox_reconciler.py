@@ -21,6 +21,7 @@ from tuxio.operator.pool_models import SandboxPoolSpec
 from tuxio.operator.records import PoolInfo
 from tuxio.operator.sandbox_finalizer import SandboxFinalizer
 from tuxio.operator.sandbox_reconciler import SandboxReconciler, SandboxTimings
+from tuxio.operator.sandbox_status import needs_reconcile
 
 SECRET = ("GET", "/api/v1/namespaces/tuxio-system/secrets/agent")
 SPEC = {"template": "busybox", "resources": {"memory": "256Mi"}}
@@ -180,6 +181,32 @@ async def test_a_claim_made_at_admission_adopts_only_the_warm_container_it_took(
     assert ADOPT_IF_MATCH not in status
 
 
+async def test_a_retry_goes_on_with_the_decision_the_failed_attempt_recorded(w: World) -> None:
+    """The failed attempt claimed and adopted a warm container and recorded that on the
+    Sandbox; the retry's body is from before (the watch was cut): it reads the Sandbox again
+    and adopts that container, never a second one (found by the chaos suite)."""
+    w.add_host("h1")
+    decided = {"phase": "Scheduled", "host": "h1", "containerName": "pool-1",
+               "template": "busybox", "fromPool": "warm", "conditions": []}  # fmt: skip
+    w.api.sandboxes[f"{SANDBOX_PATH}/s1"] = sandbox(
+        spec={"poolRef": {"name": "warm"}},
+        annotations={ASSIGNMENT: json.dumps(decided)},
+        finalizers=[FINALIZER],
+    )
+    stale = sandbox(spec={"poolRef": {"name": "warm"}})
+    await reconciler(w).reconcile(stale, failures=1)
+    assert w.api.calls()[0] == ("GET", f"{SANDBOX_PATH}/s1")
+    assert [s.call for s in w.agent.seen if s.method == "PUT"] == [("PUT", "/v1/containers/pool-1")]
+    assert w.api.seen[-1].body["status"]["containerName"] == "pool-1"
+
+
+async def test_a_retry_of_a_sandbox_deleted_meanwhile_does_nothing(w: World) -> None:
+    w.add_host("h1")
+    await reconciler(w).reconcile(sandbox(), failures=1)
+    assert w.api.calls() == [("GET", f"{SANDBOX_PATH}/s1")]
+    assert w.agent.seen == []
+
+
 async def test_a_settled_sandbox_is_put_again_and_not_written(w: World) -> None:
     w.add_host("h1")
     body = sandbox(status=placed_status(), finalizers=[FINALIZER])
@@ -249,12 +276,18 @@ async def test_a_spec_the_agent_refuses_fails_the_sandbox(w: World) -> None:
 async def test_an_unreachable_agent_is_retried_with_backoff(w: World) -> None:
     w.add_host("h1")
     w.agent.fail("PUT", "/v1/containers/sbx-uid-1", 503)
+    w.api.sandboxes[f"{SANDBOX_PATH}/s1"] = sandbox()
     with pytest.raises(RequeueAfter) as caught:
         await reconciler(w).reconcile(sandbox(), failures=3)
     assert caught.value.delay == w.backoff.delay(3) == 16.0
     status = w.api.seen[-1].body["status"]
     assert status["phase"] == "Scheduled" and status["containerName"] == "sbx-uid-1"
     assert condition(status, "Ready")[:2] == ("False", "AgentUnreachable")
+    # Not settled: the watch event of this very write must queue the Sandbox again (it
+    # said observedGeneration once, and the event dropped the retry; found by the chaos
+    # suite: Sandboxes left Scheduled for good after an agent restart).
+    assert "observedGeneration" not in status
+    assert needs_reconcile({**sandbox(), "status": status})
 
 
 async def test_a_412_for_its_own_container_is_an_earlier_runs_work(w: World) -> None:
