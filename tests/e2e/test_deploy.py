@@ -112,9 +112,12 @@ def test_overlay_has_what_the_issue_asks(cluster: Cluster) -> None:
     assert agent["hostNetwork"] is True
     (serve,) = agent["containers"]
     assert serve["securityContext"]["privileged"] is True
+    # The data directory, the LSM's (AppArmor profiles), and the node's cgroup tree (LXC makes
+    # each container's cgroups there).
     assert {v["hostPath"]["path"] for v in agent["volumes"] if "hostPath" in v} == {
         "/var/lib/tuxio",
         "/sys/kernel/security",
+        "/sys/fs/cgroup",
     }
     ports = {e["name"]: e["value"] for e in serve["env"]}
     assert ports["TUXIO_AGENT_PORT"] == env["TUXIO_OPERATOR_NODE_AGENT_PORT"]

@@ -30,6 +30,7 @@ from tests.e2e.conftest import GROUP, VERSION, Cluster, Operator, gone
 from tests.e2e.test_gateway import V5, agent_over_tls, bearer, running_gateway
 from tests.e2e.webstack import Site, gateway_env, running_site
 from tests.support import free_port, wait_until
+from tuxio.web.capacity import host_room
 
 CHROMIUM = "/usr/bin/chromium"
 GRACE = 20  # seconds a closed tab's sandbox is kept: more than a reload takes on a slow machine
@@ -73,8 +74,10 @@ def site(
 
 @contextlib.contextmanager
 def hosts_memory(custom: kubernetes.client.CustomObjectsApi) -> Iterator[tuple[list[Any], int]]:
-    """The hosts now, and the memory of the largest: a visitor sandbox that size fits once."""
-    hosts = custom.list_cluster_custom_object(GROUP, VERSION, "sandboxhosts")["items"]
+    """The hosts that take sandboxes now (Ready, schedulable: what the site's cap counts), and
+    the memory of the largest: a visitor sandbox that size fits once on each."""
+    listed = custom.list_cluster_custom_object(GROUP, VERSION, "sandboxhosts")["items"]
+    hosts = [h for h in listed if host_room(h, 1) > 0]
     yield hosts, max(h["status"]["capacity"]["memoryBytes"] for h in hosts)
 
 
