@@ -89,9 +89,13 @@ def namespace(kind: Kind) -> Iterator[str]:
     kind.kubectl("delete", "namespace", name, "--wait=true", f"--timeout={TIMEOUT:.0f}s")
 
 
-def ready(kind: Kind, kind_and_name: str, namespace: str | None = None) -> None:
+def ready(
+    kind: Kind, kind_and_name: str, namespace: str | None = None, condition: str = "Ready"
+) -> None:
     ns = ["-n", namespace] if namespace else []
-    kind.kubectl("wait", *ns, "--for=condition=Ready", kind_and_name, f"--timeout={TIMEOUT:.0f}s")
+    kind.kubectl(
+        "wait", *ns, f"--for=condition={condition}", kind_and_name, f"--timeout={TIMEOUT:.0f}s"
+    )
 
 
 def containers(kind: Kind) -> list[str]:

@@ -122,7 +122,8 @@ def test_exec_through_the_gateway_with_the_official_client(kind: Kind, namespace
     kind.kubectl("apply", "-n", namespace, "-f", str(SAMPLE))
     name = str(sample()["metadata"]["name"])  # type: ignore[index]
     ready(kind, f"sandbox/{name}", namespace)
-    ready(kind, "apiservice/v1alpha1.subresources.tux.io")
+    # An APIService's condition is Available (it has no Ready).
+    ready(kind, "apiservice/v1alpha1.subresources.tux.io", condition="Available")
     config = kubernetes.client.Configuration()
     kubernetes.config.load_kube_config(
         config_file=str(kind.kubeconfig), client_configuration=config
