@@ -152,7 +152,10 @@ def running_site(
         # What tuxio-web made, it deleted at exit; what its pool keeps warm goes with the pool.
         cluster.kubectl("delete", "sandboxpool", POOL, "-n", namespace, "--ignore-not-found",
                         "--wait=true", "--timeout=120s", check=False)  # fmt: skip
-        wait_until(lambda: not _sandboxes(custom, namespace), timeout=180, interval=0.5)
+        # A pool of hundreds takes its agent minutes to delete on two cores.
+        wait_until(
+            lambda: not _sandboxes(custom, namespace), timeout=max(180, pool_replicas), interval=0.5
+        )
     denied = site.forbidden()
     assert not denied, "tuxio-web was denied (RBAC):\n" + "\n".join(denied[:20])
 
