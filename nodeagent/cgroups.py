@@ -20,6 +20,7 @@ from pathlib import Path
 
 __all__ = [
     "CFS_PERIOD_US",
+    "V1_CONTROLLERS",
     "CgroupDriver",
     "CgroupFiles",
     "CgroupLimits",
@@ -30,6 +31,7 @@ __all__ = [
     "ControllerMissing",
     "detect_driver",
     "locate_cgroup",
+    "payload_path",
 ]
 
 CFS_PERIOD_US = 100_000
@@ -368,6 +370,27 @@ def _max_or_int(text: str) -> int | None:
     return None if text == "max" else int(text)
 
 
+# The controllers a v1 hierarchy may carry (its mount options name them).
+V1_CONTROLLERS = frozenset(
+    {
+        "cpu",
+        "cpuacct",
+        "cpuset",
+        "memory",
+        "pids",
+        "devices",
+        "freezer",
+        "blkio",
+        "net_cls",
+        "net_prio",
+        "perf_event",
+        "hugetlb",
+        "rdma",
+        "misc",
+    }
+)
+
+
 def _mounts(mountinfo: str) -> tuple[dict[str, Path], Path | None]:
     """v1 controller -> mount point, and the v2 mount point, from /proc/self/mountinfo."""
     v1: dict[str, Path] = {}
@@ -384,27 +407,12 @@ def _mounts(mountinfo: str) -> tuple[dict[str, Path], Path | None]:
             for option in extra[2].split(","):
                 if option.startswith("name="):
                     continue
-                if option in {
-                    "cpu",
-                    "cpuacct",
-                    "cpuset",
-                    "memory",
-                    "pids",
-                    "devices",
-                    "freezer",
-                    "blkio",
-                    "net_cls",
-                    "net_prio",
-                    "perf_event",
-                    "hugetlb",
-                    "rdma",
-                    "misc",
-                }:
+                if option in V1_CONTROLLERS:
                     v1.setdefault(option, mount_point)
     return v1, v2
 
 
-def _payload_path(path: str, name: str) -> str:
+def payload_path(path: str, name: str) -> str:
     """Cut a cgroup path after the container's payload directory.
 
     An init that makes sub-cgroups of its own (systemd does) sits below the payload directory,
@@ -429,7 +437,7 @@ def locate_cgroup(pid: int, name: str, driver: CgroupDriver) -> CgroupFiles:
     dirs: dict[str, Path] = {}
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         hierarchy, controllers, path = line.split(":", 2)
-        relative = _payload_path(path, name)
+        relative = payload_path(path, name)
         if driver.version == 2:
             if hierarchy == "0" and v2_mount is not None:
                 dirs[""] = v2_mount / relative

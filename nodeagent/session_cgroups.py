@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cgroups import ControllerMissing
+from .cgroups import V1_CONTROLLERS, ControllerMissing, payload_path
 
 __all__ = ["SessionCgroup", "hierarchy_mounts", "session_cgroup"]
 
@@ -56,26 +56,6 @@ log = logging.getLogger(__name__)
 
 PREFIX = "tuxio-session-"
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,160}")
-# What names a v1 hierarchy in mount options and in /proc/<pid>/cgroup: its controllers, or
-# name=X for a named one (systemd's).
-_CONTROLLERS = frozenset(
-    {
-        "cpu",
-        "cpuacct",
-        "cpuset",
-        "memory",
-        "pids",
-        "devices",
-        "freezer",
-        "blkio",
-        "net_cls",
-        "net_prio",
-        "perf_event",
-        "hugetlb",
-        "rdma",
-        "misc",
-    }
-)
 
 
 def hierarchy_mounts(mountinfo: str) -> dict[frozenset[str], Path]:
@@ -93,7 +73,7 @@ def hierarchy_mounts(mountinfo: str) -> dict[frozenset[str], Path]:
             found.setdefault(frozenset(), mount_point)
         elif extra[0] == "cgroup":
             key = frozenset(
-                o for o in extra[2].split(",") if o in _CONTROLLERS or o.startswith("name=")
+                o for o in extra[2].split(",") if o in V1_CONTROLLERS or o.startswith("name=")
             )
             if key:
                 found.setdefault(key, mount_point)
@@ -104,15 +84,6 @@ def hierarchy_mounts(mountinfo: str) -> dict[frozenset[str], Path]:
 def _host_hierarchies() -> dict[frozenset[str], Path]:
     # Read once: the cgroup mounts of a host do not move while the agent runs.
     return hierarchy_mounts(Path("/proc/self/mountinfo").read_text())
-
-
-def _payload(path: str, container: str) -> str:
-    """A cgroup path cut after the container's payload directory (its init may sit below)."""
-    parts = path.strip("/").split("/")
-    marker = f"lxc.payload.{container}"
-    if marker in parts:
-        parts = parts[: parts.index(marker) + 1]
-    return "/".join(parts)
 
 
 @dataclass(frozen=True)
@@ -228,7 +199,7 @@ def session_cgroup(init_pid: int, container: str, session_id: str) -> SessionCgr
         mount = mounts.get(key)
         if mount is None:
             raise ControllerMissing(f"cgroup hierarchy {names or 'unified'!r} is not mounted")
-        directories[key] = mount / _payload(path, container)
+        directories[key] = mount / payload_path(path, container)
     if not directories:
         raise ControllerMissing(f"no cgroups for pid {init_pid}")
     v2 = set(directories) == {frozenset()}

@@ -14,8 +14,8 @@ from tuxio.nodeagent.cgroups import (
     CgroupV2,
     ControllerMissing,
     _mounts,
-    _payload_path,
     detect_driver,
+    payload_path,
 )
 
 LIMITS = CgroupLimits(
@@ -244,7 +244,7 @@ def test_mountinfo_parsing() -> None:
     ],
 )
 def test_payload_path(path: str, expected: str) -> None:
-    assert _payload_path(path, "web") == expected
+    assert payload_path(path, "web") == expected
 
 
 def test_detect(tmp_path: Path) -> None:
