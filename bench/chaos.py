@@ -36,6 +36,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import ssl
 import subprocess
@@ -376,6 +377,22 @@ class Churn:
     # Sandboxes that did not reach their phase in a worker's patience (deleted since,
     # maybe, but stuck then: the end state alone would not show them).
     stuck: list[str] = field(default_factory=list)
+    # Threads of the run that died of an exception (each named, with its error): the run
+    # stops early and says so rather than a dead thread hiding behind a half-done churn.
+    failures: list[str] = field(default_factory=list)
+
+    def guarded(self, name: str, body: Callable[[], None]) -> Callable[[], None]:
+        """`body` for a thread: an exception is recorded in `failures` and ends the churn."""
+
+        def run() -> None:
+            try:
+                body()
+            except Exception as exc:  # recorded, then the churn stops
+                with self.lock:
+                    self.failures.append(f"the {name} thread died: {type(exc).__name__}: {exc}")
+                self.done.set()
+
+        return run
 
     def note(self, key: str, n: int = 1) -> None:
         with self.lock:
@@ -399,7 +416,7 @@ class Churn:
 
     def worker(self, index: int) -> None:
         rng = random.Random(self.plan.seed * 1000 + index)
-        while True:
+        while not self.done.is_set():
             with self.lock:
                 if self.created >= self.plan.sandboxes:
                     return
@@ -432,7 +449,7 @@ class Churn:
 
     def wait_phase(self, name: str, phase: str) -> dict[str, Any] | None:
         deadline = time.monotonic() + self.plan.phase_patience
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.done.is_set():
             body = self.kube.get("sandboxes", name)
             self.seen(body)
             if body and (body.get("status") or {}).get("phase") == phase:
@@ -496,9 +513,25 @@ class Targets:
     gateway: Gateway
     # Spans of the operator's log (byte offsets) written while the API server was starting.
     excused: list[tuple[int, int]] = field(default_factory=list)
+    # A restart of the control plane that failed and was tried again (with why).
+    restart_failures: list[str] = field(default_factory=list)
 
     def replica(self, name: str) -> Replica:
         return self.gateway.replicas["ab".index(name)]
+
+    def restart_plane(self, target: str, tries: int = 3) -> None:
+        """hack/cluster-up.sh until it succeeds, `tries` at most, as a supervisor restarts a
+        failed start; each failure is logged with the script's output (and kept in
+        `restart_failures` for the report), the last one raised."""
+        for attempt in range(1, tries + 1):
+            try:
+                self.plane.up()
+                return
+            except RuntimeError as exc:
+                log(f"restart {attempt} of {target} failed: {exc}")
+                self.restart_failures.append(f"{target}, try {attempt}: {exc}")
+                if attempt == tries:
+                    raise
 
     def kill_and_restart(self, target: str) -> float:
         """SIGKILL `target`, then start it again as its supervisor would; the seconds the
@@ -525,7 +558,7 @@ class Targets:
         elif kind == "gateway":
             self.replica(which).start()
         else:
-            self.plane.up()
+            self.restart_plane(target)
             for (excused, start), (path, _) in zip(before, spans, strict=True):
                 excused.append((start, path.stat().st_size))
         return round(time.monotonic() - began, 2)
@@ -538,6 +571,8 @@ def killer(churn: Churn, targets: Targets, report: ChaosReport, started: float) 
     for point, target in churn.plan.schedule():
         while churn.created < point and not churn.done.is_set():
             time.sleep(0.05)
+        if churn.failures:  # the churn died: no more kills, the report says why
+            break
         last = time.monotonic()
         log(f"SIGKILL {target} at sandbox {churn.created}")
         restart = targets.kill_and_restart(target)
@@ -604,6 +639,7 @@ def chaos(plan: ChaosPlan, plane: ControlPlane) -> ChaosReport:
     report = ChaosReport(seed=plan.seed, plan=asdict(plan))
     log(f"seed {plan.seed}; kills: {plan.schedule()}")
     RUN_DIR.mkdir(parents=True, exist_ok=True)
+    failed = True
     try:
         cluster = plane.up()
         with _stack(cluster, plane) as (kube, targets):
@@ -613,11 +649,28 @@ def chaos(plan: ChaosPlan, plane: ControlPlane) -> ChaosReport:
         log(f"churn {json.dumps(report.churn)}")
         log(f"figures {json.dumps(report.figures)}")
         log(f"converged {report.converged_seconds} s after the {report.deadline_from}")
+        failed = bool(report.problems or report.churn.get("restartFailures"))
     finally:
+        if failed:
+            kept = keep_logs(plane, report.seed)
+            if kept:
+                report.problems.append(f"the control plane's logs are kept in {kept}")
         plane.down()
         for problem in report.problems:
             log(f"problem: {problem}")
     return report
+
+
+def keep_logs(plane: ControlPlane, seed: int) -> Path | None:
+    """Copy the control plane's logs (etcd, kube-apiserver, kube-controller-manager) beside
+    the run's other logs before plane.down() removes them; where they went."""
+    logs = plane.directory / "logs"
+    if not logs.is_dir():
+        return None
+    kept = RUN_DIR / f"chaos-{seed}-control-plane-logs"
+    shutil.rmtree(kept, ignore_errors=True)
+    shutil.copytree(logs, kept)
+    return kept
 
 
 @contextlib.contextmanager
@@ -689,15 +742,19 @@ def _run(plan: ChaosPlan, kube: Kube, targets: Targets, report: ChaosReport) -> 
     churn = Churn(kube, plan, history, uids, replicas)
     started = time.monotonic()
     last_kill = started
-    scaler = threading.Thread(target=churn.scaler, name="scaler", daemon=True)
+    scaler = threading.Thread(target=churn.guarded("scaler", churn.scaler), daemon=True)
 
     def kills() -> None:
         nonlocal last_kill
         last_kill = killer(churn, targets, report, started)
 
-    killing = threading.Thread(target=kills, name="killer", daemon=True)
+    killing = threading.Thread(target=churn.guarded("killer", kills), daemon=True)
     workers = [
-        threading.Thread(target=churn.worker, args=(i,), daemon=True) for i in range(plan.workers)
+        threading.Thread(
+            target=churn.guarded(f"worker {i}", lambda i=i: churn.worker(i)),  # type: ignore[misc]
+            daemon=True,
+        )
+        for i in range(plan.workers)
     ]
     for thread in (scaler, killing, *workers):
         thread.start()
@@ -715,9 +772,12 @@ def _run(plan: ChaosPlan, kube: Kube, targets: Targets, report: ChaosReport) -> 
         "sandboxes": churn.created,
         "seconds": round(churn_end - started, 1),
         "finalReplicas": dict(churn.replicas),
+        # Failed restarts of the control plane that a later try made good (not a loss, but
+        # said: each with hack/cluster-up.sh's output; the control plane's logs are kept).
+        "restartFailures": list(targets.restart_failures),
     }
     report.figures = figures
-    report.problems = [*churn.stuck, *problems]
+    report.problems = [*churn.failures, *churn.stuck, *problems]
     report.converged_seconds = converged
     report.deadline_from = "last kill" if last_kill >= churn_end else "end of churn"
 

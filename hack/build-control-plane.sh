@@ -142,8 +142,10 @@ go build -ldflags="-s -w" -o "$WORK/bin/etcd" go.etcd.io/etcd/server/v3
 
 # --- install --------------------------------------------------------------------------------
 for b in "${BINARIES[@]}"; do [ -x "$WORK/bin/$b" ] || die "$b was not built"; done
-"$WORK/bin/kubectl" version --client 2>/dev/null | grep -q "$K8S_VERSION" \
-  || die "built kubectl does not report $K8S_VERSION"
+# Captured first: `| grep -q` exits at the first match, and with pipefail the SIGPIPE kubectl
+# then gets on its next line (Kustomize Version) failed this check at random.
+kubectl_version=$("$WORK/bin/kubectl" version --client 2>/dev/null || true)
+[[ $kubectl_version == *"$K8S_VERSION"* ]] || die "built kubectl does not report $K8S_VERSION"
 rm -rf "$OUT_DIR" # a partial result from an older layout, if any; complete() said it's not usable
 mkdir -p "$OUT_DIR"
 mv "$WORK/bin" "$BIN_DIR"

@@ -11,7 +11,8 @@ command -v kind >/dev/null && KIND_BIN=$(command -v kind)
   log "kind is not installed: no cluster to delete"
   exit 0
 }
-if "$KIND_BIN" get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
+clusters=$("$KIND_BIN" get clusters 2>/dev/null || true)
+if grep -qx "$KIND_CLUSTER" <<<"$clusters"; then
   "$KIND_BIN" delete cluster --name "$KIND_CLUSTER" --kubeconfig "$KIND_KUBECONFIG"
   rm -f "$KIND_KUBECONFIG"
 else

@@ -77,7 +77,7 @@ CONF
     || die "podman does not use runc after writing $DROPIN"
 fi
 
-if [ -x "$KIND_BIN" ] && "$KIND_BIN" version | grep -q "kind $KIND_VERSION "; then
+if [ -x "$KIND_BIN" ] && [[ "$("$KIND_BIN" version)" == *"kind $KIND_VERSION "* ]]; then
   log "kind $KIND_VERSION is cached: $KIND_BIN"
 else
   command -v go >/dev/null || die "go is needed to install kind (go install sigs.k8s.io/kind@$KIND_VERSION)"

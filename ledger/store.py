@@ -52,9 +52,14 @@ class Ledger:
         engine = create_engine(parsed, pool_pre_ping=True)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin)
         ledger = cls(engine)
         if migrate:
-            ledger.migrate()
+            try:
+                ledger.migrate()
+            except BaseException:
+                engine.dispose()  # no connection left open by a failed open
+                raise
         return ledger
 
     def migrate(self, revision: str = "head") -> None:
@@ -152,9 +157,19 @@ class Ledger:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """WAL: `tuxio stats` reads while the operator writes; a writer waits for a lock
-    rather than failing at once; and the foreign keys the schema declares hold."""
+    rather than failing at once; and the foreign keys the schema declares hold.
+
+    pysqlite's own transaction handling is turned off (SQLAlchemy's recipe for SQLite):
+    it would commit before every CREATE TABLE, so a migration killed halfway left a table
+    without its alembic_version row and every later start failed on "table already
+    exists". _sqlite_begin emits a real BEGIN instead, and DDL is transactional."""
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN")

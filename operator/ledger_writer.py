@@ -5,7 +5,9 @@ the watch's path); one task turns what gathered into entries and writes them as 
 in a worker thread, while the next batch gathers. The database is opened (and migrated) there
 too, at the first batch: the operator starts no slower for it, and a database that cannot be
 reached is tried again, with backoff, like a failed batch. `record` is for the finalizer: the final
-entry of a Sandbox, written before its container is destroyed, awaited. A batch that fails is
+entry of a Sandbox, written before its container is destroyed, awaited for RECORD_PATIENCE
+seconds at most: a ledger that cannot be written (a database down, a broken schema) keeps the
+entry for its next try and never holds up a deletion. A batch that fails is
 kept and tried again; one lost to a kill is not lost either: a restarted operator reads every
 Sandbox again, and the writes are idempotent (tuxio.ledger.store).
 """
@@ -31,12 +33,22 @@ __all__ = ["LedgerWriter"]
 
 log = logging.getLogger(__name__)
 
+# How long a deletion waits for its final entry to be stored before it goes on without.
+RECORD_PATIENCE = 10.0
+
 
 class LedgerWriter:
     """Writes Sandboxes' entries to the ledger at `url`, batched."""
 
-    def __init__(self, url: str, region_of: Callable[[str], str | None], backoff: Backoff) -> None:
+    def __init__(
+        self,
+        url: str,
+        region_of: Callable[[str], str | None],
+        backoff: Backoff,
+        record_patience: float = RECORD_PATIENCE,
+    ) -> None:
         self.url = url
+        self.record_patience = record_patience
         self.ledger: Ledger | None = None
         self.region_of = region_of
         self.backoff = backoff
@@ -51,12 +63,25 @@ class LedgerWriter:
         self._bodies[body["metadata"]["uid"]] = body
         self._kick()
 
-    async def record(self, body: Mapping[str, Any], final: Usage | None) -> None:
-        """Write the Sandbox's entry with its final counters; returns once it is stored."""
+    async def record(self, body: Mapping[str, Any], final: Usage | None) -> bool:
+        """Write the Sandbox's entry with its final counters; True once it is stored, False
+        if it was not within `record_patience` (it stays queued and is written later)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._finals.append((entry_of(body, self.region_of, final), done))
         self._kick()
-        await asyncio.shield(done)
+        try:
+            await asyncio.wait_for(asyncio.shield(done), self.record_patience)
+        except TimeoutError:
+            meta = body["metadata"]
+            log.warning(
+                "ledger: the final entry of %s/%s is not stored after %.0fs; kept for the "
+                "ledger's next try, the deletion goes on",
+                meta.get("namespace"),
+                meta.get("name"),
+                self.record_patience,
+            )
+            return False
+        return True
 
     def _kick(self) -> None:
         if self._task is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -98,5 +99,38 @@ def test_counters_grow_with_newer_observations(ledger_url: str) -> None:
         ledger.write([Entry(facts(cpu_seconds=4.0, memory_peak_bytes=10))])
         (row,) = ledger.sandboxes()
         assert (row["cpu_seconds"], row["memory_peak_bytes"]) == (4.0, 10)
+    finally:
+        ledger.close()
+
+
+def test_a_migration_that_fails_halfway_leaves_nothing_behind(
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator killed in the middle of its first migration: on SQLite, pysqlite used to
+    commit before each CREATE TABLE, so `sandboxes` stayed without an alembic_version row
+    and every later start failed on "table sandboxes already exists". The migration fails
+    here right after its first table, the next open must migrate cleanly."""
+    from alembic.operations import Operations
+
+    real = Operations.create_table
+    calls = 0
+
+    def create_then_die(self: Operations, *args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("killed halfway")
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Operations, "create_table", create_then_die)
+    with pytest.raises(RuntimeError, match="killed halfway"):
+        Ledger.open(ledger_url)
+    assert calls == 2  # the failure came after a table was made
+    monkeypatch.setattr(Operations, "create_table", real)
+    ledger = Ledger.open(ledger_url)
+    try:
+        with ledger.engine.connect() as connection:
+            diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        assert diff == []
     finally:
         ledger.close()
