@@ -729,6 +729,7 @@ def _stack(cluster: Cluster, plane: ControlPlane) -> Iterator[tuple[Kube, Target
         if operator.proc is None:
             operator.start()
         operator.stop()
+        kube.api.close()  # its pooled connections, not left to the garbage collector
 
 
 def _run(plan: ChaosPlan, kube: Kube, targets: Targets, report: ChaosReport) -> None:

@@ -411,6 +411,18 @@ class _PoolStatus:
             self.name,
             {k: v for k, v in changes.items() if k != "conditions"},
         )
-        with contextlib.suppress(NotFound):
+        try:
             await self.api.patch_pool_status(self.namespace, self.name, changes)
+        except NotFound:
+            pass
+        except Exception as exc:  # the API server restarting, say: written on a later round
+            # Raising would end the pool's loop, and the loop started again would forget the
+            # creations in flight and make them twice (found by the chaos suite).
+            log.warning(
+                "pool %s/%s: status not written (%r); again on the next round",
+                self.namespace,
+                self.name,
+                exc,
+            )
+            return
         self.current.update(changes)
