@@ -654,7 +654,9 @@ def chaos(plan: ChaosPlan, plane: ControlPlane) -> ChaosReport:
         if failed:
             kept = keep_logs(plane, report.seed)
             if kept:
-                report.problems.append(f"the control plane's logs are kept in {kept}")
+                log(f"the control plane's logs are kept in {kept}")
+                if report.problems:  # beside them (a restart made good is not one)
+                    report.problems.append(f"the control plane's logs are kept in {kept}")
         plane.down()
         for problem in report.problems:
             log(f"problem: {problem}")

@@ -68,6 +68,9 @@ class PoolState:
     name: str
     warm: dict[str, Warm] = field(default_factory=dict)
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    # Hosts whose containers of this pool this process has listed: only there may it make
+    # more (elsewhere it cannot tell how many it has, and a restart would make them twice).
+    listed: set[str] = field(default_factory=set)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     # Warm containers being made: name -> (host, what it holds there), counted on its host.
     inflight: dict[str, tuple[str, Allocation]] = field(default_factory=dict)

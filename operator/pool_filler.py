@@ -229,7 +229,8 @@ class PoolFiller:
     async def sync(self, state: PoolState, spec: SandboxPoolSpec, refresh: bool) -> Blocker | None:
         """One fill round: returns why the pool cannot fill, or None."""
         hosts = self.index.hosts
-        if refresh or not state.loaded.is_set():
+        unlisted = any(h.view.ready and n not in state.listed for n, h in hosts.items())
+        if refresh or not state.loaded.is_set() or unlisted:
             await self.refresh(state)
         current_hash = pool_hash(spec)
         # Warm containers on a host that is not Ready cannot be claimed: the pool re-warms on
@@ -258,6 +259,12 @@ class PoolFiller:
             await self._remove(state, name)
         if plan.create == 0:
             return None
+        # Made only on hosts whose inventory was read (found by the chaos suite: an operator
+        # restarted while its agent was down took "could not list" for "none there").
+        waiting = {n for n, h in hosts.items() if h.view.ready and n not in state.listed}
+        hosts = {name: h for name, h in hosts.items() if name not in waiting}
+        if waiting and not any(h.view.ready for h in hosts.values()):
+            return None  # no Ready host read yet: the next round lists them again
         fleet = Fleet(
             {name: h.view for name, h in hosts.items()},
             allocations(self.index, self.inventories),  # sandboxes and every pool's warm ones
@@ -344,6 +351,7 @@ class PoolFiller:
                 )
                 continue
             answered.add(host.name)
+            state.listed.add(host.name)
             for container in containers:
                 if not self.claims.taken(container.name):
                     found[container.name] = warm_of(container, host.name)

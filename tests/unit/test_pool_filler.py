@@ -188,3 +188,22 @@ async def test_the_loop_writes_status_and_stops(w: World) -> None:
     first = written()[0]  # before the inventory is read: nothing ready yet
     assert (first["readyReplicas"], first["conditions"][0]["reason"]) == (0, "Filling")
     assert [c for c in w.agent.calls() if c[0] == "PUT"] == []  # the warm one suffices
+
+
+async def test_nothing_is_made_on_a_host_whose_inventory_could_not_be_read(w: World) -> None:
+    """An operator restarted while its agent is down knows none of the pool's containers
+    there: "could not list" is not "none there", so it makes none until it has listed them
+    (found by the chaos suite: every such restart made the pool's containers twice)."""
+    w.add_host("h1")
+    warm(w, "pool-a")
+    w.agent.fail("GET", "/v1/containers", 503)
+    state = w.inventories.open(UID, "ns", "p")
+    pools = filler(w)
+    assert await pools.sync(state, spec(2), refresh=True) is None
+    assert [c for c in w.agent.calls() if c[0] == "PUT"] == [] and not state.inflight
+    assert "h1" not in state.listed
+    # The next round lists the host again, finds pool-a and makes one more, not two.
+    assert await pools.sync(state, spec(2), refresh=False) is None
+    assert set(state.warm) == {"pool-a"} and len(state.inflight) == 1
+    await settle(state)
+    assert sum(1 for c in w.agent.calls() if c[0] == "PUT") == 1
