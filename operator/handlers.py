@@ -210,11 +210,18 @@ async def sandbox_event(type: str | None, body: kopf.Body, uid: str, memo: Any, 
     queue.add(uid, work)
 
 
+# A daemon that fails (the API server restarted under its status write, say) is started again
+# after this many seconds, not kopf's default 60: a pool without its filler makes no warm
+# containers meanwhile, an expiry is put off. The restarted one reads its object afresh.
+# Found by the chaos suite.
+DAEMON_BACKOFF = 2.0
+
+
 @kopf.daemon(
     *SANDBOXES,
     when=lambda spec, **_: bool((spec.get("lifetime") or {}).get("ttlSeconds")),
     cancellation_timeout=5,
-    backoff=2.0,  # as DAEMON_BACKOFF below: an expiry is not put off a minute by one error
+    backoff=DAEMON_BACKOFF,
 )
 async def sandbox_expiry(
     stopped: kopf.DaemonStopped,
@@ -256,12 +263,6 @@ async def host_probe(
 
 
 # ----- SandboxPool ------------------------------------------------------------------------
-
-
-# A daemon that fails (the API server restarted under its status write, say) is started again
-# after this many seconds, not kopf's default 60: a pool without its filler makes no warm
-# containers meanwhile, and the restarted one reads the pool afresh. Found by the chaos suite.
-DAEMON_BACKOFF = 2.0
 
 
 @kopf.daemon(*POOLS, cancellation_timeout=10, backoff=DAEMON_BACKOFF)

@@ -229,8 +229,7 @@ class PoolFiller:
     async def sync(self, state: PoolState, spec: SandboxPoolSpec, refresh: bool) -> Blocker | None:
         """One fill round: returns why the pool cannot fill, or None."""
         hosts = self.index.hosts
-        unlisted = any(h.view.ready and n not in state.listed for n, h in hosts.items())
-        if refresh or not state.loaded.is_set() or unlisted:
+        if refresh or not state.loaded.is_set() or _unlisted(state, hosts):
             await self.refresh(state)
         current_hash = pool_hash(spec)
         # Warm containers on a host that is not Ready cannot be claimed: the pool re-warms on
@@ -261,7 +260,7 @@ class PoolFiller:
             return None
         # Made only on hosts whose inventory was read (found by the chaos suite: an operator
         # restarted while its agent was down took "could not list" for "none there").
-        waiting = {n for n, h in hosts.items() if h.view.ready and n not in state.listed}
+        waiting = _unlisted(state, hosts)
         hosts = {name: h for name, h in hosts.items() if name not in waiting}
         if waiting and not any(h.view.ready for h in hosts.values()):
             return None  # no Ready host read yet: the next round lists them again
@@ -434,3 +433,8 @@ class _PoolStatus:
             )
             return
         self.current.update(changes)
+
+
+def _unlisted(state: PoolState, hosts: Mapping[str, HostRecord]) -> set[str]:
+    """The Ready hosts whose containers of the pool this process has not listed yet."""
+    return {n for n, h in hosts.items() if h.view.ready and n not in state.listed}
