@@ -90,8 +90,10 @@ start() {
   # shellcheck disable=SC2016 # $$ and $@ are for the inner bash
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN/$name.pid" "$BIN_DIR/$name" "$@" \
     >>"$LOGS/$name.log" 2>&1 </dev/null &
-  local tries=50
-  until [ -s "$RUN/$name.pid" ] || [ $((tries -= 1)) -eq 0 ]; do sleep 0.1; done
+  # The pid file is written by the inner bash before its exec: until the exec has happened the
+  # process is still bash, so wait for it to be the binary (or to have died), not just the file.
+  local tries=100
+  until running "$name" || [ $((tries -= 1)) -eq 0 ]; do sleep 0.1; done
   running "$name" || { tail_logs "$name"; die "$name did not start"; }
 }
 
