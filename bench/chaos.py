@@ -57,7 +57,6 @@ import kubernetes
 import urllib3
 import yaml
 from websockets.exceptions import WebSocketException
-from websockets.sync.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -78,6 +77,7 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.test_gateway import API, V5, Gateway, Replica, agent_over_tls, running_gateway
 from tests.support import free_port, wait_until
+from tests.wsclient import connect
 
 __all__ = ["KINDS", "ChaosPlan", "ChaosReport", "ControlPlane", "chaos", "own_control_plane"]
 

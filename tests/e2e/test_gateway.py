@@ -36,7 +36,6 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kubernetes.stream.ws_client import WSClient
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
 
 from tests.e2e.conftest import (
     GROUP,
@@ -67,6 +66,7 @@ from tests.support import (
     prepare_data_dir,
     wait_until,
 )
+from tests.wsclient import ClientConnection, connect
 
 GATEWAY = str(Path(sys.executable).with_name("tuxio-gateway"))
 MANIFESTS = ROOT / "manifests" / "base" / "gateway"

@@ -24,12 +24,12 @@ import kubernetes
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 from websockets.exceptions import InvalidStatus
-from websockets.sync.client import connect
 
 from tests.e2e.conftest import GROUP, VERSION, Cluster, Operator, gone
 from tests.e2e.test_gateway import V5, agent_over_tls, bearer, running_gateway
 from tests.e2e.webstack import Site, gateway_env, running_site
 from tests.support import free_port, wait_until
+from tests.wsclient import connect
 from tuxio.web.capacity import host_room
 
 CHROMIUM = "/usr/bin/chromium"
