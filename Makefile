@@ -23,8 +23,15 @@ lint: deps typecheck-tree
 	$(VENV)/bin/hadolint operator/Dockerfile nodeagent/Dockerfile gateway/Dockerfile web/Dockerfile
 	$(VENV)/bin/shellcheck -x -P SCRIPTDIR hack/*.sh hack/lib/*.sh .ci/run
 
+# The suite on TEST_WORKERS pytest-xdist workers, a test module per worker at a time
+# (--dist loadfile keeps a module's fixtures together), each worker with a control plane of its
+# own (tests/conftest.py). Most of the suite waits on real processes, so workers beyond the
+# core count pay off; TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= 4
+PYTEST_WORKERS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: lint
-	$(PY) -m pytest -q tests --ignore=tests/kind
+	$(PY) -m pytest -q $(PYTEST_WORKERS) tests --ignore=tests/kind
 
 # The whole suite on a slow machine: it and everything it starts (the control plane included,
 # restarted inside the throttle) held to SLOW_CORES of one core. See docs/testing.md.
@@ -37,10 +44,10 @@ test-unit: deps
 	$(PY) -m pytest -q tests/unit
 
 test-agent: deps
-	$(PY) -m pytest -q tests/agent
+	$(PY) -m pytest -q $(PYTEST_WORKERS) tests/agent
 
 test-e2e: deps
-	$(PY) -m pytest -q tests/e2e
+	$(PY) -m pytest -q $(PYTEST_WORKERS) tests/e2e
 
 # The project-quota disk backend, on a host whose kernel has quota support (not these
 # machines: see docs/disk.md); not part of `make test`.

@@ -17,7 +17,7 @@ from typing import Any
 from tuxio.common.timeutil import Clock, format_time
 
 from .index import ClusterIndex, SandboxBook
-from .inventory import Inventories
+from .inventory import Inventories, PoolState
 from .launches import Launches
 from .models import SandboxSpec
 from .placement import PlacementPolicy, allocations, claimed, request_for, take_warm
@@ -54,6 +54,32 @@ class Claims:
             del self._until[name]
             return False
         return True
+
+    def release(self, name: str) -> None:
+        """No longer held by this process (the claim it made will never be stored)."""
+        self._until.pop(name, None)
+
+    def settle(self, state: PoolState) -> None:
+        """The admission takes of `state`: forgotten once a stored Sandbox names them, given
+        back to the pool once their hold ended unused."""
+        for name in list(state.admitted):
+            if self._book.names_container(name):
+                del state.admitted[name]
+            elif not self.held(name):
+                state.give_back(name)
+
+    def give_back_for(self, state: PoolState, sandbox: str) -> list[str]:
+        """Give back what admission took for `sandbox` ("ns/name"), which is stored without
+        it: the API server went on without the webhook's answer (failurePolicy Ignore, past
+        its timeout). Before the operator places that Sandbox itself, so the container is
+        not out of the pool for the rest of the hold. Returns the names given back."""
+        back = [n for n, (_, owner) in state.admitted.items() if owner == sandbox]
+        for name in back:
+            self.release(name)
+            state.give_back(name)
+        if back:
+            log.info("claim at admission of %s never stored: %s back in the pool", sandbox, back)
+        return back
 
     def taken(self, name: str) -> bool:
         """Whether the container belongs to a Sandbox: named in a status or an assignment,
@@ -101,12 +127,16 @@ class ClaimAtAdmission:
         request, fallback = request_for(spec, template, self.policy.locator)
         used = allocations(self.index, self.inventories)
         state = self.inventories.get(pool.uid)
+        if state is not None:
+            self.claims.settle(state)
         hosts = self.index.hosts
         warm = take_warm(state, template, hosts, used, request, self.policy, self.clock.monotonic())
         if warm is None:
             return None
+        assert state is not None  # take_warm found one there
         # Not stored yet, maybe never: held until the Sandbox shows up, or for a while.
         self.claims.add(warm.name, ttl=self.hold_seconds)
+        state.admitted[warm.name] = (warm, f"{pool.namespace}/{meta.get('name') or ''}")
         self.launches.admitted(warm.name)  # the claim latency counts from here
         log.debug("claim at admission: %s of pool %s/%s", warm.name, pool.namespace, pool.name)
         assignment = claimed(pool, warm, hosts[warm.host], request, fallback)

@@ -83,6 +83,11 @@ class PoolState:
     )
     missed: dict[str, float] = field(default_factory=dict)
     autoscaled: int | None = None  # the replicas the autoscaler last chose
+    # Taken at admission for a Sandbox not stored yet: container -> (the Warm, "ns/name" of
+    # that Sandbox). Given back (tuxio.operator.claims) once that Sandbox turns out stored
+    # without it (the API server dropped the webhook's answer, e.g. past its timeout) or
+    # once the hold ends unused; forgotten once a stored Sandbox names it.
+    admitted: dict[str, tuple[Warm, str]] = field(default_factory=dict)
     _seen_misses: collections.OrderedDict[str, None] = field(
         default_factory=collections.OrderedDict
     )
@@ -119,6 +124,15 @@ class PoolState:
         self.last_take = max(self.last_take, at)
         self.claim_times.append(at)
         self.wake.set()
+
+    def give_back(self, name: str) -> bool:
+        """An admission's take that no Sandbox got: ready for the next claim again."""
+        held = self.admitted.pop(name, None)
+        if held is None:
+            return False
+        self.warm[name] = held[0]
+        self.wake.set()  # the fill loop counts it again (and trims a surplus)
+        return True
 
     def ready_count(self) -> int:
         return sum(1 for w in self.warm.values() if w.ready)

@@ -231,6 +231,7 @@ class PoolFiller:
         hosts = self.index.hosts
         if refresh or not state.loaded.is_set() or _unlisted(state, hosts):
             await self.refresh(state)
+        self.claims.settle(state)
         current_hash = pool_hash(spec)
         # Warm containers on a host that is not Ready cannot be claimed: the pool re-warms on
         # the hosts that are, and trims the surplus once that host is back.

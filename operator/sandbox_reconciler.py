@@ -227,6 +227,11 @@ class SandboxReconciler:
         sandbox = run.sandbox
         if pool is not None:
             await self._inventory_loaded(pool)
+            state = self.inventories.get(pool.uid)
+            if state is not None:
+                # Stored without a claim: whatever admission took for it is free again.
+                self.claims.give_back_for(state, f"{sandbox.namespace}/{sandbox.name}")
+                self.claims.settle(state)
         want = Want(sandbox.uid, sandbox.spec, template, pool)
         decision = place(want, self.index, self.inventories, self.policy, self.clock.monotonic())
         if not isinstance(decision, Assignment):

@@ -10,7 +10,33 @@ from pathlib import Path
 
 import pytest
 
-from tests.postgres import PostgresServer, start_postgres
+
+def _worker_cluster() -> int | None:
+    """Under pytest-xdist (`make test` runs the suite on several workers), each worker gets a
+    control plane of its own: its own TUXIO_CLUSTER_DIR and ports (hack/lib/cluster-env.sh),
+    so that no two workers share an API server, its CRDs or the run directory of the tests
+    beside it. Set before any test module (tests/e2e/conftest.py reads them at import) and
+    inherited by hack/cluster-up.sh. The ports lie below 10000, where `free_port` never looks.
+    Returns the worker's number, or None outside xdist or when the caller chose a cluster."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or "TUXIO_CLUSTER_DIR" in os.environ:
+        return None
+    n = int(worker[2:])
+    os.environ.update(
+        {
+            "TUXIO_CLUSTER_DIR": f"/var/tmp/tuxio-cluster-{worker}",
+            "TUXIO_ETCD_CLIENT_PORT": str(2500 + 10 * n),
+            "TUXIO_ETCD_PEER_PORT": str(2501 + 10 * n),
+            "TUXIO_APISERVER_PORT": str(6500 + 10 * n),
+            "TUXIO_KCM_PORT": str(9500 + 10 * n),
+        }
+    )
+    return n
+
+
+WORKER = _worker_cluster()
+
+from tests.postgres import PostgresServer, start_postgres  # noqa: E402
 
 
 @pytest.hookimpl(trylast=True)
@@ -32,6 +58,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reporter.write_line(message)
         clean(MADE, found)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if WORKER is not None:
+        # A worker's control plane is its own and goes with it (the default one is kept
+        # running between runs, for a developer's next `pytest tests/e2e`).
+        import subprocess
+
+        root = Path(__file__).resolve().parents[1]
+        subprocess.run([str(root / "hack" / "cluster-down.sh")], capture_output=True, check=False)
 
 
 def pytest_configure(config: pytest.Config) -> None:

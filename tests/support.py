@@ -230,7 +230,9 @@ def destroy_everything(agent: Agent) -> None:
     (in its network namespace: a container's command socket is an abstract socket of the
     namespace its monitor runs in, so lxc-destroy from another one finds it not running)."""
     if agent.log.exists():  # kept for a look after a failed run
-        shutil.copy(agent.log, TEST_ROOT / f"last-{agent.data_dir.name.split('-')[0]}-agent.log")
+        worker = os.environ.get("PYTEST_XDIST_WORKER")  # each worker's own, under xdist
+        kind = agent.data_dir.name.split("-")[0] + (f"-{worker}" if worker else "")
+        shutil.copy(agent.log, TEST_ROOT / f"last-{kind}-agent.log")
     if agent.lxcpath.is_dir():
         for entry in agent.lxcpath.iterdir():
             # A disk image left mounted as the writable layer (lxc-destroy stops at it).

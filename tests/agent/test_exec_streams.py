@@ -41,7 +41,12 @@ async def test_first_message_is_on_the_lowest_written_channel(
     flags: list[tuple[str, str]],
     first: rc.Frame,
 ) -> None:
-    params = [("command", "sh"), ("command", "-c"), ("command", "echo hidden; exit 0"), *flags]
+    # With stdin, the command waits for its end (else it may be over, and the stream closed,
+    # before the half-close is sent).
+    script = "echo hidden; exit 0"
+    if ("stdin", "true") in flags:
+        script = "cat >/dev/null; " + script
+    params = [("command", "sh"), ("command", "-c"), ("command", script), *flags]
     stream = await streams.open(agent, container.name, params)
     if ("stdin", "true") in flags:
         await stream.close_stdin()

@@ -29,7 +29,7 @@ from tuxio.operator.labels import ASSIGNMENT
 from tuxio.operator.launches import Launches
 from tuxio.operator.placement import ADOPT_IF_MATCH, PlacementPolicy
 from tuxio.operator.pool_models import SandboxPoolSpec
-from tuxio.operator.records import HostRecord, PoolInfo
+from tuxio.operator.records import HostRecord, Placed, PoolInfo
 from tuxio.operator.scheduling import HostView, load_score
 from tuxio.operator.settings import OperatorSettings
 
@@ -165,12 +165,12 @@ class Claimer:
         )
 
 
-def new_sandbox(pool: str = "warm", **spec: Any) -> dict[str, Any]:
+def new_sandbox(pool: str = "warm", name: str = "visitor", **spec: Any) -> dict[str, Any]:
     """A Sandbox as a mutating webhook sees it: no uid, no creationTimestamp yet."""
     return {
         "apiVersion": "tux.io/v1alpha1",
         "kind": "Sandbox",
-        "metadata": {"name": "visitor", "namespace": "ns"},
+        "metadata": {"name": name, "namespace": "ns"},
         "spec": {"poolRef": {"name": pool}, **spec},
     }
 
@@ -189,10 +189,42 @@ def test_admit_claim_takes_a_warm_container_once() -> None:
     assert claimer.claims.taken("w1")
     assert claimer.state.warm == {}
     assert claimer.state.last_take == 100.0  # the refill waits for claims to pause
+    assert claimer.state.admitted == {"w1": (claimer.state.admitted["w1"][0], "ns/visitor")}
+    # While held, the next Sandbox finds the pool empty: it is left to the operator.
+    assert claimer.claim(new_sandbox(name="second")) is None
     claimer.clock.advance(31)
     assert not claimer.claims.taken("w1")  # held for admission_claim_seconds only
-    # The pool is empty now: the next Sandbox is left to the operator (a cold create).
-    assert claimer.claim(new_sandbox()) is None
+    # No Sandbox was stored with it: the next claim gives it back to the pool and takes it.
+    again = claimer.claim(new_sandbox())
+    assert again is not None and again["containerName"] == "w1"
+
+
+def test_an_admission_claim_the_api_server_dropped_is_given_back_at_once() -> None:
+    """The Sandbox is stored without the webhook's answer (past its timeout): when the
+    operator places it, the container admission took for it is back in the pool at once,
+    not when the hold ends."""
+    warm = [Warm(f"w{i}", "h1", "busybox", "ph", True, 64 * 2**20, 1, etag=f"e{i}") for i in (1, 2)]
+    claimer = Claimer(*warm, hold=120)
+    decided = claimer.claim(new_sandbox())
+    assert decided is not None and decided["containerName"] == "w1"
+    assert set(claimer.state.warm) == {"w2"}
+    assert claimer.claims.give_back_for(claimer.state, "ns/someone-else") == []
+    assert claimer.claims.give_back_for(claimer.state, "ns/visitor") == ["w1"]
+    assert set(claimer.state.warm) == {"w1", "w2"} and claimer.state.admitted == {}
+    assert not claimer.claims.taken("w1")
+
+
+def test_an_admission_claim_that_was_stored_is_forgotten_not_given_back() -> None:
+    claimer = Claimer(Warm("w1", "h1", "busybox", "ph", True, 64 * 2**20, 1, etag="e1"), hold=5)
+    assert claimer.claim(new_sandbox()) is not None
+    # The Sandbox is stored with the claim: the index's book names the container.
+    placed = Placed("uid-1", "ns", "visitor", "h1", "w1", "Pending", "", "Always", 64 * 2**20, 1,
+                    None, deleting=False)  # fmt: skip
+    claimer.index.sandboxes.set("uid-1", "ns", "visitor", placed)
+    claimer.clock.advance(10)  # the hold is over, the container is a Sandbox's now
+    claimer.claims.settle(claimer.state)
+    assert claimer.state.admitted == {} and claimer.state.warm == {}
+    assert claimer.claims.taken("w1")
 
 
 @pytest.mark.parametrize(
