@@ -16,21 +16,24 @@ def _worker_cluster() -> int | None:
     control plane of its own: its own TUXIO_CLUSTER_DIR and ports (hack/lib/cluster-env.sh),
     so that no two workers share an API server, its CRDs or the run directory of the tests
     beside it. Set before any test module (tests/e2e/conftest.py reads them at import) and
-    inherited by hack/cluster-up.sh. The ports lie below 10000, where `free_port` never looks.
-    Returns the worker's number, or None outside xdist or when the caller chose a cluster."""
+    inherited by hack/cluster-up.sh. Worker gwN takes `<TUXIO_CLUSTER_DIR>-gwN` and each base
+    port plus 10*N: the bases are the variables' values when set (two sessions side by side
+    choose two sets), else 2500, 2501, 6500 and 9500, below 10000, where `free_port` never
+    looks. Returns the worker's number, or None outside xdist."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if not worker.startswith("gw") or "TUXIO_CLUSTER_DIR" in os.environ:
+    if not worker.startswith("gw"):
         return None
     n = int(worker[2:])
-    os.environ.update(
-        {
-            "TUXIO_CLUSTER_DIR": f"/var/tmp/tuxio-cluster-{worker}",
-            "TUXIO_ETCD_CLIENT_PORT": str(2500 + 10 * n),
-            "TUXIO_ETCD_PEER_PORT": str(2501 + 10 * n),
-            "TUXIO_APISERVER_PORT": str(6500 + 10 * n),
-            "TUXIO_KCM_PORT": str(9500 + 10 * n),
-        }
-    )
+    base = os.environ.get("TUXIO_CLUSTER_DIR", "/var/tmp/tuxio-cluster").rstrip("/")
+    ports = {
+        "TUXIO_ETCD_CLIENT_PORT": 2500,
+        "TUXIO_ETCD_PEER_PORT": 2501,
+        "TUXIO_APISERVER_PORT": 6500,
+        "TUXIO_KCM_PORT": 9500,
+    }
+    os.environ["TUXIO_CLUSTER_DIR"] = f"{base}-{worker}"
+    for name, default in ports.items():
+        os.environ[name] = str(int(os.environ.get(name, default)) + 10 * n)
     return n
 
 
