@@ -54,6 +54,7 @@ class Reason(StrEnum):
     INSECURE_ENDPOINT = "InsecureEndpoint"  # an http:// agent where plaintext is not allowed
     # Events only
     DELETED = "Deleted"  # a deleted Sandbox's container was destroyed
+    NOT_OURS = "ContainerNotOurs"  # the container named is another Sandbox's: left to it
 
 
 def condition(

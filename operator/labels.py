@@ -33,7 +33,8 @@ POOL_SPEC = "tux.io/pool-spec"
 
 # On Sandboxes ------------------------------------------------------------------------------
 # The placement decision, written to the Sandbox's metadata (with its finalizer, in one write)
-# before the agent is told; copied into status with the first status write after that.
+# before the agent is told; copied into status with the first status write that has the
+# agent's answer for this Sandbox (a failure before that leaves it here only).
 ASSIGNMENT = "tux.io/assignment"
 # Held by every Sandbox that may have a container, until the container is destroyed. Ours, not
 # kopf's: kopf adds its finalizer in an event cycle of its own, before any handler runs, which

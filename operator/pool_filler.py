@@ -319,7 +319,11 @@ class PoolFiller:
             )
             await asyncio.sleep(self.timings.failure_delay)  # still in flight meanwhile
             return
-        state.warm[name] = warm_of(made, host.name)
+        # Out of flight and into the pool in one step (the done callback runs a loop turn
+        # later: counted in both meanwhile, the pool looked a container too full).
+        state.inflight.pop(name, None)
+        if not self.claims.taken(name):  # never back into the pool once a claim has it
+            state.warm[name] = warm_of(made, host.name)
 
     async def _remove(self, state: PoolState, name: str) -> None:
         warm = state.warm.get(name)
@@ -337,6 +341,7 @@ class PoolFiller:
     async def refresh(self, state: PoolState) -> None:
         """Rebuild the inventory from what the agents say (hosts that do not answer keep theirs)."""
         hosts = self.index.hosts
+        before = set(state.warm)
         found = {}
         answered: set[str] = set()
         for host in hosts.values():
@@ -353,9 +358,19 @@ class PoolFiller:
             answered.add(host.name)
             state.listed.add(host.name)
             for container in containers:
-                if not self.claims.taken(container.name):
+                # One being made is counted in flight until its creation ends and adds it:
+                # listed here too, a claim could take it, and the creation's end put it
+                # back for a second claim (found by make test-slow: a container adopted by
+                # two Sandboxes).
+                if container.name not in state.inflight and not self.claims.taken(container.name):
                     found[container.name] = warm_of(container, host.name)
-        kept = {n: w for n, w in state.warm.items() if w.host not in answered and w.host in hosts}
+        # Kept: what hosts that did not answer had, and what a creation added while the
+        # agents were being listed (not in the listing if it was read before).
+        kept = {
+            n: w
+            for n, w in state.warm.items()
+            if w.host in hosts and (w.host not in answered or n not in before)
+        }
         state.warm = {**kept, **found}
         state.loaded.set()
 

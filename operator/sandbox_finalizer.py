@@ -27,7 +27,7 @@ from .events import EventSink
 from .host_status import Grace, host_lost
 from .index import ClusterIndex
 from .kube import Kube
-from .labels import FINALIZER
+from .labels import FINALIZER, SANDBOX_UID
 from .ledger_writer import LedgerWriter
 from .records import assignment_of
 
@@ -74,6 +74,16 @@ class SandboxFinalizer:
             # The final counters, read while the container still exists (a retry after a
             # kill finds it gone: the ledger keeps what the first try wrote).
             seen = await agent.get(container)
+            owner = None if seen is None else seen.labels.get(SANDBOX_UID)
+            if seen is not None and owner != meta["uid"]:
+                # Named by a decision that never got its agent's answer (the annotation): a
+                # warm container another claim won meanwhile, now that Sandbox's, or still the
+                # pool's. Destroyed here, it took the other Sandbox's machine away.
+                await self.ledger.record(body, None)
+                whose = f"Sandbox {owner}'s" if owner else "a pool's warm container"
+                message = f"container {container} on {host_name} is {whose}; left to it"
+                self.events.normal(body, Reason.NOT_OURS, message)
+                return
             await self.ledger.record(body, seen.usage if seen is not None else None)
             await agent.delete(container)
         except (AgentUnreachable, AgentUnauthorized, CredentialsMissing) as exc:

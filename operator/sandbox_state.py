@@ -3,7 +3,7 @@ the API has it plus the decided fields not written yet (written only where they 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,14 +78,19 @@ class StatusWriter:
     def decide(self, fields: Mapping[str, Any]) -> None:
         self.pending.update(fields)
 
-    async def write(self, new: Mapping[str, Any], with_pending: bool = True) -> None:
+    async def write(
+        self, new: Mapping[str, Any], with_pending: bool = True, withhold: Collection[str] = ()
+    ) -> None:
+        """Write `new` (and the pending decision, less the fields in `withhold`, which stay
+        pending for a later write)."""
         changes = status_changes(self.wanted, new)
         if with_pending:
             for key, value in self.pending.items():
-                changes.setdefault(key, value)
+                if key not in withhold:
+                    changes.setdefault(key, value)
         if not changes:
             return
         await self.api.patch_sandbox_status(self.namespace, self.name, changes)
         self.written.update(changes)
         if with_pending:
-            self.pending.clear()
+            self.pending = {k: v for k, v in self.pending.items() if k in withhold}

@@ -143,6 +143,9 @@ class FakeAgent(Recorder):
 
     containers: dict[str, dict[str, Any]] = field(default_factory=dict)
     templates: tuple[str, ...] = ("busybox",)
+    # While set to an Event, a PUT stores its container at once (a listing has it) and
+    # answers only once the Event is set: a creation in flight, as a slow agent has it.
+    answer_puts: asyncio.Event | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         seen = await self.record(request)
@@ -162,6 +165,8 @@ class FakeAgent(Recorder):
         name = seen.path.rsplit("/", 1)[1]
         if seen.method == "PUT":
             self.containers[name] = container(name, seen.body)
+            if self.answer_puts is not None:
+                await self.answer_puts.wait()
             return web.json_response(self.containers[name])
         if seen.method == "DELETE":
             return web.json_response({"deleted": self.containers.pop(name, None) is not None})

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from tests.unit.fakes import World, container, world
+from tuxio.nodeagent.models import ContainerStatus
 from tuxio.operator.conditions import Reason
-from tuxio.operator.inventory import PoolState
+from tuxio.operator.inventory import PoolState, warm_of
 from tuxio.operator.pool_filler import PoolFiller, PoolTimings
 from tuxio.operator.pool_models import SandboxPoolSpec
 from tuxio.operator.pool_policy import Blocker, pool_hash
@@ -138,6 +139,75 @@ async def test_claimed_containers_never_join_the_inventory(w: World) -> None:
     state = w.inventories.open(UID, "ns", "p")
     await filler(w).refresh(state)
     assert set(state.warm) == {"pool-a"} and state.loaded.is_set()
+
+
+async def test_a_container_in_flight_is_claimed_once(w: World) -> None:
+    """A refresh while a creation is in flight lists the new container: it stays in flight
+    (not claimable) until the creation ends, and once a claim has it, the creation's end
+    does not put it back (found by make test-slow: one container adopted by two Sandboxes)."""
+    w.add_host("h1")
+    w.agent.answer_puts = asyncio.Event()
+    state = w.inventories.open(UID, "ns", "p")
+    pools = filler(w)
+    await pools.sync(state, spec(1), refresh=True)
+    await w.agent.until(lambda: w.agent.containers)  # made on the host, not answered yet
+    (name,) = w.agent.containers
+    await pools.refresh(state)
+    assert state.warm == {} and set(state.inflight) == {name}
+    w.agent.answer_puts.set()
+    await settle(state)
+    assert set(state.warm) == {name} and not state.inflight  # in one step
+
+    taken = state.take("busybox", ["h1"], 0.0)
+    assert taken is not None and taken.name == name
+    w.claims.add(name)
+    await pools.refresh(state)
+    assert state.warm == {}
+
+    # The same, with the claim made while the creation was in flight (a refresh listed the
+    # container before this fix): its end leaves it out of the pool.
+    w.agent.answer_puts = asyncio.Event()
+    await pools.sync(state, spec(1), refresh=False)  # the claimed one is not the pool's
+    await w.agent.until(lambda: len(w.agent.containers) == 2)
+    (second,) = set(w.agent.containers) - {name}
+    w.claims.add(second)
+    w.agent.answer_puts.set()
+    await settle(state)
+    assert second not in state.warm and not state.inflight
+
+
+async def test_a_refresh_keeps_what_a_creation_added_while_it_listed(w: World) -> None:
+    """A creation that ends while the agent's listing is on its way back (the listing read
+    before the container existed) is kept: dropped, the pool made one more and then had one
+    too many."""
+    w.add_host("h1")
+    state = w.inventories.open(UID, "ns", "p")
+    pools = filler(w)
+    listed = asyncio.Event()
+    go_on = asyncio.Event()
+    real = pools.agents.client
+
+    async def client(host: Any) -> Any:
+        agent = await real(host)
+        real_list = agent.list
+
+        async def slow_list(selector: Any) -> Any:
+            found = await real_list(selector)
+            listed.set()
+            await go_on.wait()
+            return found
+
+        agent.list = slow_list  # type: ignore[method-assign]
+        return agent
+
+    pools.agents.client = client  # type: ignore[method-assign]
+    refreshing = asyncio.create_task(pools.refresh(state))
+    await listed.wait()
+    made = container("pool-new", {"template": "busybox", "labels": {"tux.io/pool-uid": UID}})
+    state.warm["pool-new"] = warm_of(ContainerStatus.model_validate(made), "h1")
+    go_on.set()
+    await refreshing
+    assert set(state.warm) == {"pool-new"}
 
 
 async def test_a_deleted_pool_removes_its_unclaimed_containers(w: World) -> None:

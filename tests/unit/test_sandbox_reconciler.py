@@ -264,11 +264,10 @@ async def test_a_spec_the_agent_refuses_fails_the_sandbox(w: World) -> None:
     with pytest.raises(TerminalError):
         await reconciler(w).reconcile(sandbox())
     status = w.api.seen[-1].body["status"]
-    assert (status["phase"], status["message"], status["host"]) == (
-        "Failed",
-        refusal["message"],
-        "h1",  # the decision goes with the failure: the container is recorded
-    )
+    assert (status["phase"], status["message"]) == ("Failed", refusal["message"])
+    # No container was made: status names none (the annotation keeps the decision, for the
+    # finalizer to look on that host).
+    assert "host" not in status and "containerName" not in status
     assert condition(status, "Ready") == ("False", "AgentRejected", refusal["message"])
     assert [(k, r) for k, r, _, _ in w.events.posted] == [("Warning", "AgentRejected")]
 
@@ -281,13 +280,56 @@ async def test_an_unreachable_agent_is_retried_with_backoff(w: World) -> None:
         await reconciler(w).reconcile(sandbox(), failures=3)
     assert caught.value.delay == w.backoff.delay(3) == 16.0
     status = w.api.seen[-1].body["status"]
-    assert status["phase"] == "Scheduled" and status["containerName"] == "sbx-uid-1"
+    assert status["phase"] == "Scheduled"
+    # Not placed in status until the agent has answered for it (the next run must still PUT
+    # with a precondition: see the test after this one).
+    assert "host" not in status and "containerName" not in status
     assert condition(status, "Ready")[:2] == ("False", "AgentUnreachable")
     # Not settled: the watch event of this very write must queue the Sandbox again (it
     # said observedGeneration once, and the event dropped the retry; found by the chaos
     # suite: Sandboxes left Scheduled for good after an agent restart).
     assert "observedGeneration" not in status
     assert needs_reconcile({**sandbox(), "status": status})
+
+
+async def test_an_adoption_cut_short_is_retried_with_its_precondition(w: World) -> None:
+    """The agent did not answer the adoption of a claimed warm container: the retry still
+    adopts it only If-Match its ETag, and, when another claim adopted it meanwhile, places
+    the Sandbox again instead of taking it over (found by make test-slow: status had recorded
+    the placement with the failure, the retry took it for its own and PUT it plainly: one
+    container, two Sandboxes)."""
+    w.add_host("h1")
+    decided = {"phase": "Scheduled", "host": "h1", "containerName": "pool-1",
+               "template": "busybox", "fromPool": "warm", "conditions": [],
+               ADOPT_IF_MATCH: "etag-1"}  # fmt: skip
+    body = sandbox(
+        spec={"poolRef": {"name": "warm"}},
+        annotations={ASSIGNMENT: json.dumps(decided)},
+        finalizers=[FINALIZER],
+    )
+    w.api.sandboxes[f"{SANDBOX_PATH}/s1"] = body
+    w.agent.fail("PUT", "/v1/containers/pool-1", 503)
+    with pytest.raises(RequeueAfter):
+        await reconciler(w).reconcile(body)
+    written = w.api.seen[-1].body["status"]
+    assert "host" not in written and "containerName" not in written
+    # What the next run reads: the annotation and the status this run wrote.
+    w.api.sandboxes[f"{SANDBOX_PATH}/s1"] = {**body, "status": written}
+    theirs = {"template": "busybox", "labels": {"tux.io/sandbox-uid": "uid-2"}}
+    w.agent.containers["pool-1"] = container("pool-1", theirs)
+    w.agent.fail("PUT", "/v1/containers/pool-1", 412, {"reason": "PreconditionFailed"})
+    w.agent.clear()
+    with pytest.raises(RequeueAfter):  # no host left to place it on: h1 is the pool's only
+        await reconciler(w).reconcile({**body, "status": written}, failures=1)
+    put, look = w.agent.seen[:2]
+    assert (put.call, put.headers["if-match"]) == (("PUT", "/v1/containers/pool-1"), '"etag-1"')
+    assert look.call == ("GET", "/v1/containers/pool-1")
+    assert all(
+        s.headers.get("if-match") or s.headers.get("if-none-match")
+        for s in w.agent.seen
+        if s.method == "PUT"
+    )  # never a PUT without a precondition
+    assert w.agent.containers["pool-1"]["labels"] == theirs["labels"]
 
 
 async def test_a_412_for_its_own_container_is_an_earlier_runs_work(w: World) -> None:
@@ -380,11 +422,15 @@ def deleted(status: dict[str, Any] | None = None) -> dict[str, Any]:
     return body
 
 
+def ours(name: str) -> dict[str, Any]:
+    return container(name, {"template": "busybox", "labels": {"tux.io/sandbox-uid": "uid-1"}})
+
+
 async def test_finalize_records_the_final_counters_then_destroys_the_container(
     w: World, ledger: LedgerWriter
 ) -> None:
     w.add_host("h1")
-    w.agent.containers["c1"] = container("c1", {"template": "busybox"})
+    w.agent.containers["c1"] = ours("c1")
     await finalizer(w, ledger).finalize(deleted())
     assert w.agent.calls() == [("GET", "/v1/containers/c1"), ("DELETE", "/v1/containers/c1")]
     assert w.events.posted == [("Normal", "Deleted", "container c1 destroyed on h1", "s1")]
@@ -405,12 +451,37 @@ async def test_finalize_again_after_the_container_went_keeps_the_counters(
     """A finalizer killed after the destroy, before it let go, runs again: the container is
     gone, the ledger keeps the counters the first run wrote, and counts the sandbox once."""
     w.add_host("h1")
-    w.agent.containers["c1"] = container("c1", {"template": "busybox"})
+    w.agent.containers["c1"] = ours("c1")
     await finalizer(w, ledger).finalize(deleted())
     await finalizer(w, ledger).finalize(deleted())
     (row,) = stored(ledger).sandboxes()
     assert (row["cpu_seconds"], row["memory_peak_bytes"]) == (1.5, 2000)
     assert stored(ledger).counts() == (1, 3)
+
+
+@pytest.mark.parametrize("owner", ["uid-2", None])
+async def test_finalize_leaves_a_container_that_is_not_its_own(
+    w: World, ledger: LedgerWriter, owner: str | None
+) -> None:
+    """Deleted before its agent answered for it, a Sandbox names its container only in the
+    decision (the annotation): a warm container another claim may have adopted since (or
+    still the pool's). It is left to its owner, never destroyed (found by make test-slow:
+    both Sandboxes of one container destroyed it)."""
+    w.add_host("h1")
+    labels = {"tux.io/pool-uid": "p-uid"} if owner is None else {"tux.io/sandbox-uid": owner}
+    w.agent.containers["pool-1"] = container("pool-1", {"template": "busybox", "labels": labels})
+    decided = {"phase": "Scheduled", "host": "h1", "containerName": "pool-1",
+               "template": "busybox", "fromPool": "warm", "conditions": []}  # fmt: skip
+    body = sandbox(annotations={ASSIGNMENT: json.dumps(decided)}, finalizers=[FINALIZER])
+    body["metadata"]["deletionTimestamp"] = AT
+    await finalizer(w, ledger).finalize(body)
+    assert w.agent.calls() == [("GET", "/v1/containers/pool-1")]
+    assert "pool-1" in w.agent.containers
+    ((kind, reason, message, _),) = w.events.posted
+    assert (kind, reason) == ("Normal", "ContainerNotOurs")
+    assert message.endswith("; left to it") and (owner or "a pool's") in message
+    (row,) = stored(ledger).sandboxes()
+    assert row["uid"] == "uid-1" and row["cpu_seconds"] is None  # not the other's counters
 
 
 async def test_finalize_leaves_a_lost_hosts_container_to_the_sweep(
