@@ -7,7 +7,8 @@ the agent that speaks to Kubernetes, over plain HTTPS with a ServiceAccount toke
 pod; `tuxio-agent serve` never does. Each round:
 
 1. make an ECDSA P-256 key and a certificate request for the node's names and addresses;
-2. create a CertificateSigningRequest of signer `tux.io/agent-serving` (the operator approves
+2. create a CertificateSigningRequest of signer `tux.io/agent-serving`, named after the key
+   (so asking again after a 5xx or no answer never makes a second one; the operator approves
    and signs it only for the node of the pod the token is bound to);
 3. wait for the certificate, and read the host's bearer token from the request, sealed to the
    key (tuxio.common.sealing);
@@ -19,6 +20,7 @@ pod; `tuxio-agent serve` never does. Each round:
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
 import json
 import logging
@@ -94,6 +96,20 @@ class Issued:
     not_before: datetime
 
 
+class _ApiError(HostPrerequisiteMissing):
+    """A call the API server did not answer with success; `code` None when no answer came."""
+
+    def __init__(self, message: str, code: int | None) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def transient(self) -> bool:
+        """Worth asking again: no answer, too many requests, or the server's own failure (an
+        etcd timeout answers 500 and may have stored the request all the same)."""
+        return self.code is None or self.code == 429 or self.code >= 500
+
+
 class _Api:
     def __init__(self, settings: BootstrapSettings) -> None:
         self.base = settings.api_server.rstrip("/")
@@ -117,9 +133,9 @@ class _Api:
                 return dict(json.loads(answer.read()))
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:500].decode(errors="replace")
-            raise HostPrerequisiteMissing(f"{method} {path}: {exc.code}: {detail}") from None
+            raise _ApiError(f"{method} {path}: {exc.code}: {detail}", exc.code) from None
         except (urllib.error.URLError, OSError) as exc:
-            raise HostPrerequisiteMissing(f"{method} {path}: {exc}") from None
+            raise _ApiError(f"{method} {path}: {exc}", None) from None
 
 
 def _san(host: str) -> x509.GeneralName:
@@ -158,15 +174,44 @@ def _failure(csr: dict[str, Any]) -> str | None:
     return None
 
 
+def _key_id(key: ec.EllipticCurvePrivateKey) -> str:
+    """The request's name: from its public key, made here for this round, so a name no
+    other request has, and the same at every try of this round."""
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()[:20]
+
+
+def _create(api: _Api, body: dict[str, Any], deadline: float) -> None:
+    """POST the request, again after a transient failure (found under load: `500 etcdserver:
+    request timed out`, a request that may be stored all the same). Its name is this round's
+    own, so a 409 AlreadyExists on a retry is the earlier try's work, not someone else's."""
+    tries = 0
+    while True:
+        try:
+            api.call("POST", _CSRS, body)
+            return
+        except _ApiError as exc:
+            if exc.code == 409 and tries:
+                return
+            if not exc.transient or time.monotonic() > deadline:
+                raise
+            tries += 1
+            log.warning("%s; asking again", exc)
+            time.sleep(min(1.0 * tries, 5.0))
+
+
 def bootstrap(settings: BootstrapSettings) -> Issued:
     """One round (see the module); HostPrerequisiteMissing if the request is refused or
     not answered within the timeout."""
     api = _Api(settings)
     key = ec.generate_private_key(ec.SECP256R1())
+    name = settings.name_prefix + _key_id(key)
     body = {
         "apiVersion": "certificates.k8s.io/v1",
         "kind": "CertificateSigningRequest",
-        "metadata": {"generateName": settings.name_prefix},
+        "metadata": {"name": name},
         "spec": {
             "signerName": SIGNER_NAME,
             "request": base64.b64encode(_request_pem(key, settings.hosts)).decode(),
@@ -174,11 +219,18 @@ def bootstrap(settings: BootstrapSettings) -> Issued:
             "expirationSeconds": settings.seconds,
         },
     }
-    name = api.call("POST", _CSRS, body)["metadata"]["name"]
-    log.info("certificate request %s made for %s", name, ", ".join(settings.hosts))
     deadline = time.monotonic() + settings.timeout
+    _create(api, body, deadline)
+    log.info("certificate request %s made for %s", name, ", ".join(settings.hosts))
     while True:
-        csr = api.call("GET", f"{_CSRS}/{name}")
+        try:
+            csr = api.call("GET", f"{_CSRS}/{name}")
+        except _ApiError as exc:
+            if not exc.transient or time.monotonic() > deadline:
+                raise
+            log.warning("%s; asking again", exc)
+            time.sleep(1.0)
+            continue
         failed = _failure(csr)
         if failed:
             raise HostPrerequisiteMissing(f"certificate request {name}: {failed}")

@@ -191,9 +191,13 @@ def _scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str
 
 
 def test_the_collector_reads_each_running_container_at_every_scrape(
-    host: tuple[types.SimpleNamespace, Path],
+    host: tuple[types.SimpleNamespace, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service, _ = host
+    # The data directory's filesystem as one reading: its free space changes between two
+    # scrapes while other tests write to the disk (found by make test-slow).
+    st, real = os.statvfs(host[1]), os.statvfs
+    monkeypatch.setattr(os, "statvfs", lambda path: st if path == host[1] else real(path))
     collector = SandboxCollector(service)  # type: ignore[arg-type]
     registry = CollectorRegistry()
     registry.register(collector)
@@ -206,9 +210,10 @@ def test_the_collector_reads_each_running_container_at_every_scrape(
     assert got[("tuxio_agent_sandbox_pids", a)] == 7
     assert got[("tuxio_agent_containers", (("state", "running"),))] == 2
     assert got[("tuxio_agent_containers", (("state", "stopped"),))] == 1
-    st = os.statvfs(host[1])
     assert got[("tuxio_agent_host_inodes", ())] == st.f_files
     assert got[("tuxio_agent_host_disk_size_bytes", ())] == st.f_blocks * st.f_frsize
+    assert got[("tuxio_agent_host_disk_free_bytes", ())] == st.f_bavail * st.f_frsize
+    assert got[("tuxio_agent_host_inodes_free", ())] == st.f_favail
     assert got[("tuxio_agent_output_held_bytes", ())] == 0
     assert got[("tuxio_agent_output_budget_bytes", ())] == 2**20
     # The agent serves it written in one pass: the same series.
