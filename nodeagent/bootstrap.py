@@ -99,15 +99,19 @@ class Issued:
 class _ApiError(HostPrerequisiteMissing):
     """A call the API server did not answer with success; `code` None when no answer came."""
 
-    def __init__(self, message: str, code: int | None) -> None:
+    def __init__(self, message: str, code: int | None, refused: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.refused = refused  # no answer because this end refused the server (its TLS)
 
     @property
     def transient(self) -> bool:
         """Worth asking again: no answer, too many requests, or the server's own failure (an
-        etcd timeout answers 500 and may have stored the request all the same)."""
-        return self.code is None or self.code == 429 or self.code >= 500
+        etcd timeout answers 500 and may have stored the request all the same); never a
+        server whose certificate does not verify (asking again changes nothing)."""
+        if self.code is None:
+            return not self.refused
+        return self.code == 429 or self.code >= 500
 
 
 class _Api:
@@ -135,7 +139,9 @@ class _Api:
             detail = exc.read()[:500].decode(errors="replace")
             raise _ApiError(f"{method} {path}: {exc.code}: {detail}", exc.code) from None
         except (urllib.error.URLError, OSError) as exc:
-            raise _ApiError(f"{method} {path}: {exc}", None) from None
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            refused = isinstance(reason, ssl.SSLCertVerificationError)
+            raise _ApiError(f"{method} {path}: {exc}", None, refused) from None
 
 
 def _san(host: str) -> x509.GeneralName:

@@ -330,13 +330,15 @@ class PoolFiller:
         hosts = self.index.hosts
         if warm is None or warm.host not in hosts:
             return  # its host is unknown now: keep counting it until it can be removed
+        # Out of the pool before the first await: left in it while the agent was asked, a
+        # claim could take it and be Running on a container this DELETE then destroyed.
+        del state.warm[name]
         try:
             agent = await self.agents.client(hosts[warm.host])
             await agent.delete(name)
         except (AgentError, CredentialsMissing) as exc:
             log.info("pool %s/%s: cannot remove %s: %s", state.namespace, state.name, name, exc)
-            return
-        state.warm.pop(name, None)
+            state.warm.setdefault(name, warm)  # still there: counted until it can go
 
     async def refresh(self, state: PoolState) -> None:
         """Rebuild the inventory from what the agents say (hosts that do not answer keep theirs)."""
@@ -370,6 +372,11 @@ class PoolFiller:
             n: w
             for n, w in state.warm.items()
             if w.host in hosts and (w.host not in answered or n not in before)
+        }
+        # Looked at again at the end: a claim made while a later host was being listed took
+        # one that an earlier host's listing had (a claimed container never rejoins the pool).
+        found = {
+            n: w for n, w in found.items() if n not in state.inflight and not self.claims.taken(n)
         }
         state.warm = {**kept, **found}
         state.loaded.set()

@@ -34,6 +34,10 @@ def expires_at(creation: str, spec: SandboxSpec) -> str | None:
     return add_seconds(creation, spec.lifetime.ttl_seconds)
 
 
+# The phases a Sandbox can settle in with no host in its status.
+SETTLED_UNPLACED = ("Failed", "Lost")
+
+
 def needs_reconcile(body: Mapping[str, Any]) -> bool:
     """Whether a watch event calls for a reconciliation (level-triggered, as kubebuilder's
     controllers decide): a Sandbox not placed yet, or whose spec changed since its status was
@@ -42,9 +46,12 @@ def needs_reconcile(body: Mapping[str, Any]) -> bool:
     if meta.get("deletionTimestamp"):
         return False
     status = body.get("status") or {}
+    settled = status.get("observedGeneration") == meta.get("generation")
     if not status.get("host"):
-        return True
-    return bool(status.get("observedGeneration") != meta.get("generation"))
+        # Not placed, unless it failed for good before any agent answered for it (refused,
+        # its host gone): status then names no host, and its phase settles it.
+        return not (settled and status.get("phase") in SETTLED_UNPLACED)
+    return not settled
 
 
 def usage_of(observed: ContainerStatus, at: str) -> dict[str, Any] | None:

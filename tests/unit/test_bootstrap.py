@@ -4,7 +4,10 @@ by a POST that answered 500 (an etcd timeout) is not made twice, and a refusal i
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tuxio.common.sealing import SEALED_TOKEN_ANNOTATION, seal
+from tuxio.nodeagent import bootstrap as bootstrap_module
 from tuxio.nodeagent.bootstrap import BootstrapSettings, bootstrap
 from tuxio.nodeagent.errors import HostPrerequisiteMissing
 
@@ -142,3 +146,52 @@ def test_a_refusal_is_not_asked_again(api: tuple[Api, str], tmp_path: Path) -> N
     with pytest.raises(HostPrerequisiteMissing, match=": 403: "):
         bootstrap(settings(tmp_path, url))
     assert len(state.posts) == 1
+
+
+def test_a_server_whose_certificate_does_not_verify_is_not_asked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API server's certificate is not signed by the CA given: asking again changes
+    nothing, so the round fails at once instead of at the end of its timeout."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "server.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "server.crt", tmp_path / "server.key")
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve() -> None:  # one handshake, which the client aborts
+        with contextlib.suppress(OSError), server:
+            conn, _ = server.accept()
+            with contextlib.suppress(OSError), context.wrap_socket(conn, server_side=True):
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def no_second_try(seconds: float) -> None:
+        raise AssertionError(f"asked again after {seconds}s")
+
+    monkeypatch.setattr(bootstrap_module.time, "sleep", no_second_try)
+    with pytest.raises(HostPrerequisiteMissing, match="CERTIFICATE_VERIFY_FAILED"):
+        bootstrap(settings(tmp_path, f"https://127.0.0.1:{port}"))
+    thread.join(10)

@@ -210,6 +210,68 @@ async def test_a_refresh_keeps_what_a_creation_added_while_it_listed(w: World) -
     assert set(state.warm) == {"pool-new"}
 
 
+def held_client(pools: PoolFiller, host: str, reached: asyncio.Event, go_on: asyncio.Event) -> None:
+    """The pool filler's agent client for `host` handed out only once `go_on` is set (and
+    `reached` set as it is asked for): the filler awaits there, as on a slow network."""
+    real = pools.agents.client
+
+    async def client(record: Any) -> Any:
+        if record.name == host:
+            reached.set()
+            await go_on.wait()
+        return await real(record)
+
+    pools.agents.client = client  # type: ignore[method-assign]
+
+
+async def test_a_claim_made_while_a_later_host_is_listed_stays_out_of_the_pool(w: World) -> None:
+    """h1's listing has pool-a; a claim takes it while h2 is still being listed: the refresh
+    must not put it back (its second claim would lose the agent's If-Match, and the pool
+    would count, and might trim, a container a Sandbox has)."""
+    w.add_host("h1")
+    w.add_host("h2")
+    warm(w, "pool-a")
+    state = w.inventories.open(UID, "ns", "p")
+    pools = filler(w)
+    await pools.refresh(state)  # both hosts list the one fake agent: pool-a is known
+    w.agent.containers.clear()
+    warm(w, "pool-a")
+    reached, go_on = asyncio.Event(), asyncio.Event()
+    hosts = sorted(w.index.hosts)
+    held_client(pools, hosts[-1], reached, go_on)  # the host listed last
+    refreshing = asyncio.create_task(pools.refresh(state))
+    await reached.wait()
+    taken = state.take("busybox", hosts, 0.0)
+    assert taken is not None and taken.name == "pool-a"
+    w.claims.add("pool-a")
+    go_on.set()
+    await refreshing
+    assert "pool-a" not in state.warm
+
+
+async def test_a_container_being_removed_cannot_be_claimed(w: World) -> None:
+    w.add_host("h1")
+    warm(w, "pool-old", spec_hash="an-older-spec")
+    state = w.inventories.open(UID, "ns", "p")
+    pools = filler(w)
+    await pools.refresh(state)
+    reached, go_on = asyncio.Event(), asyncio.Event()
+    held_client(pools, "h1", reached, go_on)
+    syncing = asyncio.create_task(pools.sync(state, spec(0), refresh=False))
+    await reached.wait()  # the removal is on its way to the agent
+    assert state.take("busybox", ["h1"], 0.0) is None
+    go_on.set()
+    await syncing
+    assert "pool-old" not in w.agent.containers and state.warm == {}
+
+    # A removal the agent did not answer keeps counting the container, to be removed later.
+    warm(w, "pool-old", spec_hash="an-older-spec")
+    await pools.refresh(state)
+    w.agent.fail("DELETE", "/v1/containers/pool-old", 503)
+    await pools.sync(state, spec(0), refresh=False)
+    assert set(state.warm) == {"pool-old"} and "pool-old" in w.agent.containers
+
+
 async def test_a_deleted_pool_removes_its_unclaimed_containers(w: World) -> None:
     w.add_host("h1")
     warm(w, "pool-a")

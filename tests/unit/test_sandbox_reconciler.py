@@ -269,6 +269,7 @@ async def test_a_spec_the_agent_refuses_fails_the_sandbox(w: World) -> None:
     # finalizer to look on that host).
     assert "host" not in status and "containerName" not in status
     assert condition(status, "Ready") == ("False", "AgentRejected", refusal["message"])
+    assert not needs_reconcile({**sandbox(), "status": status})  # settled: not asked again
     assert [(k, r) for k, r, _, _ in w.events.posted] == [("Warning", "AgentRejected")]
 
 

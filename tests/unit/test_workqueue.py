@@ -123,6 +123,10 @@ async def test_newer_work_cuts_a_retry_delay_short() -> None:
         ({"generation": 1}, {"host": "h", "observedGeneration": 1}, False),  # settled
         ({"generation": 2}, {"host": "h", "observedGeneration": 1}, True),  # spec changed
         ({"generation": 1}, {"phase": "Pending", "observedGeneration": 1}, True),  # no host yet
+        # Failed before any agent answered (no host in status): settled, until the spec changes.
+        ({"generation": 1}, {"phase": "Failed", "observedGeneration": 1}, False),
+        ({"generation": 2}, {"phase": "Failed", "observedGeneration": 1}, True),
+        ({"generation": 1}, {"phase": "Scheduled"}, True),  # an agent unreachable: retried
         ({"generation": 1, "deletionTimestamp": "2026-12-01T00:00:00Z"}, {}, False),
     ],
 )
