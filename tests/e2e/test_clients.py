@@ -12,6 +12,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -249,8 +250,17 @@ def test_plugin_shell_through_a_pseudo_terminal(
         child.setwinsize(30, 100)  # the plugin's SIGWINCH, then a resize frame
         child.send("stty size\r")
         child.expect(r"30 100")
-        child.send("sleep 100\r")
-        child.send("\x03")  # raw mode: Ctrl-C goes to the sandbox, where it interrupts sleep
+        child.send("echo $((1+1))-sleeping; sleep 100\r")
+        child.expect(r"2-sleeping")
+        # Raw mode: Ctrl-C goes to the sandbox, where it interrupts sleep. Sent again until the
+        # prompt is back: one that reached the shell between its echo and sleep's start
+        # interrupted nothing (found by make test-slow).
+        deadline = time.monotonic() + 60
+        while True:
+            child.send("\x03")
+            if child.expect([r"# ", pexpect.TIMEOUT], timeout=1) == 0:
+                break
+            assert time.monotonic() < deadline, "Ctrl-C never brought the prompt back"
         child.send("echo $((6*7))-after\r")
         child.expect(r"42-after")
         child.send("exit 7\r")
