@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tuxio.common.certificates import san
 from tuxio.common.sealing import SEALED_TOKEN_ANNOTATION, SIGNER_NAME, SealingError, unseal
 
 from .errors import HostPrerequisiteMissing
@@ -144,18 +144,11 @@ class _Api:
             raise _ApiError(f"{method} {path}: {exc}", None, refused) from None
 
 
-def _san(host: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        return x509.DNSName(host)
-
-
 def _request_pem(key: ec.EllipticCurvePrivateKey, hosts: tuple[str, ...]) -> bytes:
     request = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([san(h) for h in hosts]), critical=False)
         .sign(key, hashes.SHA256())
     )
     return request.public_bytes(serialization.Encoding.PEM)

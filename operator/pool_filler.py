@@ -360,12 +360,7 @@ class PoolFiller:
             answered.add(host.name)
             state.listed.add(host.name)
             for container in containers:
-                # One being made is counted in flight until its creation ends and adds it:
-                # listed here too, a claim could take it, and the creation's end put it
-                # back for a second claim (found by make test-slow: a container adopted by
-                # two Sandboxes).
-                if container.name not in state.inflight and not self.claims.taken(container.name):
-                    found[container.name] = warm_of(container, host.name)
+                found[container.name] = warm_of(container, host.name)
         # Kept: what hosts that did not answer had, and what a creation added while the
         # agents were being listed (not in the listing if it was read before).
         kept = {
@@ -373,8 +368,11 @@ class PoolFiller:
             for n, w in state.warm.items()
             if w.host in hosts and (w.host not in answered or n not in before)
         }
-        # Looked at again at the end: a claim made while a later host was being listed took
-        # one that an earlier host's listing had (a claimed container never rejoins the pool).
+        # Left out, as they are once every host has answered: the claimed (a claim made while
+        # a later host was being listed may have taken one an earlier listing had) and those
+        # being made (counted in flight until their creation ends and adds them; taken from a
+        # listing, a claim could have them and the creation's end put them back for a second
+        # claim: found by make test-slow, a container adopted by two Sandboxes).
         found = {
             n: w for n, w in found.items() if n not in state.inflight and not self.claims.taken(n)
         }

@@ -25,6 +25,7 @@ from tuxio.common.sealing import SEALED_TOKEN_ANNOTATION, seal
 from tuxio.nodeagent import bootstrap as bootstrap_module
 from tuxio.nodeagent.bootstrap import BootstrapSettings, bootstrap
 from tuxio.nodeagent.errors import HostPrerequisiteMissing
+from tuxio.nodeagent.tls import make_self_signed
 
 CSRS = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 
@@ -153,27 +154,7 @@ def test_a_server_whose_certificate_does_not_verify_is_not_asked_again(
 ) -> None:
     """The API server's certificate is not signed by the CA given: asking again changes
     nothing, so the round fails at once instead of at the end of its timeout."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "server.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    make_self_signed(tmp_path / "server.crt", tmp_path / "server.key", ["127.0.0.1"])
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tmp_path / "server.crt", tmp_path / "server.key")
     server = socket.create_server(("127.0.0.1", 0))
