@@ -770,6 +770,11 @@ def _run(plan: ChaosPlan, kube: Kube, targets: Targets, report: ChaosReport) -> 
     since = max(last_kill, churn_end)
     log(f"churn over after {churn_end - started:.1f} s; settling")
     figures, problems, converged = settle(kube, targets.host, history, since)
+    if problems:  # the agent's log is what the audit read; kept beside the operator's
+        kept = RUN_DIR / f"chaos-{plan.seed}-agent.log"
+        shutil.copyfile(targets.host.agent.log, kept)
+        shutil.copyfile(targets.operator.log, RUN_DIR / f"chaos-{plan.seed}-operator.log")
+        problems.append(f"the agent's and the operator's logs are kept beside {kept}")
     report.churn = {
         **dict(churn.counts),
         "sandboxes": churn.created,

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from tuxio.common.timeutil import Clock, format_time
 
-from .agentclient import AgentError
+from .agentclient import AgentError, AgentUnreachable
 from .agents import AgentRegistry, CredentialsMissing
 from .claims import Claims
 from .containers import warm_spec
@@ -79,6 +79,9 @@ class PoolTimings:
     # After a creation failed, its slot stays taken this long: an agent that refuses
     # connections (restarting) is not asked again at once, round after round.
     failure_delay: float = 1.0
+    # A creation whose outcome is unknown (the agent gave no answer) is asked for again under
+    # its own name, failure_delay apart, for at most this long (an agent's restart).
+    creation_patience: float = 60.0
 
 
 @dataclass
@@ -301,29 +304,56 @@ class PoolFiller:
         host: HostRecord,
         name: str,
     ) -> None:
-        try:
-            agent = await self.agents.client(host)
-            started = time.perf_counter()
-            made = await agent.put(name, warm_spec(state.uid, spec, current_hash))
-            if made.state == "running":
-                CREATION_SECONDS.labels("warm", spec.template).observe(
-                    time.perf_counter() - started
+        """Make `name` on `host`. A PUT converges, so when the agent gave no answer (its
+        outcome unknown: the agent may have made the container and died, or restarted, before
+        it answered) the same name is asked for again, still in flight meanwhile; made under
+        a new name, the first one would turn up at the next listing as a surplus to destroy
+        (found by the chaos suite: a pool that made 13 containers where it needed 12)."""
+        spec_for = warm_spec(state.uid, spec, current_hash)
+        give_up = self.clock.monotonic() + self.timings.creation_patience
+        attempts = 0
+        while True:
+            attempts += 1
+            host = self.index.hosts.get(host.name, host)  # as it is now (credentials, say)
+            try:
+                agent = await self.agents.client(host)
+                started = time.perf_counter()
+                made = await agent.put(name, spec_for)
+                break
+            except (AgentError, CredentialsMissing) as exc:
+                log.warning(
+                    "pool %s/%s: warm container %s on %s failed (try %d): %s",
+                    state.namespace,
+                    state.name,
+                    name,
+                    host.name,
+                    attempts,
+                    exc,
                 )
-        except (AgentError, CredentialsMissing) as exc:
-            log.warning(
-                "pool %s/%s: warm container on %s failed: %s",
-                state.namespace,
-                state.name,
-                host.name,
-                exc,
-            )
-            await asyncio.sleep(self.timings.failure_delay)  # still in flight meanwhile
-            return
+                await asyncio.sleep(self.timings.failure_delay)  # still in flight meanwhile
+                if not self._ask_again(state, host, exc, give_up):
+                    return
+        if made.state == "running":
+            CREATION_SECONDS.labels("warm", spec.template).observe(time.perf_counter() - started)
         # Out of flight and into the pool in one step (the done callback runs a loop turn
         # later: counted in both meanwhile, the pool looked a container too full).
         state.inflight.pop(name, None)
         if not self.claims.taken(name):  # never back into the pool once a claim has it
             state.warm[name] = warm_of(made, host.name)
+
+    def _ask_again(self, state: PoolState, host: HostRecord, exc: Exception, until: float) -> bool:
+        """Whether a failed creation is asked for again under its name: only when its outcome
+        is unknown (no answer, or a 502-504), while the pool and the host are still there,
+        until `until` (a container left made after that is found by the next listing)."""
+        unknown = isinstance(exc, AgentUnreachable) and (
+            exc.status is None or exc.status in (502, 503, 504)
+        )
+        return (
+            unknown
+            and self.clock.monotonic() < until
+            and self.inventories.get(state.uid) is state
+            and host.name in self.index.hosts
+        )
 
     async def _remove(self, state: PoolState, name: str) -> None:
         warm = state.warm.get(name)

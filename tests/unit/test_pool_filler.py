@@ -5,6 +5,7 @@ status writes."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from tests.unit.fakes import World, container, world
 from tuxio.nodeagent.models import ContainerStatus
+from tuxio.operator.agentclient import AgentUnreachable
 from tuxio.operator.conditions import Reason
 from tuxio.operator.inventory import PoolState, warm_of
 from tuxio.operator.pool_filler import PoolFiller, PoolTimings
@@ -247,6 +249,88 @@ async def test_a_claim_made_while_a_later_host_is_listed_stays_out_of_the_pool(w
     go_on.set()
     await refreshing
     assert "pool-a" not in state.warm
+
+
+def lost_answers(pools: PoolFiller, times: int) -> list[str]:
+    """The agent makes the first `times` containers it is asked for, and its answers are
+    lost (as when it dies or restarts before it answers); the names asked for, in order."""
+    real = pools.agents.client
+    asked: list[str] = []
+
+    async def client(record: Any) -> Any:
+        agent = await real(record)  # the registry's one client for the host: wrapped once
+        if not hasattr(agent, "real_put"):
+            agent.real_put = agent.put
+
+            async def put(name: str, spec: Any, **kwargs: Any) -> Any:
+                asked.append(name)
+                made = await agent.real_put(name, spec, **kwargs)
+                if len(asked) <= times:
+                    raise AgentUnreachable(f"PUT {name}: ServerDisconnectedError")
+                return made
+
+            agent.put = put
+        return agent
+
+    pools.agents.client = client  # type: ignore[method-assign]
+    return asked
+
+
+async def test_a_creation_whose_answer_was_lost_is_asked_for_again_by_its_name(w: World) -> None:
+    """The agent made the container and its answer was lost: made again under a new name, the
+    first would be a surplus to destroy at the next listing (found by the chaos suite: a pool
+    that made 13 containers where it needed 12). The same name is asked for until answered."""
+    w.add_host("h1")
+    state = w.inventories.open(UID, "ns", "p")
+    pools = filler(w)
+    pools.timings = dataclasses.replace(pools.timings, failure_delay=0.01)
+    asked = lost_answers(pools, times=2)
+    await pools.sync(state, spec(1), refresh=True)
+    assert len(state.inflight) == 1
+    await settle(state)
+    assert len(asked) == 3 and len(set(asked)) == 1  # one name, asked for three times
+    assert set(w.agent.containers) == set(asked) == set(state.warm) and not state.inflight
+    await pools.sync(state, spec(1), refresh=True)
+    await settle(state)
+    assert len(w.agent.containers) == 1 and [c for c in w.agent.calls() if c[0] == "DELETE"] == []
+
+
+async def test_a_creation_the_agent_refused_is_not_asked_for_again(w: World) -> None:
+    """A 4xx (or a 507, the disk below its reserve) is an answer: the container was not made,
+    and the slot frees after failure_delay for a creation under a new name."""
+    w.add_host("h1")
+    state = w.inventories.open(UID, "ns", "p")
+    pools = filler(w)
+    pools.timings = dataclasses.replace(pools.timings, failure_delay=0.01)
+    real = pools.agents.client
+    asked: list[str] = []
+
+    async def put(name: str, spec: Any, **kwargs: Any) -> Any:
+        asked.append(name)
+        raise AgentUnreachable(f"PUT {name}: 507: DiskBelowReserve", 507)
+
+    async def client(record: Any) -> Any:
+        agent = await real(record)
+        agent.put = put
+        return agent
+
+    pools.agents.client = client  # type: ignore[method-assign]
+    await pools.sync(state, spec(1), refresh=True)
+    await settle(state)
+    assert len(asked) == 1 and not state.inflight and not state.warm
+
+
+async def test_a_lost_creation_is_not_asked_for_again_once_its_pool_is_gone(w: World) -> None:
+    w.add_host("h1")
+    state = w.inventories.open(UID, "ns", "p")
+    pools = filler(w)
+    pools.timings = dataclasses.replace(pools.timings, failure_delay=0.2)
+    asked = lost_answers(pools, times=100)
+    await pools.sync(state, spec(1), refresh=True)
+    await w.agent.until(lambda: w.agent.containers)
+    w.inventories.close(UID)
+    await settle(state)
+    assert len(asked) == 1
 
 
 async def test_a_container_being_removed_cannot_be_claimed(w: World) -> None:
