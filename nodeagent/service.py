@@ -289,6 +289,8 @@ class ContainerService:
         record = self.records.get(name)
         if record is None:
             raise ContainerNotFound(f"no container {name!r} on this host")
+        if name in self._destroying:
+            raise ContainerNotFound(f"container {name!r} is being destroyed")
         info = await self._info(name) or LxcInfo("stopped", None)
         return self._status(record, await self._observe(name, info))
 
@@ -296,7 +298,8 @@ class ContainerService:
         chosen = [
             r
             for r in self.records.values()
-            if all(r.spec.labels.get(k) == v for k, v in selector.items())
+            if r.name not in self._destroying
+            and all(r.spec.labels.get(k) == v for k, v in selector.items())
         ]
         if not chosen:
             return []
@@ -325,9 +328,12 @@ class ContainerService:
                 self.quarantined.pop(name, None)
                 return False
             log.info("destroy started: %s", name)
-            await self._before_stop(name)
+            # Gone for GET and lists from here on: read between the stop and the destroy, it
+            # looked stopped, and an operator took the deleted container for one that died
+            # (found by make test-slow: ContainerDied for a container deleted by hand).
             self._destroying.add(name)
             try:
+                await self._before_stop(name)
                 # A thread: the unmount writes the image's dirty metadata back.
                 await asyncio.to_thread(self._release_disk, name)
                 await self.lxc.destroy(name)

@@ -32,7 +32,9 @@ def run(
 def test_fork_bomb_hits_pids_limit(http: httpx.Client, agent: Agent, name: str) -> None:
     status = put(http, name, {"template": "busybox", "limits": {"pids": 48, "nproc": 4096}})
     pid = status["pid"]
-    bomb = "bomb() { bomb | bomb & }; bomb; sleep 600"
+    # exec, not a fork: the shell becomes the sleep even once the bomb has every pid (a
+    # fork of sleep then failed, and the shell ended long before the exec's timeout).
+    bomb = "bomb() { bomb | bomb & }; bomb; exec sleep 600"
     with concurrent.futures.ThreadPoolExecutor(1) as pool, agent.client() as other:
         running = pool.submit(run, other, name, ["sh", "-c", bomb], 20)
         # While it runs, forks are refused at the limit, which holds.

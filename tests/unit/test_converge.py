@@ -20,7 +20,12 @@ from typing import Any
 import pytest
 
 from tuxio.nodeagent.cgroups import CgroupFiles, CgroupV2
-from tuxio.nodeagent.errors import LimitsNotInForce, LxcCommandFailed, SpecConflict
+from tuxio.nodeagent.errors import (
+    ContainerNotFound,
+    LimitsNotInForce,
+    LxcCommandFailed,
+    SpecConflict,
+)
 from tuxio.nodeagent.host import HostCpus
 from tuxio.nodeagent.lxc import LxcInfo
 from tuxio.nodeagent.models import ContainerSpec
@@ -40,6 +45,8 @@ class FakeLxc:
         self.inits: dict[str, asyncio.subprocess.Process] = {}
         self.cgroup_override: dict[str, str] = {}  # values the "kernel" writes instead
         self.fail_start = False
+        self.hold_destroy: asyncio.Event | None = None
+        self.destroy_stopped = asyncio.Event()
 
     def _known(self, name: str) -> bool:
         return (self.lxcpath / name / "config").exists()
@@ -99,6 +106,9 @@ class FakeLxc:
     async def destroy(self, name: str) -> None:
         self.calls.append(("destroy", name))
         await self.kill(name)
+        if self.hold_destroy is not None:  # stopped, not yet removed: as lxc-destroy -f is
+            self.destroy_stopped.set()
+            await self.hold_destroy.wait()
         shutil.rmtree(self.lxcpath / name)
 
     async def kill(self, name: str) -> None:
@@ -280,3 +290,22 @@ async def test_a_failed_start_says_what_lxc_said(service: ContainerService, lxc:
     with pytest.raises(LxcCommandFailed, match="lxc-start c1 failed"):
         await service.put("c1", spec())
     assert service.records["c1"].name == "c1"  # the clone stays: the next PUT starts it
+
+
+async def test_a_container_being_destroyed_is_gone_for_get_and_lists(
+    service: ContainerService, lxc: FakeLxc
+) -> None:
+    """Between the stop and the removal a container being destroyed looked stopped, and an
+    operator took the container deleted under it for one that died (found by make
+    test-slow: a restartPolicy Never Sandbox Failed with ContainerDied, not ContainerVanished)."""
+    await service.put("c1", spec())
+    lxc.hold_destroy = asyncio.Event()
+    deleting = asyncio.create_task(service.delete("c1"))
+    await asyncio.wait_for(lxc.destroy_stopped.wait(), 10)
+    with pytest.raises(ContainerNotFound):
+        await service.get("c1")
+    assert await service.find({}) == []
+    lxc.hold_destroy.set()
+    assert await deleting is True
+    with pytest.raises(ContainerNotFound):
+        await service.get("c1")
