@@ -32,9 +32,11 @@ def run(
 def test_fork_bomb_hits_pids_limit(http: httpx.Client, agent: Agent, name: str) -> None:
     status = put(http, name, {"template": "busybox", "limits": {"pids": 48, "nproc": 4096}})
     pid = status["pid"]
-    # exec, not a fork: the shell becomes the sleep even once the bomb has every pid (a
-    # fork of sleep then failed, and the shell ended long before the exec's timeout).
-    bomb = "bomb() { bomb | bomb & }; bomb; exec sleep 600"
+    # The bomb is lit in a subshell, and the exec's own shell then becomes the sleep (exec,
+    # no fork): it needs no pid once the bomb has them all. Lit by the exec's shell itself, a
+    # fork of the bomb's first pipeline (or of the sleep) could meet the limit, and the shell
+    # ended at once instead of at the exec's timeout.
+    bomb = "(bomb() { bomb | bomb & }; bomb); exec sleep 600"
     with concurrent.futures.ThreadPoolExecutor(1) as pool, agent.client() as other:
         running = pool.submit(run, other, name, ["sh", "-c", bomb], 20)
         # While it runs, forks are refused at the limit, which holds.
@@ -44,7 +46,7 @@ def test_fork_bomb_hits_pids_limit(http: httpx.Client, agent: Agent, name: str) 
         assert http.get("/healthz").status_code == 200
         assert http.get(f"/v1/containers/{name}").json()["state"] == "running"
         result = running.result()
-    assert result["timedOut"] is True
+    assert result["timedOut"] is True, result
     # The exec's end killed the whole bomb (everything in its cgroup): only init is left, and
     # the container is usable as it was.
     wait_until(lambda: int(cgroup_value(pid, "pids.current")) == 1, timeout=60)
