@@ -360,9 +360,12 @@ def cgroup_processes(pid: int, controller: str = "pids") -> list[int]:
     """Every process in the cgroup of `pid` and the cgroups below it (cgroup.procs)."""
     root = cgroup_dir(pid, controller)
     found: list[int] = []
-    for procs in root.rglob("cgroup.procs"):
-        with contextlib.suppress(OSError):
-            found += [int(p) for p in procs.read_text().split()]
+    # os.walk, not rglob: a session's cgroup the agent removes while the tree is walked is
+    # skipped, where rglob raised FileNotFoundError (seen under make test-slow).
+    for directory, _, files in os.walk(root):
+        if "cgroup.procs" in files:
+            with contextlib.suppress(OSError):
+                found += [int(p) for p in Path(directory, "cgroup.procs").read_text().split()]
     return found
 
 

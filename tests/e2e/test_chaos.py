@@ -19,11 +19,18 @@ import json
 import os
 import random
 
+import pytest
+
 from bench.chaos import KINDS, ChaosPlan, chaos, own_control_plane
 
 SANDBOXES = 30
 
 
+# The run's own Kubernetes client (urllib3) drops pooled connections that a killed API server
+# cut without closing their sockets; collected later in any thread, the ResourceWarning failed a
+# run whose audit had found nothing (seen under make test-slow). Not tuxio's sockets: the leak
+# check at the session's end still covers every process, mount and container.
+@pytest.mark.filterwarnings("ignore:unclosed <ssl.SSLSocket:ResourceWarning")
 def test_nothing_is_lost_when_every_part_is_killed_once() -> None:
     seed = int(os.environ.get("TUXIO_CHAOS_SEED") or random.SystemRandom().randrange(1, 10**6))
     plan = ChaosPlan(
