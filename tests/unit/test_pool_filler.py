@@ -251,9 +251,17 @@ async def test_a_claim_made_while_a_later_host_is_listed_stays_out_of_the_pool(w
     assert "pool-a" not in state.warm
 
 
-def lost_answers(pools: PoolFiller, times: int) -> list[str]:
-    """The agent makes the first `times` containers it is asked for, and its answers are
-    lost (as when it dies or restarts before it answers); the names asked for, in order."""
+def failing_puts(
+    w: World, times: int, error: AgentUnreachable, made: bool
+) -> tuple[PoolState, PoolFiller, list[str]]:
+    """A pool on one host whose agent fails the first `times` PUTs with `error`, after making
+    the container when `made` (its answer lost, as when it dies or restarts before it answers)
+    or without (a refusal); failed creations are retried 0.01 s apart. The pool's state, its
+    filler and the names asked for, in order."""
+    w.add_host("h1")
+    state = w.inventories.open(UID, "ns", "p")
+    pools = filler(w)
+    pools.timings = dataclasses.replace(pools.timings, failure_delay=0.01)
     real = pools.agents.client
     asked: list[str] = []
 
@@ -264,27 +272,27 @@ def lost_answers(pools: PoolFiller, times: int) -> list[str]:
 
             async def put(name: str, spec: Any, **kwargs: Any) -> Any:
                 asked.append(name)
-                made = await agent.real_put(name, spec, **kwargs)
-                if len(asked) <= times:
-                    raise AgentUnreachable(f"PUT {name}: ServerDisconnectedError")
-                return made
+                if len(asked) > times:
+                    return await agent.real_put(name, spec, **kwargs)
+                if made:
+                    await agent.real_put(name, spec, **kwargs)
+                raise error
 
             agent.put = put
         return agent
 
     pools.agents.client = client  # type: ignore[method-assign]
-    return asked
+    return state, pools, asked
+
+
+LOST = AgentUnreachable("PUT: ServerDisconnectedError")
 
 
 async def test_a_creation_whose_answer_was_lost_is_asked_for_again_by_its_name(w: World) -> None:
     """The agent made the container and its answer was lost: made again under a new name, the
     first would be a surplus to destroy at the next listing (found by the chaos suite: a pool
     that made 13 containers where it needed 12). The same name is asked for until answered."""
-    w.add_host("h1")
-    state = w.inventories.open(UID, "ns", "p")
-    pools = filler(w)
-    pools.timings = dataclasses.replace(pools.timings, failure_delay=0.01)
-    asked = lost_answers(pools, times=2)
+    state, pools, asked = failing_puts(w, 2, LOST, made=True)
     await pools.sync(state, spec(1), refresh=True)
     assert len(state.inflight) == 1
     await settle(state)
@@ -298,34 +306,16 @@ async def test_a_creation_whose_answer_was_lost_is_asked_for_again_by_its_name(w
 async def test_a_creation_the_agent_refused_is_not_asked_for_again(w: World) -> None:
     """A 4xx (or a 507, the disk below its reserve) is an answer: the container was not made,
     and the slot frees after failure_delay for a creation under a new name."""
-    w.add_host("h1")
-    state = w.inventories.open(UID, "ns", "p")
-    pools = filler(w)
-    pools.timings = dataclasses.replace(pools.timings, failure_delay=0.01)
-    real = pools.agents.client
-    asked: list[str] = []
-
-    async def put(name: str, spec: Any, **kwargs: Any) -> Any:
-        asked.append(name)
-        raise AgentUnreachable(f"PUT {name}: 507: DiskBelowReserve", 507)
-
-    async def client(record: Any) -> Any:
-        agent = await real(record)
-        agent.put = put
-        return agent
-
-    pools.agents.client = client  # type: ignore[method-assign]
+    refused = AgentUnreachable("PUT: 507: DiskBelowReserve", 507)
+    state, pools, asked = failing_puts(w, 100, refused, made=False)
     await pools.sync(state, spec(1), refresh=True)
     await settle(state)
     assert len(asked) == 1 and not state.inflight and not state.warm
 
 
 async def test_a_lost_creation_is_not_asked_for_again_once_its_pool_is_gone(w: World) -> None:
-    w.add_host("h1")
-    state = w.inventories.open(UID, "ns", "p")
-    pools = filler(w)
+    state, pools, asked = failing_puts(w, 100, LOST, made=True)
     pools.timings = dataclasses.replace(pools.timings, failure_delay=0.2)
-    asked = lost_answers(pools, times=100)
     await pools.sync(state, spec(1), refresh=True)
     await w.agent.until(lambda: w.agent.containers)
     w.inventories.close(UID)
