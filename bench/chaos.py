@@ -307,8 +307,9 @@ class Kube:
 
         retrying(once)
 
-    def scale(self, pool: str, replicas: int) -> None:
-        retrying(
+    def scale(self, pool: str, replicas: int) -> int:
+        """Set the pool's replicas; returns the generation that made."""
+        scaled: dict[str, Any] = retrying(
             lambda: self.custom.patch_namespaced_custom_object(
                 GROUP,
                 VERSION,
@@ -319,6 +320,22 @@ class Kube:
                 _request_timeout=15,
             )
         )
+        return int(scaled["metadata"]["generation"])
+
+    def observed(self, pool: str, generation: int, patience: float = 240.0) -> float:
+        """Wait until the pool's status shows the operator has seen `generation` (or a later
+        one); returns the wall-clock time that was first read. Its watch may lag by as long
+        as the API server takes to come back, and the operator may be restarted meanwhile."""
+        deadline = time.monotonic() + patience
+        while True:
+            found = self.get("sandboxpools", pool) or {}
+            if int((found.get("status") or {}).get("observedGeneration") or 0) >= generation:
+                return time.time()
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"pool {pool} did not observe generation {generation} in {patience:.0f} s"
+                )
+            time.sleep(0.05)
 
     def items(self, plural: str) -> list[dict[str, Any]]:
         listed = retrying(
@@ -491,13 +508,16 @@ class Churn:
             pool = rng.choice(POOLS)
             replicas = rng.randint(0, self.plan.max_replicas)
             asked = time.time()
-            self.kube.scale(pool, replicas)
-            answered = time.time()  # stored somewhere between the two
+            generation = self.kube.scale(pool, replicas)
             with self.lock:
                 before, self.replicas[pool] = self.replicas[pool], replicas
-                if replicas < before:
+            if replicas < before:
+                # The operator may make containers for the replicas before until it has seen
+                # these: the audit counts them up to then, however long its watch lagged.
+                observed = self.kube.observed(pool, generation)
+                with self.lock:
                     self.history.scale_downs.append(
-                        (self.pool_uids[pool], asked, answered, before, replicas)
+                        (self.pool_uids[pool], asked, observed, before, replicas)
                     )
             self.note("scaled")
 
@@ -615,14 +635,18 @@ def host_view(host: Host) -> HostView:
 
 
 def settle(
-    kube: Kube, host: Host, history: History, since: float
+    kube: Kube, host: Host, history: History, operator_log: Path, since: float
 ) -> tuple[dict[str, Any], list[str], float | None]:
     """Poll the end state until it holds or CONVERGENCE_SECONDS after `since` have passed;
     the last figures and problems, and when it held (seconds after `since`)."""
     deadline = since + CONVERGENCE_SECONDS
     while True:
         figures, problems = audit(
-            kube.items("sandboxes"), kube.items("sandboxpools"), host_view(host), history
+            kube.items("sandboxes"),
+            kube.items("sandboxpools"),
+            host_view(host),
+            history,
+            operator_log.read_text(errors="replace"),
         )
         now = time.monotonic()
         if not problems:
@@ -769,7 +793,7 @@ def _run(plan: ChaosPlan, kube: Kube, targets: Targets, report: ChaosReport) -> 
     killing.join()
     since = max(last_kill, churn_end)
     log(f"churn over after {churn_end - started:.1f} s; settling")
-    figures, problems, converged = settle(kube, targets.host, history, since)
+    figures, problems, converged = settle(kube, targets.host, history, targets.operator.log, since)
     if problems:  # the agent's log is what the audit read; kept beside the operator's
         kept = RUN_DIR / f"chaos-{plan.seed}-agent.log"
         shutil.copyfile(targets.host.agent.log, kept)

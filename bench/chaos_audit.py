@@ -2,8 +2,9 @@
 
 Pure: `audit` takes a snapshot (the Sandboxes and SandboxPools from the API server, the
 agent's containers, what is on the agent's host: the LXC path's directories, LXC's own list,
-the mounts under it; the agent's log) and the run's history (the container names seen in
-Sandboxes, how far each pool was scaled down), and returns the figures and the problems.
+the mounts under it; the agent's log), the run's history (the container names seen in
+Sandboxes, how far each pool was scaled down) and the operator's log, and returns the figures
+and the problems.
 
 Pool creations are counted from the agent's side: every `clone finished` line of its log (the
 log is appended to across the agent's restarts) names a container it made, and a
@@ -11,8 +12,12 @@ warm container is named `pool-<first 8 of the pool's UID>-<random>`. A warm cont
 is accounted for once it was claimed (the agent reconfigured it for a Sandbox, or a Sandbox
 named it), is still warm, or was destroyed unclaimed by a scale-down: at each, at most the
 decrease, and at most the unclaimed ones beyond the new replicas that existed (or were being
-made) then, as the log's timestamps tell. Anything more is over-creation (a stale view of the
-pool making containers it did not need), whatever the end state looks like.
+made) until the operator showed it had seen the new replicas, as the log's timestamps tell.
+A destroyed unclaimed container is also accounted for by each claimed container the
+operator gave back because no Sandbox was stored with its claim (its log names each): the pool
+replaced it when it was taken, and had one too many once it was back.
+Anything more is over-creation (a stale view of the pool making containers it did not need),
+whatever the end state looks like.
 """
 
 from __future__ import annotations
@@ -24,18 +29,28 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["History", "HostView", "audit", "lives", "pool_prefix", "scale_down_removals"]
+__all__ = [
+    "History",
+    "HostView",
+    "audit",
+    "given_back",
+    "lives",
+    "pool_prefix",
+    "scale_down_removals",
+]
 
 POOL_UID = "tux.io/pool-uid"
 SANDBOX_UID = "tux.io/sandbox-uid"
+# The operator's line for a claimed warm container given back because its Sandbox was never
+# stored with that claim (tuxio.operator.claims.NEVER_STORED).
+GIVEN_BACK = re.compile(
+    r"claim of \S+ never stored: (?P<name>pool-[0-9a-f]{8}-\S+) back in the pool"
+)
 # The agent's log lines (format of tuxio.nodeagent.cli) that tell a container's life.
 LINE = re.compile(
     r"^(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?"
     r"(?P<what>clone started|clone finished|reconfigured|destroy finished):? (?P<name>[^\s:]+)"
 )
-# How long after a scale-down the operator may still start warm containers for the replicas
-# before it: it sees the new spec through its watch, a moment later.
-SCALE_LAG = 2.0
 
 
 def pool_prefix(uid: str) -> str:
@@ -57,8 +72,9 @@ class HostView:
 @dataclass
 class History:
     """What the churn did: every container name a Sandbox was seen naming, and each scale-down
-    of a pool: (pool UID, wall-clock times of the request and of its answer, replicas before,
-    replicas after)."""
+    of a pool: (pool UID, wall-clock time of the request, wall-clock time the pool's
+    status.observedGeneration was first seen at the generation the request made, replicas
+    before, replicas after)."""
 
     claimed_seen: set[str] = field(default_factory=set)
     scale_downs: list[tuple[str, float, float, int, int]] = field(default_factory=list)
@@ -97,10 +113,18 @@ def lives(agent_log: str) -> dict[str, _Life]:
 
 def scale_down_removals(history: History, uid: str, prefix: str, found: Mapping[str, _Life]) -> int:
     """How many unclaimed warm containers the pool's scale-downs may have removed: at each,
-    those beyond the new replicas of the ones that existed or were being made then (or within
-    SCALE_LAG after: the operator sees the new replicas a moment later), at most the decrease."""
+    those beyond the new replicas of the ones that existed when it was asked or were started
+    before the operator showed it had seen it, at most the decrease.
+
+    Bounded by what the operator shows, not by a fixed delay: it may act on an older spec for
+    as long as its watch lags, and after a restart of the API server that was 10 s (found by
+    make test-slow: a scale-up to 4 and the scale-down to 0 after it reached the operator
+    together, and it made the 4 first). Its fill loop writes a generation as observed at the
+    top of the round that follows the one that started the last creations for the spec
+    before (operator/pool_filler.py): their PUTs were sent before that write, which the churn
+    then reads back from the API server."""
     allowed = 0
-    for pool_uid, asked, answered, before, after in history.scale_downs:
+    for pool_uid, asked, observed, before, after in history.scale_downs:
         if pool_uid != uid:
             continue
         existing = sum(
@@ -108,12 +132,23 @@ def scale_down_removals(history: History, uid: str, prefix: str, found: Mapping[
             for name, life in found.items()
             if name.startswith(prefix)
             and life.started is not None
-            and life.started <= answered + SCALE_LAG
+            and life.started <= observed
             and not (life.reconfigured is not None and life.reconfigured <= asked)
             and not (life.destroyed is not None and life.destroyed <= asked)
         )
         allowed += min(before - after, max(0, existing - after))
     return allowed
+
+
+def given_back(operator_log: str) -> Counter[str]:
+    """Per pool prefix, how many claimed warm containers the operator gave back because no
+    Sandbox was stored with their claim: a claim at admission whose create the API server
+    then refused (found by the chaos suite: while etcd was restarted), or a decision whose
+    write failed. The pool replaced each when it was taken; once back, it is one too many."""
+    back: Counter[str] = Counter()
+    for matched in GIVEN_BACK.finditer(operator_log):
+        back[matched["name"][: len("pool-") + 9]] += 1
+    return back
 
 
 def _desired_phase(sandbox: Mapping[str, Any]) -> str:
@@ -130,8 +165,10 @@ def audit(
     pools: Iterable[Mapping[str, Any]],
     host: HostView,
     history: History,
+    operator_log: str,
 ) -> tuple[dict[str, Any], list[str]]:
-    """The figures of the end state and every problem found (empty: all holds)."""
+    """The figures of the end state and every problem found (empty: all holds);
+    `operator_log` is the operator's log over the run, across its restarts."""
     sandboxes, pools = list(sandboxes), list(pools)
     problems: list[str] = []
 
@@ -180,6 +217,7 @@ def audit(
 
     # Every pool at its replicas, and made no more containers than it needed.
     found = lives(host.agent_log)
+    back = given_back(operator_log)
     cloned = {n for n, life in found.items() if life.finished is not None}
     per_pool: dict[str, dict[str, int]] = {}
     for pool in pools:
@@ -191,7 +229,8 @@ def audit(
             n for n in made if found[n].reconfigured is not None or n in history.claimed_seen
         }
         unclaimed_gone = {n for n in made - claimed if found[n].destroyed is not None}
-        allowance = scale_down_removals(history, uid, prefix, found)
+        removals = scale_down_removals(history, uid, prefix, found)
+        allowance = removals + back[prefix]
         needed = len(claimed) + replicas + min(len(unclaimed_gone), allowance)
         per_pool[_name(pool)] = {
             "replicas": replicas,
@@ -199,7 +238,8 @@ def audit(
             "created": len(made),
             "claimed": len(claimed),
             "destroyedUnclaimed": len(unclaimed_gone),
-            "scaleDownRemovals": allowance,
+            "scaleDownRemovals": removals,
+            "claimsNeverStored": back[prefix],
             "needed": needed,
         }
         if warm[uid] != replicas:
@@ -209,7 +249,8 @@ def audit(
                 f"pool {_name(pool)}: the agent made {len(made)} warm containers, the pool "
                 f"needed {needed} ({len(claimed)} claimed, {replicas} warm, "
                 f"{min(len(unclaimed_gone), allowance)} of {len(unclaimed_gone)} destroyed "
-                f"unclaimed covered by {allowance} that scale-downs removed)"
+                f"unclaimed covered by {removals} that scale-downs removed and "
+                f"{back[prefix]} claims never stored)"
             )
 
     figures = {

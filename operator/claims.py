@@ -26,6 +26,10 @@ __all__ = ["ClaimAtAdmission", "Claims"]
 
 log = logging.getLogger(__name__)
 
+# Logged for each container given back (bench/chaos_audit.py reads it: the pool may have
+# replaced the container meanwhile, and destroys that surplus once it is back).
+NEVER_STORED = "claim of %s never stored: %s back in the pool"
+
 
 class Claims:
     """Warm containers claimed by this process, until the Sandbox index shows the claim.
@@ -62,23 +66,24 @@ class Claims:
     def settle(self, state: PoolState) -> None:
         """The admission takes of `state`: forgotten once a stored Sandbox names them, given
         back to the pool once their hold ended unused."""
-        for name in list(state.admitted):
+        for name, (_, owner) in list(state.admitted.items()):
             if self._book.names_container(name):
                 del state.admitted[name]
             elif not self.held(name):
                 state.give_back(name)
+                log.info(NEVER_STORED + " (its hold ended)", owner, name)
 
     def give_back_for(self, state: PoolState, sandbox: str) -> list[str]:
-        """Give back what admission took for `sandbox` ("ns/name"), which is stored without
-        it: the API server went on without the webhook's answer (failurePolicy Ignore, past
-        its timeout). Before the operator places that Sandbox itself, so the container is
-        not out of the pool for the rest of the hold. Returns the names given back."""
+        """Give back what was taken for `sandbox` ("ns/name"), which is stored without it:
+        by admission, when the API server went on without the webhook's answer (failurePolicy
+        Ignore, past its timeout), or by an earlier placement whose write failed. Before the
+        operator places that Sandbox (again), so the container is not out of the pool for the
+        rest of the hold. Returns the names given back."""
         back = [n for n, (_, owner) in state.admitted.items() if owner == sandbox]
         for name in back:
             self.release(name)
             state.give_back(name)
-        if back:
-            log.info("claim at admission of %s never stored: %s back in the pool", sandbox, back)
+            log.info(NEVER_STORED, sandbox, name)
         return back
 
     def taken(self, name: str) -> bool:

@@ -92,6 +92,7 @@ class Assignment:
     from_pool: str | None = None
     adopt_if_match: str | None = None  # a claimed warm container's ETag
     assumed: Allocation | None = None  # a new container's room on its host, until seen
+    taken: Warm | None = None  # the warm container claimed, given back if never stored
 
     def record(
         self, conditions: list[dict[str, Any]], generation: int, expires: str | None, at: str
@@ -165,6 +166,7 @@ def claimed(
         placement=placement,
         from_pool=pool.name,
         adopt_if_match=warm.etag,
+        taken=warm,
     )
 
 

@@ -32,7 +32,7 @@ from .containers import container_spec
 from .errors import RequeueAfter, TerminalError
 from .events import EventSink
 from .index import ClusterIndex
-from .inventory import Inventories
+from .inventory import Inventories, PoolState
 from .kube import ApiError, Kube, NotFound
 from .labels import ASSIGNMENT, FINALIZER, SANDBOX_UID
 from .launches import Launches
@@ -229,12 +229,15 @@ class SandboxReconciler:
         run finds it there and neither places the sandbox twice nor hands the container to
         another. Returns the decision (its status fields go with the next status write)."""
         sandbox = run.sandbox
+        owner = f"{sandbox.namespace}/{sandbox.name}"
+        state: PoolState | None = None
         if pool is not None:
             await self._inventory_loaded(pool)
             state = self.inventories.get(pool.uid)
             if state is not None:
-                # Stored without a claim: whatever admission took for it is free again.
-                self.claims.give_back_for(state, f"{sandbox.namespace}/{sandbox.name}")
+                # Stored without a claim: whatever admission, or an earlier decision whose
+                # write failed, took for it is free again.
+                self.claims.give_back_for(state, owner)
                 self.claims.settle(state)
         want = Want(sandbox.uid, sandbox.spec, template, pool)
         decision = place(want, self.index, self.inventories, self.policy, self.clock.monotonic())
@@ -242,6 +245,12 @@ class SandboxReconciler:
             await self._tell(run, Problem.unschedulable(decision.message), with_pending=False)
             raise RequeueAfter(decision.message, self.timings.unschedulable_retry)
         self._note(sandbox.uid, decision)
+        if decision.taken is not None and state is not None:
+            # Like a claim at admission until the watch shows it stored: the pool replaces it
+            # only then, and should the write below fail (a conflict, the API server gone),
+            # the next try gives it back before it takes one again, rather than leaving it
+            # out of the pool for the claim's whole hold while the pool made another.
+            state.admitted[decision.container] = (decision.taken, owner)
         conditions = list(run.writer.wanted.get("conditions") or [])
         expires = expires_at(sandbox.created, sandbox.spec)
         decided = decision.record(conditions, sandbox.generation, expires, self._at())

@@ -71,7 +71,7 @@ def test_a_clean_run_holds() -> None:
     ]
     history = History(scale_downs=[(POOL_UID, T0 + 4, T0 + 4.1, 2, 1)])
     host = view([owned(f"{PREFIX}a", "s1"), warm(f"{PREFIX}c")], log)
-    figures, problems = audit([sandbox("s1", f"{PREFIX}a")], [pool(1)], host, history)
+    figures, problems = audit([sandbox("s1", f"{PREFIX}a")], [pool(1)], host, history, "")
     assert problems == []
     assert figures["pools"]["chaos/warm"] == {
         "replicas": 1,
@@ -80,6 +80,7 @@ def test_a_clean_run_holds() -> None:
         "claimed": 1,
         "destroyedUnclaimed": 1,
         "scaleDownRemovals": 1,
+        "claimsNeverStored": 0,
         "needed": 3,
     }
 
@@ -92,10 +93,11 @@ def test_over_creation_is_caught_though_the_end_state_looks_right() -> None:
         line(6, f"destroy finished: {PREFIX}b"),
     ]
     host = view([warm(f"{PREFIX}a")], log)
-    _, problems = audit([], [pool(1)], host, History())
+    _, problems = audit([], [pool(1)], host, History(), "")
     assert problems == [
         "pool chaos/warm: the agent made 2 warm containers, the pool needed 1 (0 claimed, "
-        "1 warm, 0 of 1 destroyed unclaimed covered by 0 that scale-downs removed)"
+        "1 warm, 0 of 1 destroyed unclaimed covered by 0 that scale-downs removed and 0 claims "
+        "never stored)"
     ]
 
 
@@ -107,7 +109,37 @@ def test_a_scale_down_covers_only_what_existed_beyond_its_replicas() -> None:
         line(12, f"destroy finished: {PREFIX}b"),
     ]
     history = History(scale_downs=[(POOL_UID, T0 + 5, T0 + 5.1, 3, 2)])
-    _, problems = audit([], [pool(1)], view([warm(f"{PREFIX}a")], log), history)
+    _, problems = audit([], [pool(1)], view([warm(f"{PREFIX}a")], log), history, "")
+    assert len(problems) == 1 and "made 2" in problems[0]
+
+
+def test_a_scale_down_the_operator_saw_late_covers_what_it_made_until_then() -> None:
+    # 4 -> 0 asked at 5 s; the operator's watch lagged (an API server restart) and it made 4
+    # at 14 s for the replicas before, then showed it had seen 0 at 15 s and removed them.
+    log = [*(f for n in "abcd" for f in cloned(14, f"{PREFIX}{n}"))]
+    log += [line(16, f"destroy finished: {PREFIX}{n}") for n in "abcd"]
+    for observed, made_too_many in ((T0 + 15, False), (T0 + 13, True)):
+        history = History(scale_downs=[(POOL_UID, T0 + 5, observed, 4, 0)])
+        _, problems = audit([], [pool(0)], view([], log), history, "")
+        assert bool(problems) is made_too_many, problems
+
+
+def test_a_claim_never_stored_covers_the_container_made_for_it() -> None:
+    # Replicas 1: admission took a, the pool made b for it; the create was refused, a came
+    # back after its hold and one of the two went as a surplus.
+    log = [
+        *cloned(0, f"{PREFIX}a"),
+        *cloned(1, f"{PREFIX}b"),
+        line(5, f"destroy finished: {PREFIX}b"),
+    ]
+    gave_back = f"claim of chaos/s1 never stored: {PREFIX}a back in the pool (its hold ended)"
+    operator_log = f"pool chaos/warm: 1 warm\n{gave_back}\nclaim of chaos/s2 never stored: pool-99999999-x back in the pool\n"
+    host = view([warm(f"{PREFIX}a")], log)
+    figures, problems = audit([], [pool(1)], host, History(), operator_log)
+    assert problems == []
+    assert figures["pools"]["chaos/warm"]["claimsNeverStored"] == 1
+    # Without that line the same log is over-creation.
+    _, problems = audit([], [pool(1)], host, History(), "")
     assert len(problems) == 1 and "made 2" in problems[0]
 
 
@@ -143,5 +175,5 @@ def test_what_is_flagged(
     extra: set[str],
     expected: str,
 ) -> None:
-    _, problems = audit(sandboxes, [], view(containers, [], extra), History())
+    _, problems = audit(sandboxes, [], view(containers, [], extra), History(), "")
     assert expected in problems

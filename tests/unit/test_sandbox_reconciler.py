@@ -14,6 +14,7 @@ from tests.unit.fakes import AT, SANDBOX_PATH, World, container, sandbox, world
 from tuxio.ledger.store import Ledger
 from tuxio.operator.backoff import Backoff
 from tuxio.operator.errors import RequeueAfter, TerminalError
+from tuxio.operator.inventory import Warm
 from tuxio.operator.labels import ASSIGNMENT, FINALIZER
 from tuxio.operator.ledger_writer import LedgerWriter
 from tuxio.operator.placement import ADOPT_IF_MATCH
@@ -529,3 +530,31 @@ async def test_finalize_and_release_retries_until_done(w: World, ledger: LedgerW
     await fast.finalize_and_release(body)
     assert w.agent.calls() == [("GET", "/v1/containers/c1"), ("DELETE", "/v1/containers/c1")] * 2
     assert w.api.calls()[-1] == ("PATCH", f"{SANDBOX_PATH}/s1")
+
+
+async def test_a_claim_whose_decision_was_not_stored_is_given_back_on_the_retry(
+    w: World,
+) -> None:
+    """The write of a claim's decision failed: the container is held like a claim at
+    admission (the pool does not replace it), and the retry gives it back before it takes
+    one again, so it takes the same one. Before, it stayed out of the pool for the claim's
+    whole hold (10 minutes) while the pool made another."""
+    w.add_host("h1")
+    pool = PoolInfo("p-uid", "ns", "warm", SandboxPoolSpec.model_validate({"template": "busybox"}))
+    w.index.set_pool(pool)
+    state = w.inventories.open(pool.uid, "ns", "warm")
+    for name, created in (("pool-old", "2026-01-01T00:00:00"), ("pool-new", "2026-01-02T00:00:00")):
+        state.warm[name] = Warm(name, "h1", "busybox", "h", True, 64 * 2**20, 1, created=created)
+    state.loaded.set()
+    w.api.fail("PATCH", f"{SANDBOX_PATH}/s1", 500)
+    w.api.sandboxes[f"{SANDBOX_PATH}/s1"] = sandbox(spec={"poolRef": {"name": "warm"}})
+    with pytest.raises(RequeueAfter):
+        await reconciler(w).reconcile(sandbox(spec={"poolRef": {"name": "warm"}}))
+    assert set(state.warm) == {"pool-new"}
+    assert {n: owner for n, (_, owner) in state.admitted.items()} == {"pool-old": "ns/s1"}
+    assert w.agent.seen == []  # nothing was asked of the agent for a decision not stored
+
+    await reconciler(w).reconcile(sandbox(spec={"poolRef": {"name": "warm"}}), failures=1)
+    (put,) = w.agent.seen
+    assert put.call == ("PUT", "/v1/containers/pool-old")
+    assert set(state.warm) == {"pool-new"} and set(state.admitted) == {"pool-old"}
