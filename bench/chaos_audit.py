@@ -14,8 +14,8 @@ named it), is still warm, or was destroyed unclaimed by a scale-down: at each, a
 decrease, and at most the unclaimed ones beyond the new replicas that existed (or were being
 made) until the operator showed it had seen the new replicas, as the log's timestamps tell.
 A destroyed unclaimed container is also accounted for by each claimed container the
-operator gave back because no Sandbox was stored with its claim (its log names each): the pool
-replaced it when it was taken, and had one too many once it was back.
+operator gave back at the end of its hold, no Sandbox having been stored with the claim (its
+log names each): the pool replaced it when it was taken, and had one too many once it was back.
 Anything more is over-creation (a stale view of the pool making containers it did not need),
 whatever the end state looks like.
 """
@@ -41,10 +41,11 @@ __all__ = [
 
 POOL_UID = "tux.io/pool-uid"
 SANDBOX_UID = "tux.io/sandbox-uid"
-# The operator's line for a claimed warm container given back because its Sandbox was never
-# stored with that claim (tuxio.operator.claims.NEVER_STORED).
+# The operator's line for a claimed warm container given back once its hold ended, no Sandbox
+# having been stored with that claim (tuxio.operator.claims.HOLD_ENDED).
 GIVEN_BACK = re.compile(
-    r"claim of \S+ never stored: (?P<name>pool-[0-9a-f]{8}-\S+) back in the pool"
+    r"claim of \S+ never stored: (?P<name>pool-[0-9a-f]{8}-\S+) back in the pool "
+    r"\(its hold ended\)"
 )
 # The agent's log lines (format of tuxio.nodeagent.cli) that tell a container's life.
 LINE = re.compile(
@@ -121,8 +122,9 @@ def scale_down_removals(history: History, uid: str, prefix: str, found: Mapping[
     make test-slow: a scale-up to 4 and the scale-down to 0 after it reached the operator
     together, and it made the 4 first). Its fill loop writes a generation as observed at the
     top of the round that follows the one that started the last creations for the spec
-    before (operator/pool_filler.py): their PUTs were sent before that write, which the churn
-    then reads back from the API server."""
+    before (operator/pool_filler.py): their first PUTs were sent before that write, which the
+    churn then reads back from the API server, and one whose answer was lost is asked for
+    again only while the replicas the loop read last want it."""
     allowed = 0
     for pool_uid, asked, observed, before, after in history.scale_downs:
         if pool_uid != uid:
@@ -141,14 +143,14 @@ def scale_down_removals(history: History, uid: str, prefix: str, found: Mapping[
 
 
 def given_back(operator_log: str) -> Counter[str]:
-    """Per pool prefix, how many claimed warm containers the operator gave back because no
-    Sandbox was stored with their claim: a claim at admission whose create the API server
-    then refused (found by the chaos suite: while etcd was restarted), or a decision whose
-    write failed. The pool replaced each when it was taken; once back, it is one too many."""
-    back: Counter[str] = Counter()
-    for matched in GIVEN_BACK.finditer(operator_log):
-        back[matched["name"][: len("pool-") + 9]] += 1
-    return back
+    """Per pool prefix, how many claimed warm containers the operator gave back once their
+    hold ended, no Sandbox having been stored with the claim: a claim at admission whose create
+    the API server then refused (found by the chaos suite: while etcd was restarted), or a
+    decision whose write failed and was never tried again. The pool replaced each when it
+    was taken; once back, it is one too many. (One given back before a placement is taken
+    again at once, and leaves no surplus: not counted.)"""
+    names = {m["name"] for m in GIVEN_BACK.finditer(operator_log)}
+    return Counter(name[: len("pool-") + 9] for name in names)
 
 
 def _desired_phase(sandbox: Mapping[str, Any]) -> str:

@@ -26,9 +26,11 @@ __all__ = ["ClaimAtAdmission", "Claims"]
 
 log = logging.getLogger(__name__)
 
-# Logged for each container given back (bench/chaos_audit.py reads it: the pool may have
-# replaced the container meanwhile, and destroys that surplus once it is back).
+# Logged for each container given back. Given back once its hold ended, a container is one
+# too many: the pool replaced it when it was taken (bench/chaos_audit.py counts these lines).
+# Given back before a placement (give_back_for), it is taken again at once.
 NEVER_STORED = "claim of %s never stored: %s back in the pool"
+HOLD_ENDED = NEVER_STORED + " (its hold ended)"
 
 
 class Claims:
@@ -71,7 +73,7 @@ class Claims:
                 del state.admitted[name]
             elif not self.held(name):
                 state.give_back(name)
-                log.info(NEVER_STORED + " (its hold ended)", owner, name)
+                log.info(HOLD_ENDED, owner, name)
 
     def give_back_for(self, state: PoolState, sandbox: str) -> list[str]:
         """Give back what was taken for `sandbox` ("ns/name"), which is stored without it:
@@ -79,10 +81,16 @@ class Claims:
         Ignore, past its timeout), or by an earlier placement whose write failed. Before the
         operator places that Sandbox (again), so the container is not out of the pool for the
         rest of the hold. Returns the names given back."""
-        back = [n for n, (_, owner) in state.admitted.items() if owner == sandbox]
-        for name in back:
+        back = []
+        for name, (_, owner) in list(state.admitted.items()):
+            if owner != sandbox:
+                continue
+            if self._book.names_container(name):
+                del state.admitted[name]  # some stored Sandbox has it after all: not back
+                continue
             self.release(name)
             state.give_back(name)
+            back.append(name)
             log.info(NEVER_STORED, sandbox, name)
         return back
 

@@ -75,6 +75,9 @@ class PoolState:
     # Warm containers being made: name -> (host, what it holds there), counted on its host.
     inflight: dict[str, tuple[str, Allocation]] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # The replicas the fill loop read last (None: not read yet): a creation whose answer was
+    # lost is asked for again only while the pool still wants it.
+    wanted: int | None = None
     last_take: float = 0.0  # monotonic time of the last claim
     # Demand, for autoscaling: monotonic times of recent claims (taken or missed), and the
     # Sandboxes that found no warm container, by UID (each counted once), not yet answered.

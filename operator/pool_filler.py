@@ -116,6 +116,9 @@ class PoolFiller:
                 spec = await self._autoscale(state, spec, started)
             else:
                 state.autoscaled = None
+            # Before this generation is written as observed: from then on, no creation for
+            # the replicas before is asked for again (bench/chaos_audit.py relies on it).
+            state.wanted = spec.replicas
             # What a claim took shows in status before the refill waits.
             await self._write_status(writer, state, spec, generation, blocker)
             await self._wait_for_claims_to_pause(writer, state, spec, generation, blocker, stopped)
@@ -232,6 +235,7 @@ class PoolFiller:
     async def sync(self, state: PoolState, spec: SandboxPoolSpec, refresh: bool) -> Blocker | None:
         """One fill round: returns why the pool cannot fill, or None."""
         hosts = self.index.hosts
+        state.wanted = spec.replicas
         if refresh or not state.loaded.is_set() or _unlisted(state, hosts):
             await self.refresh(state)
         self.claims.settle(state)
@@ -343,13 +347,18 @@ class PoolFiller:
 
     def _ask_again(self, state: PoolState, host: HostRecord, exc: Exception, until: float) -> bool:
         """Whether a failed creation is asked for again under its name: only when its outcome
-        is unknown (no answer, or a 502-504), while the pool and the host are still there,
-        until `until` (a container left made after that is found by the next listing)."""
+        is unknown (no answer, or a 502-504), while the pool and the host are still there and
+        the pool still wants it (scaled down meanwhile, it may not), until `until` (a
+        container left made after that, or not asked for again, is found by the next listing
+        and counted, or removed as a surplus)."""
         unknown = isinstance(exc, AgentUnreachable) and (
             exc.status is None or exc.status in (502, 503, 504)
         )
+        # This creation is still in flight: counted with the others.
+        wanted = state.wanted is None or len(state.warm) + len(state.inflight) <= state.wanted
         return (
             unknown
+            and wanted
             and self.clock.monotonic() < until
             and self.inventories.get(state.uid) is state
             and host.name in self.index.hosts

@@ -245,19 +245,23 @@ class SandboxReconciler:
             await self._tell(run, Problem.unschedulable(decision.message), with_pending=False)
             raise RequeueAfter(decision.message, self.timings.unschedulable_retry)
         self._note(sandbox.uid, decision)
-        if decision.taken is not None and state is not None:
-            # Like a claim at admission until the watch shows it stored: the pool replaces it
-            # only then, and should the write below fail (a conflict, the API server gone),
-            # the next try gives it back before it takes one again, rather than leaving it
-            # out of the pool for the claim's whole hold while the pool made another.
-            state.admitted[decision.container] = (decision.taken, owner)
         conditions = list(run.writer.wanted.get("conditions") or [])
         expires = expires_at(sandbox.created, sandbox.spec)
         decided = decision.record(conditions, sandbox.generation, expires, self._at())
         # One write, to metadata: the decision and the finalizer together (a status write and
         # a metadata write to one object would contend in the API server). Status follows
         # with the agent's answer; until then the index reads the decision from here.
-        await self._hold(run, {ASSIGNMENT: json.dumps(decided, sort_keys=True)})
+        try:
+            await self._hold(run, {ASSIGNMENT: json.dumps(decided, sort_keys=True)})
+        except Exception:
+            if decision.taken is not None and state is not None:
+                # Maybe not stored (a conflict, the API server gone): held for this Sandbox
+                # like a claim at admission, so its next try gives the container back before
+                # it takes one again (a retry reads the Sandbox afresh, and places it again
+                # only if the decision is not there), rather than leaving it out of the pool
+                # for the claim's whole hold while the pool made another.
+                state.admitted[decision.container] = (decision.taken, owner)
+            raise
         # No Event here: the decision is told in the Event of the phase it leads to (one
         # Event per new Sandbox, not two: each is an API write), and in the Scheduled condition.
         return decided

@@ -252,7 +252,7 @@ async def test_a_claim_made_while_a_later_host_is_listed_stays_out_of_the_pool(w
 
 
 def failing_puts(
-    w: World, times: int, error: AgentUnreachable, made: bool
+    w: World, times: int, error: AgentUnreachable, made: bool, tried: asyncio.Event | None = None
 ) -> tuple[PoolState, PoolFiller, list[str]]:
     """A pool on one host whose agent fails the first `times` PUTs with `error`, after making
     the container when `made` (its answer lost, as when it dies or restarts before it answers)
@@ -272,6 +272,8 @@ def failing_puts(
 
             async def put(name: str, spec: Any, **kwargs: Any) -> Any:
                 asked.append(name)
+                if tried is not None:
+                    tried.set()
                 if len(asked) > times:
                     return await agent.real_put(name, spec, **kwargs)
                 if made:
@@ -321,6 +323,21 @@ async def test_a_lost_creation_is_not_asked_for_again_once_its_pool_is_gone(w: W
     w.inventories.close(UID)
     await settle(state)
     assert len(asked) == 1
+
+
+async def test_a_lost_creation_is_not_asked_for_again_once_its_pool_no_longer_wants_it(
+    w: World,
+) -> None:
+    """Scaled down while the agent was away: asked for again, the container would be made
+    for the replicas before, after the pool showed it had seen the new ones."""
+    tried = asyncio.Event()
+    state, pools, asked = failing_puts(w, 100, LOST, made=False, tried=tried)
+    pools.timings = dataclasses.replace(pools.timings, failure_delay=0.2)
+    await pools.sync(state, spec(1), refresh=True)
+    await asyncio.wait_for(tried.wait(), 10)  # failed, its next try 0.2 s away
+    await pools.sync(state, spec(0), refresh=False)  # the round that reads the new replicas
+    await settle(state)
+    assert len(asked) == 1 and not state.inflight and not w.agent.containers
 
 
 async def test_a_container_being_removed_cannot_be_claimed(w: World) -> None:
