@@ -149,8 +149,9 @@ def given_back(operator_log: str) -> Counter[str]:
     decision whose write failed and was never tried again. The pool replaced each when it
     was taken; once back, it is one too many. (One given back before a placement is taken
     again at once, and leaves no surplus: not counted.)"""
-    names = {m["name"] for m in GIVEN_BACK.finditer(operator_log)}
-    return Counter(name[: len("pool-") + 9] for name in names)
+    # Every line: one container may be taken and given back more than once (taken oldest
+    # first, it is the next one a claim takes), and the pool replaced it each time.
+    return Counter(m["name"][: len("pool-") + 9] for m in GIVEN_BACK.finditer(operator_log))
 
 
 def _desired_phase(sandbox: Mapping[str, Any]) -> str:

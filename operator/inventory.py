@@ -170,6 +170,12 @@ class Inventories:
     def close(self, uid: str) -> PoolState | None:
         return self._states.pop(uid, None)
 
+    def stored(self, container: str) -> None:
+        """A stored Sandbox names `container`: no longer held as maybe never stored (in
+        `admitted`), whatever the index shows yet."""
+        for state in self._states.values():
+            state.admitted.pop(container, None)
+
     def count_into(self, tally: Tally) -> None:
         """Add every pool's warm containers, made and being made, to their hosts' totals."""
         for state in self._states.values():

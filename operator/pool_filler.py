@@ -321,6 +321,8 @@ class PoolFiller:
             host = self.index.hosts.get(host.name, host)  # as it is now (credentials, say)
             try:
                 agent = await self.agents.client(host)
+                if attempts > 1 and not self._still_wanted(state, spec.template, current_hash):
+                    return  # checked again here: the client may have awaited a Secret
                 started = time.perf_counter()
                 made = await agent.put(name, spec_for)
                 break
@@ -337,6 +339,8 @@ class PoolFiller:
                 await asyncio.sleep(self.timings.failure_delay)  # still in flight meanwhile
                 if not self._ask_again(state, host, exc, give_up):
                     return
+                if not self._still_wanted(state, spec.template, current_hash):
+                    return
         if made.state == "running":
             CREATION_SECONDS.labels("warm", spec.template).observe(time.perf_counter() - started)
         # Out of flight and into the pool in one step (the done callback runs a loop turn
@@ -347,22 +351,36 @@ class PoolFiller:
 
     def _ask_again(self, state: PoolState, host: HostRecord, exc: Exception, until: float) -> bool:
         """Whether a failed creation is asked for again under its name: only when its outcome
-        is unknown (no answer, or a 502-504), while the pool and the host are still there and
-        the pool still wants it (scaled down meanwhile, it may not), until `until` (a
-        container left made after that, or not asked for again, is found by the next listing
-        and counted, or removed as a surplus)."""
+        is unknown (no answer, or a 502-504), while the pool and the host are still there,
+        until `until` (a container left made after that, or not asked for again, is found by
+        the next listing and counted, or removed as a surplus)."""
         unknown = isinstance(exc, AgentUnreachable) and (
             exc.status is None or exc.status in (502, 503, 504)
         )
-        # This creation is still in flight: counted with the others.
-        wanted = state.wanted is None or len(state.warm) + len(state.inflight) <= state.wanted
         return (
             unknown
-            and wanted
             and self.clock.monotonic() < until
             and self.inventories.get(state.uid) is state
             and host.name in self.index.hosts
         )
+
+    def _still_wanted(self, state: PoolState, template: str, current_hash: str) -> bool:
+        """Whether the pool still wants a creation in flight, counted as the fill plan counts
+        (plan_pool: current containers on Ready hosts, and those in flight, this one among
+        them) against the replicas the fill loop read last: scaled down meanwhile, it may not,
+        and asked for again it would be made for the replicas before."""
+        if state.wanted is None:
+            return True
+        hosts = self.index.hosts
+        current = sum(
+            1
+            for w in state.warm.values()
+            if w.host in hosts
+            and hosts[w.host].view.ready
+            and w.spec_hash == current_hash
+            and w.template == template
+        )
+        return current + len(state.inflight) <= state.wanted
 
     async def _remove(self, state: PoolState, name: str) -> None:
         warm = state.warm.get(name)

@@ -218,6 +218,9 @@ class SandboxReconciler:
         if not decided:
             decided = await self._place(run, template, pool)
             run.spans.mark("decision")
+        elif decided.get("containerName"):
+            # Stored, though a write that failed, or an admission, held it as maybe not.
+            self.inventories.stored(str(decided["containerName"]))
         adopt = decided.pop(ADOPT_IF_MATCH, None)
         decided["expiresAt"] = expires_at(run.sandbox.created, run.sandbox.spec)
         run.writer.decide(decided)

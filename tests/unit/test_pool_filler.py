@@ -340,6 +340,17 @@ async def test_a_lost_creation_is_not_asked_for_again_once_its_pool_no_longer_wa
     assert len(asked) == 1 and not state.inflight and not w.agent.containers
 
 
+async def test_a_lost_creation_of_a_rollout_is_asked_for_again(w: World) -> None:
+    """Counted as the fill plan counts: a container with the limits before does not make
+    the pool full, so the new one whose answer was lost is still wanted."""
+    state, pools, asked = failing_puts(w, 2, LOST, made=True)
+    warm(w, "pool-old", spec_hash="an-older-spec")
+    await pools.sync(state, spec(1), refresh=True)
+    await settle(state)
+    assert len(asked) == 3 and len(set(asked)) == 1
+    assert set(state.warm) == {"pool-old", asked[0]}
+
+
 async def test_a_container_being_removed_cannot_be_claimed(w: World) -> None:
     w.add_host("h1")
     warm(w, "pool-old", spec_hash="an-older-spec")

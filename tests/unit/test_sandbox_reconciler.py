@@ -558,3 +558,22 @@ async def test_a_claim_whose_decision_was_not_stored_is_given_back_on_the_retry(
     (put,) = w.agent.seen
     assert put.call == ("PUT", "/v1/containers/pool-old")
     assert set(state.warm) == {"pool-new"} and state.admitted == {}  # stored this time
+
+
+async def test_a_decision_found_stored_is_no_longer_held_as_maybe_not(w: World) -> None:
+    """The write raised but was stored (its answer lost): the retry finds the decision, and
+    the container is not given back at the end of its hold, whether or not the index shows
+    the Sandbox by then (deleted first, it would have come back as a phantom)."""
+    w.add_host("h1")
+    state = w.inventories.open("p-uid", "ns", "warm")
+    taken = Warm("pool-1", "h1", "busybox", "h", True, 64 * 2**20, 1)
+    state.admitted["pool-1"] = (taken, "ns/s1")
+    decided = {"phase": "Scheduled", "host": "h1", "containerName": "pool-1",
+               "template": "busybox", "fromPool": "warm", "conditions": []}  # fmt: skip
+    w.api.sandboxes[f"{SANDBOX_PATH}/s1"] = sandbox(
+        spec={"poolRef": {"name": "warm"}},
+        annotations={ASSIGNMENT: json.dumps(decided)},
+        finalizers=[FINALIZER],
+    )
+    await reconciler(w).reconcile(sandbox(spec={"poolRef": {"name": "warm"}}), failures=1)
+    assert state.admitted == {} and state.warm == {}
