@@ -50,7 +50,8 @@ GIVEN_BACK = re.compile(
 # The agent's log lines (format of tuxio.nodeagent.cli) that tell a container's life.
 LINE = re.compile(
     r"^(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?"
-    r"(?P<what>clone started|clone finished|reconfigured|destroy finished):? (?P<name>[^\s:]+)"
+    r"(?P<what>clone started|clone finished|reconfigured|destroy started|destroy finished):? "
+    r"(?P<name>[^\s:]+)"
 )
 
 
@@ -88,6 +89,7 @@ class _Life:
     started: float | None = None
     finished: float | None = None
     reconfigured: float | None = None
+    destroy_started: float | None = None
     destroyed: float | None = None
 
 
@@ -107,9 +109,21 @@ def lives(agent_log: str) -> dict[str, _Life]:
             life.finished = at
         elif what == "reconfigured" and life.reconfigured is None:
             life.reconfigured = at
+        elif what == "destroy started":
+            life.destroy_started = at
         elif what == "destroy finished":
             life.destroyed = at
     return found
+
+
+def _killed_mid_destroy(found: Mapping[str, _Life], host: HostView) -> None:
+    """A destroy the agent was killed in after LXC had removed the container, before it
+    logged the end (found by make test-slow: one container short in the count): destroyed
+    when its destroy started, if nothing of it is left."""
+    there = {str(c["name"]) for c in host.agent_containers} | host.directories | host.lxc_names
+    for name, life in found.items():
+        if life.destroyed is None and life.destroy_started is not None and name not in there:
+            life.destroyed = life.destroy_started
 
 
 def scale_down_removals(history: History, uid: str, prefix: str, found: Mapping[str, _Life]) -> int:
@@ -220,6 +234,7 @@ def audit(
 
     # Every pool at its replicas, and made no more containers than it needed.
     found = lives(host.agent_log)
+    _killed_mid_destroy(found, host)
     back = given_back(operator_log)
     cloned = {n for n, life in found.items() if life.finished is not None}
     per_pool: dict[str, dict[str, int]] = {}

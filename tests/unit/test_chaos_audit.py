@@ -152,6 +152,24 @@ def test_a_claim_never_stored_covers_the_container_made_for_it() -> None:
     assert len(problems) == 1 and "made 2" in problems[0]
 
 
+@pytest.mark.parametrize("left", [False, True])
+def test_a_destroy_cut_short_by_a_kill_counts_once_nothing_is_left(left: bool) -> None:
+    # 2 -> 1: b's destroy started, the agent was killed before it logged the end.
+    log = [
+        *cloned(0, f"{PREFIX}a"),
+        *cloned(0, f"{PREFIX}b"),
+        line(5, f"destroy started: {PREFIX}b"),
+    ]
+    history = History(scale_downs=[(POOL_UID, T0 + 4, T0 + 4.1, 2, 1)])
+    containers = [warm(f"{PREFIX}a")]
+    host = view(containers, log, {f"{PREFIX}b"} if left else set())
+    _, problems = audit([], [pool(1)], host, history, "")
+    if left:  # its directory is still there: not destroyed, so it is made and unaccounted
+        assert any("made 2" in p for p in problems), problems
+    else:
+        assert problems == []
+
+
 @pytest.mark.parametrize(
     ("sandboxes", "containers", "extra", "expected"),
     [
