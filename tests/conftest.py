@@ -42,6 +42,26 @@ WORKER = _worker_cluster()
 from tests.postgres import PostgresServer, start_postgres  # noqa: E402
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A worker's control plane is made for its session and removed at its end; one still
+    there was left by a session that was killed (its API objects, the aggregated API's
+    registration among them, would meet this session's: found when a run followed a killed
+    one, and every gateway test of one worker got 503). It is stopped and removed first."""
+    if WORKER is None:
+        return
+    import subprocess
+
+    if Path(os.environ["TUXIO_CLUSTER_DIR"]).exists():
+        root = Path(__file__).resolve().parents[1]
+        down = subprocess.run(
+            [str(root / "hack" / "cluster-down.sh")], capture_output=True, text=True, check=False
+        )
+        if down.returncode != 0:
+            raise pytest.UsageError(
+                f"a leftover control plane could not be removed:\n{down.stderr}"
+            )
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """After every fixture's teardown: fail the run if anything the session made is still
