@@ -44,7 +44,7 @@ SANDBOX_UID = "tux.io/sandbox-uid"
 # The operator's line for a claimed warm container given back once its hold ended, no Sandbox
 # having been stored with that claim (tuxio.operator.claims.HOLD_ENDED).
 GIVEN_BACK = re.compile(
-    r"claim of \S+ never stored: (?P<name>pool-[0-9a-f]{8}-\S+) back in the pool "
+    r"claim of \S+ never stored: (?P<prefix>pool-[0-9a-f]{8}-)\S+ back in the pool "
     r"\(its hold ended\)"
 )
 # The agent's log lines (format of tuxio.nodeagent.cli) that tell a container's life.
@@ -165,7 +165,7 @@ def given_back(operator_log: str) -> Counter[str]:
     again at once, and leaves no surplus: not counted.)"""
     # Every line: one container may be taken and given back more than once (taken oldest
     # first, it is the next one a claim takes), and the pool replaced it each time.
-    return Counter(m["name"][: len("pool-") + 9] for m in GIVEN_BACK.finditer(operator_log))
+    return Counter(m["prefix"] for m in GIVEN_BACK.finditer(operator_log))
 
 
 def _desired_phase(sandbox: Mapping[str, Any]) -> str:

@@ -35,7 +35,7 @@ from .agents import AgentRegistry, CredentialsMissing
 from .claims import Claims
 from .containers import warm_spec
 from .index import ClusterIndex
-from .inventory import Inventories, PoolState, warm_of
+from .inventory import Inventories, PoolState, Warm, warm_of
 from .kube import Kube, NotFound
 from .labels import POOL_UID
 from .metrics import CREATION_SECONDS, reconciliation
@@ -176,7 +176,7 @@ class PoolFiller:
         """How many warm containers of the pool its hosts can hold, up to `upto`: those it
         has (on Ready hosts) and in flight, and the new ones that would still fit."""
         hosts = self.index.hosts
-        usable = [w for w in state.warm.values() if w.host in hosts and hosts[w.host].view.ready]
+        usable = self._usable(state)
         have = len(usable) + len(state.inflight)
         if upto <= have:
             return have
@@ -242,7 +242,7 @@ class PoolFiller:
         current_hash = pool_hash(spec)
         # Warm containers on a host that is not Ready cannot be claimed: the pool re-warms on
         # the hosts that are, and trims the surplus once that host is back.
-        usable = [w for w in state.warm.values() if w.host in hosts and hosts[w.host].view.ready]
+        usable = self._usable(state)
         plan = plan_pool(
             usable,
             spec.replicas,
@@ -371,16 +371,15 @@ class PoolFiller:
         and asked for again it would be made for the replicas before."""
         if state.wanted is None:
             return True
-        hosts = self.index.hosts
         current = sum(
-            1
-            for w in state.warm.values()
-            if w.host in hosts
-            and hosts[w.host].view.ready
-            and w.spec_hash == current_hash
-            and w.template == template
+            1 for w in self._usable(state) if w.spec_hash == current_hash and w.template == template
         )
         return current + len(state.inflight) <= state.wanted
+
+    def _usable(self, state: PoolState) -> list[Warm]:
+        """The pool's warm containers on Ready hosts: the ones a claim can take."""
+        hosts = self.index.hosts
+        return [w for w in state.warm.values() if w.host in hosts and hosts[w.host].view.ready]
 
     async def _remove(self, state: PoolState, name: str) -> None:
         warm = state.warm.get(name)

@@ -4,6 +4,7 @@ and nothing the session made is left behind (tests/leaks.py)."""
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,14 @@ WORKER = _worker_cluster()
 from tests.postgres import PostgresServer, start_postgres  # noqa: E402
 
 
+def _cluster_down() -> subprocess.CompletedProcess[str]:
+    """hack/cluster-down.sh for this process's TUXIO_CLUSTER_DIR: stop it and remove it."""
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [str(root / "hack" / "cluster-down.sh")], capture_output=True, text=True, check=False
+    )
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """A worker's control plane is made for its session and removed at its end; one still
     there was left by a session that was killed (its API objects, the aggregated API's
@@ -49,13 +58,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     one, and every gateway test of one worker got 503). It is stopped and removed first."""
     if WORKER is None:
         return
-    import subprocess
-
     if Path(os.environ["TUXIO_CLUSTER_DIR"]).exists():
-        root = Path(__file__).resolve().parents[1]
-        down = subprocess.run(
-            [str(root / "hack" / "cluster-down.sh")], capture_output=True, text=True, check=False
-        )
+        down = _cluster_down()
         if down.returncode != 0:
             raise pytest.UsageError(
                 f"a leftover control plane could not be removed:\n{down.stderr}"
@@ -84,10 +88,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if WORKER is not None:
         # A worker's control plane is its own and goes with it (the default one is kept
         # running between runs, for a developer's next `pytest tests/e2e`).
-        import subprocess
-
-        root = Path(__file__).resolve().parents[1]
-        subprocess.run([str(root / "hack" / "cluster-down.sh")], capture_output=True, check=False)
+        _cluster_down()
 
 
 def pytest_configure(config: pytest.Config) -> None:

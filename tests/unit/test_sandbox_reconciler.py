@@ -182,11 +182,9 @@ async def test_a_claim_made_at_admission_adopts_only_the_warm_container_it_took(
     assert ADOPT_IF_MATCH not in status
 
 
-async def test_a_retry_goes_on_with_the_decision_the_failed_attempt_recorded(w: World) -> None:
-    """The failed attempt claimed and adopted a warm container and recorded that on the
-    Sandbox; the retry's body is from before (the watch was cut): it reads the Sandbox again
-    and adopts that container, never a second one (found by the chaos suite)."""
-    w.add_host("h1")
+def store_decided_claim(w: World) -> None:
+    """Sandbox s1 as the API server has it: placed by an earlier attempt on warm container
+    pool-1 of pool warm, the decision recorded in its assignment annotation."""
     decided = {"phase": "Scheduled", "host": "h1", "containerName": "pool-1",
                "template": "busybox", "fromPool": "warm", "conditions": []}  # fmt: skip
     w.api.sandboxes[f"{SANDBOX_PATH}/s1"] = sandbox(
@@ -194,6 +192,14 @@ async def test_a_retry_goes_on_with_the_decision_the_failed_attempt_recorded(w: 
         annotations={ASSIGNMENT: json.dumps(decided)},
         finalizers=[FINALIZER],
     )
+
+
+async def test_a_retry_goes_on_with_the_decision_the_failed_attempt_recorded(w: World) -> None:
+    """The failed attempt claimed and adopted a warm container and recorded that on the
+    Sandbox; the retry's body is from before (the watch was cut): it reads the Sandbox again
+    and adopts that container, never a second one (found by the chaos suite)."""
+    w.add_host("h1")
+    store_decided_claim(w)
     stale = sandbox(spec={"poolRef": {"name": "warm"}})
     await reconciler(w).reconcile(stale, failures=1)
     assert w.api.calls()[0] == ("GET", f"{SANDBOX_PATH}/s1")
@@ -568,12 +574,6 @@ async def test_a_decision_found_stored_is_no_longer_held_as_maybe_not(w: World) 
     state = w.inventories.open("p-uid", "ns", "warm")
     taken = Warm("pool-1", "h1", "busybox", "h", True, 64 * 2**20, 1)
     state.admitted["pool-1"] = (taken, "ns/s1")
-    decided = {"phase": "Scheduled", "host": "h1", "containerName": "pool-1",
-               "template": "busybox", "fromPool": "warm", "conditions": []}  # fmt: skip
-    w.api.sandboxes[f"{SANDBOX_PATH}/s1"] = sandbox(
-        spec={"poolRef": {"name": "warm"}},
-        annotations={ASSIGNMENT: json.dumps(decided)},
-        finalizers=[FINALIZER],
-    )
+    store_decided_claim(w)
     await reconciler(w).reconcile(sandbox(spec={"poolRef": {"name": "warm"}}), failures=1)
     assert state.admitted == {} and state.warm == {}
